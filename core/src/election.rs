@@ -24,7 +24,7 @@ impl RaftNode {
         if self.now_ms < self.election_deadline_ms {
             return;
         }
-        if !self.configs.effective().is_voter(self.id) {
+        if !self.can_campaign() {
             self.reset_election_deadline();
             return;
         }
@@ -146,7 +146,7 @@ impl RaftNode {
 
     /// `TimeoutNow` from the leader: campaign at once, skipping pre-vote (thesis §3.10).
     pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
-        if self.leader_id != Some(from) || !self.configs.effective().is_voter(self.id) {
+        if self.leader_id != Some(from) || !self.can_campaign() {
             return;
         }
         tracing::info!(node = self.id, term = self.term, "leadership transfer: campaigning now");

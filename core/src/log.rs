@@ -266,11 +266,22 @@ impl RaftLog {
         self.compacted = LogId::new(term, index);
     }
 
-    /// Replaces the whole log with the point a snapshot covers (the log did not hold that entry).
+    /// Moves the log's start to the point a received snapshot covers. Entries after it are kept
+    /// when the log holds that very entry (they match the leader's); otherwise the whole log is
+    /// dropped, which can only happen above the commit index.
     pub fn reset_to_snapshot(&mut self, last_included: LogId) {
-        assert!(last_included.index > self.committed, "snapshot below the commit index resets the log");
+        let index = last_included.index;
+        if self.matches(last_included) && index >= self.compacted.index {
+            let drop = (index - self.compacted.index) as usize;
+            self.entries.drain(..drop);
+            self.compacted = last_included;
+            self.unpersisted_from = self.unpersisted_from.map(|from| from.max(index + 1)).filter(|from| *from <= self.last_index());
+            return;
+        }
+        assert!(index > self.committed, "a snapshot at {index} conflicts with the log at or below the commit index {}", self.committed);
         self.entries.clear();
         self.compacted = last_included;
+        self.persisted = self.persisted.min(index);
         self.unpersisted_from = None;
     }
 

@@ -501,9 +501,19 @@ impl RaftNode {
         }
     }
 
-    /// A node that is not a voter in its latest configuration is a learner and never campaigns.
+    /// Whether this node may stand for election: it votes in its latest configuration, or in the
+    /// committed one while a change removing it is not yet committed. The latter matters when a
+    /// leader that removed itself loses its quorum before the removal commits: its log may be the
+    /// only one holding the new configuration, so it must be able to win again and finish the
+    /// change (votes are still counted in the latest configuration).
+    pub(crate) fn can_campaign(&self) -> bool {
+        let committed = self.configs.committed(self.log.committed()).1;
+        self.configs.effective().is_voter(self.id) || committed.is_voter(self.id)
+    }
+
+    /// A node that may not campaign is a learner.
     pub(crate) fn update_learner_role(&mut self) {
-        let voter = self.configs.effective().is_voter(self.id);
+        let voter = self.can_campaign();
         match self.role {
             Role::Leader => {}
             Role::Learner if voter => self.role = Role::Follower,

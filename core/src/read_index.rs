@@ -64,6 +64,9 @@ pub(crate) struct LeaderReads {
     waiting_noop: Vec<(ReadOrigin, ReadPolicy)>,
     /// The lease lasts until this leader clock reading.
     lease_expiry_ms: u64,
+    /// No lease for the rest of this term: `TimeoutNow` was sent, and the target's election
+    /// (which voters grant despite stickiness) may still happen however late it arrives.
+    lease_forbidden: bool,
 }
 
 impl LeaderReads {
@@ -74,6 +77,12 @@ impl LeaderReads {
     /// Ends the lease at once (leadership transfer).
     pub fn revoke_lease(&mut self) {
         self.lease_expiry_ms = 0;
+    }
+
+    /// Ends the lease and never takes a new one while this leadership lasts (`TimeoutNow` sent).
+    pub fn forbid_lease(&mut self) {
+        self.revoke_lease();
+        self.lease_forbidden = true;
     }
 }
 
@@ -185,7 +194,7 @@ impl RaftNode {
             leader.reads.rounds_sent.pop_front();
         }
         if let Some((round, sent_ms)) = leader.reads.rounds_sent.front().copied() {
-            if round <= acked && lease_duration_ms > 0 && leader.transfer.is_none() {
+            if round <= acked && lease_duration_ms > 0 && leader.transfer.is_none() && !leader.reads.lease_forbidden {
                 leader.reads.lease_expiry_ms = leader.reads.lease_expiry_ms.max(sent_ms + lease_duration_ms);
             }
         }

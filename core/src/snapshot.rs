@@ -171,7 +171,8 @@ impl RaftNode {
             return;
         }
         let index = meta.last_included.index;
-        if self.log.matches(meta.last_included) && index <= self.log.persisted() {
+        let covered = index <= self.log.compacted().index;
+        if covered || (self.log.matches(meta.last_included) && index <= self.log.persisted()) {
             // Already durable here: the leader only needs to learn our match point.
             let body = MessageBody::InstallSnapshotResponse {
                 snapshot_index: index,

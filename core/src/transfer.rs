@@ -63,6 +63,7 @@ impl RaftNode {
         };
         if leader.progress.get(&peer).is_some_and(|p| p.match_index >= last_index) {
             transfer.timeout_now_sent = true;
+            leader.reads.forbid_lease();
             self.send(peer, MessageBody::TimeoutNow);
         }
     }
