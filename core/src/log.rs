@@ -117,17 +117,17 @@ impl RaftLog {
     pub fn append_from_leader(
         &mut self,
         prev: LogId,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> Result<(Index, Option<Index>), ConflictHint> {
         let last_new = prev.index + entries.len() as Index;
         if prev.index < self.compacted.index {
             // Everything up to the compaction point is committed, hence identical on the leader.
             let skip = (self.compacted.index - prev.index).min(entries.len() as Index) as usize;
-            let rest = &entries[skip..];
-            if rest.is_empty() {
+            entries.drain(..skip);
+            if entries.is_empty() {
                 return Ok((self.compacted.index, None));
             }
-            return self.append_from_leader(self.compacted, rest);
+            return self.append_from_leader(self.compacted, entries);
         }
         if !self.matches(prev) {
             return Err(self.conflict_hint(prev.index));
@@ -142,7 +142,7 @@ impl RaftLog {
                 }
                 None => {}
             }
-            self.append(entry.clone());
+            self.append(entry);
         }
         Ok((last_new, truncated))
     }
@@ -190,17 +190,25 @@ impl RaftLog {
     /// The entries `from ..= to`, at most `count_max` of them and at most `bytes_max` bytes
     /// (always at least one when the range is not empty).
     pub fn slice(&self, from: Index, to: Index, count_max: usize, bytes_max: u64) -> Vec<Entry> {
-        let mut out = Vec::new();
+        let from = from.max(self.first_index());
+        let to = to.min(self.last_index());
+        if from > to {
+            return Vec::new();
+        }
+        let start = (from - self.first_index()) as usize;
+        let count = ((to - from + 1) as usize).min(count_max);
+        let range = self.entries.range(start..start + count);
+        if bytes_max == u64::MAX {
+            return range.cloned().collect();
+        }
+        let mut out = Vec::with_capacity(count);
         let mut bytes = 0;
-        let mut index = from.max(self.first_index());
-        while index <= to.min(self.last_index()) && out.len() < count_max {
-            let entry = self.entry(index).expect("index within the log");
+        for entry in range {
             bytes += entry.size_bytes();
             if !out.is_empty() && bytes > bytes_max {
                 break;
             }
             out.push(entry.clone());
-            index += 1;
         }
         out
     }
@@ -275,10 +283,15 @@ impl RaftLog {
             let drop = (index - self.compacted.index) as usize;
             self.entries.drain(..drop);
             self.compacted = last_included;
-            self.unpersisted_from = self.unpersisted_from.map(|from| from.max(index + 1)).filter(|from| *from <= self.last_index());
+            self.unpersisted_from =
+                self.unpersisted_from.map(|from| from.max(index + 1)).filter(|from| *from <= self.last_index());
             return;
         }
-        assert!(index > self.committed, "a snapshot at {index} conflicts with the log at or below the commit index {}", self.committed);
+        assert!(
+            index > self.committed,
+            "a snapshot at {index} conflicts with the log at or below the commit index {}",
+            self.committed
+        );
         self.entries.clear();
         self.compacted = last_included;
         self.persisted = self.persisted.min(index);
@@ -312,7 +325,7 @@ mod tests {
     #[test]
     fn conflicting_suffix_is_truncated_and_replaced() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        let (last, truncated) = log.append_from_leader(LogId::new(1, 2), &[entry(3, 3)]).unwrap();
+        let (last, truncated) = log.append_from_leader(LogId::new(1, 2), vec![entry(3, 3)]).unwrap();
         assert_eq!((last, truncated), (3, Some(3)));
         assert_eq!(log.last_log_id(), LogId::new(3, 3));
         assert_eq!(log.persisted(), 2, "overwritten entries are no longer durable");
@@ -322,7 +335,7 @@ mod tests {
     #[test]
     fn matching_entries_are_kept_and_not_rewritten() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        assert_eq!(log.append_from_leader(LogId::new(1, 1), &[entry(1, 2)]).unwrap(), (2, None));
+        assert_eq!(log.append_from_leader(LogId::new(1, 1), vec![entry(1, 2)]).unwrap(), (2, None));
         assert_eq!(log.last_index(), 4, "a stale append must not drop later entries");
         assert!(log.take_write().is_none());
     }
@@ -330,9 +343,9 @@ mod tests {
     #[test]
     fn conflict_hint_points_at_first_index_of_conflicting_term() {
         let mut log = log_with_terms(&[1, 2, 2, 2]);
-        let hint = log.append_from_leader(LogId::new(3, 4), &[]).unwrap_err();
+        let hint = log.append_from_leader(LogId::new(3, 4), vec![]).unwrap_err();
         assert_eq!(hint, ConflictHint { index: 2, term: Some(2) });
-        let hint = log.append_from_leader(LogId::new(3, 9), &[]).unwrap_err();
+        let hint = log.append_from_leader(LogId::new(3, 9), vec![]).unwrap_err();
         assert_eq!(hint, ConflictHint { index: 5, term: None });
     }
 
@@ -351,7 +364,7 @@ mod tests {
         let mut log = log_with_terms(&[1, 1, 1]);
         log.set_persisted(LogId::new(1, 3));
         log.commit_to(3);
-        let _ = log.append_from_leader(LogId::new(1, 1), &[entry(2, 2)]);
+        let _ = log.append_from_leader(LogId::new(1, 1), vec![entry(2, 2)]);
     }
 
     #[test]
@@ -377,6 +390,6 @@ mod tests {
         assert_eq!(log.term_at(2), Some(2));
         assert_eq!(log.term_at(1), None);
         // An append from before the compaction point still succeeds.
-        assert_eq!(log.append_from_leader(LogId::new(1, 1), &[entry(2, 2), entry(3, 3)]).unwrap(), (3, None));
+        assert_eq!(log.append_from_leader(LogId::new(1, 1), vec![entry(2, 2), entry(3, 3)]).unwrap(), (3, None));
     }
 }

@@ -122,7 +122,7 @@ impl RaftNode {
         let mut configs = ConfigHistory::new(compacted.index, base);
         for entry in &recovered.entries {
             if let EntryPayload::Membership(membership) = &entry.payload {
-                configs.push(entry.log_id.index, membership.clone());
+                configs.push(entry.log_id.index, (**membership).clone());
             }
         }
         let log = RaftLog::recovered(compacted, recovered.entries, recovered.applied);
@@ -278,7 +278,7 @@ impl RaftNode {
         let from = message.from;
         match message.body {
             MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
-                self.handle_append(from, prev_log_id, &entries, leader_commit)
+                self.handle_append(from, prev_log_id, entries, leader_commit)
             }
             MessageBody::AppendEntriesResponse { success, match_index, rejected_index, conflict } => {
                 self.handle_append_response(from, success, match_index, rejected_index, conflict)
@@ -351,6 +351,11 @@ impl RaftNode {
         if self.role == Role::Leader {
             return true;
         }
+        if !self.clock_started {
+            // Not ticked since boot: as right after the first tick, refuse votes, since a leader's
+            // lease may still count on a promise this node made before it restarted.
+            return true;
+        }
         self.last_leader_contact_ms.is_some_and(|contact| self.now_ms < contact + self.config.election_timeout_ms_min)
     }
 
@@ -385,7 +390,7 @@ impl RaftNode {
         let leader = self.leader.as_mut().expect("only a leader appends its own entries");
         leader.uncommitted_bytes += entry.size_bytes();
         let is_membership = if let EntryPayload::Membership(membership) = &entry.payload {
-            self.configs.push(log_id.index, membership.clone());
+            self.configs.push(log_id.index, (**membership).clone());
             true
         } else {
             false
@@ -444,8 +449,13 @@ impl RaftNode {
             let count_max = self.config.entries_per_message_max.max(1);
             self.out.committed_entries = self.log.take_committed(count_max);
         }
-        let soft_state = SoftState { role: self.role, leader: self.leader_hint() };
-        if self.reported_soft_state.as_ref() != Some(&soft_state) {
+        let changed = self.reported_soft_state.as_ref().is_none_or(|reported| {
+            reported.role != self.role
+                || reported.leader.leader_id != self.leader_id
+                || reported.leader.term != self.term
+        });
+        if changed {
+            let soft_state = SoftState { role: self.role, leader: self.leader_hint() };
             self.reported_soft_state = Some(soft_state.clone());
             self.out.soft_state = Some(soft_state);
         }

@@ -88,7 +88,7 @@ impl RaftNode {
             target
         };
         tracing::info!(node = self.id, ?change, joint = entry.is_joint(), "appending membership change");
-        Ok(self.append_as_leader(EntryPayload::Membership(entry)))
+        Ok(self.append_as_leader(EntryPayload::Membership(Box::new(entry))))
     }
 
     fn check_promotion_lag(&self, current: &Membership, target: &Membership) -> Result<(), Error> {
@@ -113,7 +113,7 @@ impl RaftNode {
         let effective = self.configs.effective().clone();
         if effective.is_joint() {
             tracing::info!(node = self.id, "joint configuration committed: leaving it");
-            self.append_as_leader(EntryPayload::Membership(effective.leave_joint()));
+            self.append_as_leader(EntryPayload::Membership(Box::new(effective.leave_joint())));
             return;
         }
         if effective.is_voter(self.id) || self.leader.as_ref().is_some_and(|l| l.transfer.is_some()) {

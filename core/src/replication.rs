@@ -9,6 +9,7 @@
 //! `handle_append` checks `prev_log_id`, truncates a conflicting suffix, appends, adopts the
 //! leader's commit index, and acknowledges once storage reports the entries durable.
 
+use crate::membership::Membership;
 use crate::message::{ConflictHint, MessageBody};
 use crate::node::{LeaderState, RaftNode};
 use crate::progress::ProgressState;
@@ -202,14 +203,21 @@ impl RaftNode {
     }
 
     /// Follower: entries from the leader.
-    pub(crate) fn handle_append(&mut self, from: NodeId, prev: LogId, entries: &[Entry], leader_commit: Index) {
+    pub(crate) fn handle_append(&mut self, from: NodeId, prev: LogId, entries: Vec<Entry>, leader_commit: Index) {
         self.accept_leader(from);
         if self.follower.snapshot.is_installing() {
             return;
         }
+        let configs: Vec<(LogId, Membership)> = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some((e.log_id, (**m).clone())),
+                _ => None,
+            })
+            .collect();
         match self.log.append_from_leader(prev, entries) {
             Ok((last_new, truncated)) => {
-                self.record_appended_configs(entries, truncated);
+                self.record_appended_configs(configs, truncated);
                 self.follower.match_hint = self.follower.match_hint.max(last_new);
                 let commit = leader_commit.min(last_new);
                 if commit > self.log.committed() {
@@ -233,17 +241,15 @@ impl RaftNode {
         }
     }
 
-    fn record_appended_configs(&mut self, entries: &[Entry], truncated: Option<Index>) {
+    fn record_appended_configs(&mut self, configs: Vec<(LogId, Membership)>, truncated: Option<Index>) {
         let mut changed = false;
         if let Some(index) = truncated {
             changed |= self.configs.truncate_from(index);
         }
-        for entry in entries {
-            if let EntryPayload::Membership(membership) = &entry.payload {
-                if entry.log_id.index > self.configs.last_index() && self.log.matches(entry.log_id) {
-                    self.configs.push(entry.log_id.index, membership.clone());
-                    changed = true;
-                }
+        for (log_id, membership) in configs {
+            if log_id.index > self.configs.last_index() && self.log.matches(log_id) {
+                self.configs.push(log_id.index, membership);
+                changed = true;
             }
         }
         if changed {

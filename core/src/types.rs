@@ -45,7 +45,7 @@ pub enum EntryPayload {
     Command(Bytes),
     /// The complete cluster configuration that takes effect as soon as the entry is appended
     /// (Raft thesis §4.1). A joint configuration has both `voters` and `voters_outgoing`.
-    Membership(Membership),
+    Membership(Box<Membership>),
 }
 
 /// One entry of the replicated log (seed 001 `Entry`).

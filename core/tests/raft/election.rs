@@ -96,7 +96,8 @@ fn thesis_4_2_3_leader_stickiness_refuses_votes_while_the_leader_is_live() {
 #[test]
 fn section_5_2_a_node_votes_at_most_once_per_term() {
     use keel_core::{Config, LogId, Membership, Message, MessageBody, RaftNode, RecoveredState};
-    let mut node = RaftNode::new(Config::new(1), RecoveredState::bootstrap(Membership::with_voters([1, 2, 3]))).unwrap();
+    let mut node =
+        RaftNode::new(Config::new(1), RecoveredState::bootstrap(Membership::with_voters([1, 2, 3]))).unwrap();
     node.tick(10_000); // past the boot stickiness window
     node.tick(20_000);
     // Node 1 may have campaigned by now; candidates 2 and 3 ask in the next term.

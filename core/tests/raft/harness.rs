@@ -71,7 +71,11 @@ impl Disk {
     }
 
     fn last_log_id(&self) -> LogId {
-        self.entries.last().map(|e| e.log_id).or(self.snapshot.as_ref().map(|s| s.meta.last_included)).unwrap_or_default()
+        self.entries
+            .last()
+            .map(|e| e.log_id)
+            .or(self.snapshot.as_ref().map(|s| s.meta.last_included))
+            .unwrap_or_default()
     }
 
     fn sync_all(&mut self) {
@@ -423,7 +427,10 @@ impl Cluster {
             *by_term = (*by_term).min(term);
             let log_id = entry.log_id;
             let previous = *self.committed.entry(log_id.index).or_insert(log_id);
-            assert_eq!(previous, log_id, "state machine safety: node {id} applied {log_id} where another applied {previous}");
+            assert_eq!(
+                previous, log_id,
+                "state machine safety: node {id} applied {log_id} where another applied {previous}"
+            );
             let decided: Vec<(LogId, NodeId)> =
                 self.pending.iter().filter(|(l, _)| l.index == log_id.index).map(|(l, p)| (*l, *p)).collect();
             for (proposed, proposer) in decided {
@@ -482,7 +489,8 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         assert!(node.raft.is_none(), "restart of a running node");
         let applied = node.disk.snapshot.as_ref().map_or(0, |s| s.meta.last_included.index);
-        node.machine = node.disk.snapshot.as_ref().map_or_else(StateMachine::default, |s| StateMachine::decode(&s.data));
+        node.machine =
+            node.disk.snapshot.as_ref().map_or_else(StateMachine::default, |s| StateMachine::decode(&s.data));
         let recovered = RecoveredState {
             hard_state: node.disk.hard_state,
             snapshot: node.disk.snapshot.clone(),

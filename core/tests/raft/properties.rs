@@ -226,6 +226,3 @@ proptest! {
         run_schedule(&schedule);
     }
 }
-
-
-
