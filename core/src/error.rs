@@ -18,7 +18,7 @@ pub enum Error {
         /// The limit that was reached, for the message.
         limit: String,
     },
-    /// Too many reads waiting at this node; retry later.
+    /// Too many reads waiting at this node (or at the leader it forwards to); retry later.
     TooManyPendingReads {
         /// `pending_reads_max`.
         limit: usize,

@@ -89,7 +89,7 @@ mod validate;
 pub use config::{Config, ConfigError, LeaseConfig};
 pub use error::Error;
 pub use membership::{LearnerKind, Membership, MembershipChange, MembershipError};
-pub use message::{ConflictHint, Message, MessageBody, ReadId};
+pub use message::{ConflictHint, Message, MessageBody, ReadId, ReadIndexAnswer};
 pub use node::{RaftNode, RecoveredState};
 pub use progress::ProgressState;
 pub use read_index::ReadPolicy;

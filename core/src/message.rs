@@ -33,6 +33,17 @@ pub struct ConflictHint {
     pub term: Option<Term>,
 }
 
+/// The leader's answer to forwarded reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadIndexAnswer {
+    /// Leadership was confirmed after the reads arrived: serve them once this index is applied.
+    Confirmed(Index),
+    /// The receiver is not (or no longer) the leader.
+    NotLeader,
+    /// The leader's read queue is full (`pending_reads_max`).
+    Overloaded,
+}
+
 /// The content of a [`Message`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
@@ -116,8 +127,8 @@ pub enum MessageBody {
     ReadIndexResponse {
         /// The reads answered.
         read_ids: Vec<ReadId>,
-        /// The index to wait for, or `None` if this node could not confirm leadership.
-        read_index: Option<Index>,
+        /// The index to wait for, or why there is none.
+        answer: ReadIndexAnswer,
     },
 }
 

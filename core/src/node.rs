@@ -299,8 +299,8 @@ impl RaftNode {
             }
             MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::ReadIndexRequest { read_ids } => self.handle_read_index_request(from, read_ids),
-            MessageBody::ReadIndexResponse { read_ids, read_index } => {
-                self.handle_read_index_response(from, read_ids, read_index)
+            MessageBody::ReadIndexResponse { read_ids, answer } => {
+                self.handle_read_index_response(from, read_ids, answer)
             }
         }
     }

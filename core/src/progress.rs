@@ -36,16 +36,14 @@ pub(crate) struct Progress {
     /// Next index to send.
     pub next_index: Index,
     pub state: ProgressState,
-    /// Last index of each append in flight (Replicate state), oldest first.
-    pub inflight: VecDeque<Index>,
+    /// Last index and send time of each append in flight (Replicate state), oldest first.
+    pub inflight: VecDeque<(Index, u64)>,
     /// A probe is outstanding (Probe state); cleared by a response or a heartbeat answer.
     pub probe_sent: bool,
     /// Leader clock reading of the last message received from the peer in this term.
     pub last_contact_ms: Option<u64>,
     /// Highest heartbeat round the peer acknowledged.
     pub acked_round: u64,
-    /// An append was acknowledged since the last heartbeat answer (detects lost appends).
-    pub acked_since_heartbeat: bool,
     /// Commit index last sent to the peer.
     pub commit_sent: Index,
 }
@@ -61,7 +59,6 @@ impl Progress {
             probe_sent: false,
             last_contact_ms: None,
             acked_round: 0,
-            acked_since_heartbeat: false,
             commit_sent: 0,
         }
     }
@@ -75,13 +72,13 @@ impl Progress {
         }
     }
 
-    /// Records an append covering up to `last` as sent.
-    pub fn on_sent(&mut self, last: Index) {
+    /// Records an append covering up to `last` as sent at `now_ms`.
+    pub fn on_sent(&mut self, last: Index, now_ms: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last + 1;
-                self.inflight.push_back(last);
+                self.inflight.push_back((last, now_ms));
             }
             ProgressState::Snapshot { .. } => {}
         }
@@ -90,8 +87,7 @@ impl Progress {
     /// The peer matches up to `index`. Returns true when that is news.
     pub fn on_match(&mut self, index: Index) -> bool {
         self.probe_sent = false;
-        self.acked_since_heartbeat = true;
-        while self.inflight.front().is_some_and(|last| *last <= index) {
+        while self.inflight.front().is_some_and(|(last, _)| *last <= index) {
             self.inflight.pop_front();
         }
         if index <= self.match_index {
@@ -103,6 +99,11 @@ impl Progress {
             self.become_replicate();
         }
         true
+    }
+
+    /// When the oldest unacknowledged append was sent, if one is in flight.
+    pub fn oldest_inflight_sent_ms(&self) -> Option<u64> {
+        self.inflight.front().map(|(_, sent_ms)| *sent_ms)
     }
 
     /// Streams from just after the match point.
@@ -139,7 +140,7 @@ mod tests {
         assert_eq!(progress.state, ProgressState::Replicate);
         for last in [12, 14, 16] {
             assert!(progress.can_send(3));
-            progress.on_sent(last);
+            progress.on_sent(last, 0);
         }
         assert!(!progress.can_send(3), "window of 3 is full");
         progress.on_match(14);
@@ -151,7 +152,7 @@ mod tests {
     #[test]
     fn probe_sends_one_message_at_a_time_and_never_goes_below_match() {
         let mut progress = Progress::new(10);
-        progress.on_sent(10);
+        progress.on_sent(10, 0);
         assert!(!progress.can_send(64));
         progress.match_index = 5;
         progress.become_probe(2);

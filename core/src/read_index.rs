@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::error::Error;
-use crate::message::{MessageBody, ReadId};
+use crate::message::{MessageBody, ReadId, ReadIndexAnswer};
 use crate::node::RaftNode;
 use crate::quorum;
 use crate::ready::ReadOutcome;
@@ -220,7 +220,7 @@ impl RaftNode {
             }
         }
         for ((to, read_index), read_ids) in remote {
-            self.send(to, MessageBody::ReadIndexResponse { read_ids, read_index: Some(read_index) });
+            self.send(to, MessageBody::ReadIndexResponse { read_ids, answer: ReadIndexAnswer::Confirmed(read_index) });
         }
         self.release_applied_reads();
     }
@@ -248,7 +248,10 @@ impl RaftNode {
                     self.out.reads.push(ReadOutcome { id, result });
                 }
                 ReadOrigin::Remote { from, id } => {
-                    self.send(from, MessageBody::ReadIndexResponse { read_ids: vec![id], read_index: None });
+                    self.send(
+                        from,
+                        MessageBody::ReadIndexResponse { read_ids: vec![id], answer: ReadIndexAnswer::NotLeader },
+                    );
                 }
             }
         }
@@ -257,7 +260,7 @@ impl RaftNode {
     /// Leader: reads forwarded by a follower or learner.
     pub(crate) fn handle_read_index_request(&mut self, from: NodeId, read_ids: Vec<ReadId>) {
         if self.role != Role::Leader {
-            self.send(from, MessageBody::ReadIndexResponse { read_ids, read_index: None });
+            self.send(from, MessageBody::ReadIndexResponse { read_ids, answer: ReadIndexAnswer::NotLeader });
             return;
         }
         let mut refused = Vec::new();
@@ -269,30 +272,25 @@ impl RaftNode {
             }
         }
         if !refused.is_empty() {
-            self.send(from, MessageBody::ReadIndexResponse { read_ids: refused, read_index: None });
+            self.send(from, MessageBody::ReadIndexResponse { read_ids: refused, answer: ReadIndexAnswer::Overloaded });
         }
     }
 
     /// Follower: the leader's answer to forwarded reads.
-    pub(crate) fn handle_read_index_response(
-        &mut self,
-        _from: NodeId,
-        read_ids: Vec<ReadId>,
-        read_index: Option<Index>,
-    ) {
+    pub(crate) fn handle_read_index_response(&mut self, _from: NodeId, read_ids: Vec<ReadId>, answer: ReadIndexAnswer) {
         for id in read_ids {
             if self.reads.forwarded.remove(&id).is_none() {
                 continue;
             }
-            match read_index {
-                Some(index) => {
+            let error = match answer {
+                ReadIndexAnswer::Confirmed(index) => {
                     self.reads.waiting_apply.insert((index, id));
+                    continue;
                 }
-                None => {
-                    let result = Err(Error::NotLeader(self.leader_hint()));
-                    self.out.reads.push(ReadOutcome { id, result });
-                }
-            }
+                ReadIndexAnswer::NotLeader => Error::NotLeader(self.leader_hint()),
+                ReadIndexAnswer::Overloaded => Error::TooManyPendingReads { limit: self.config.pending_reads_max },
+            };
+            self.out.reads.push(ReadOutcome { id, result: Err(error) });
         }
         self.release_applied_reads();
     }

@@ -107,7 +107,7 @@ impl RaftNode {
             );
             let prev_term = self.log.term_at(next - 1).expect("entry before next index is in the log");
             let sent_last = next - 1 + entries.len() as Index;
-            progress.on_sent(sent_last);
+            progress.on_sent(sent_last, self.now_ms);
             progress.commit_sent = commit;
             let is_probe = progress.state == ProgressState::Probe;
             let body = MessageBody::AppendEntries {
@@ -284,24 +284,27 @@ impl RaftNode {
         self.send(from, MessageBody::HeartbeatResponse { read_round });
     }
 
-    /// Leader: a heartbeat answer confirms leadership for a read round and exposes lost appends.
+    /// Leader: a heartbeat answer confirms leadership for a read round and exposes lost appends:
+    /// a probe is re-sent, and a stream whose oldest append went unanswered for half an election
+    /// timeout falls back to probing (a slow disk merely delays acknowledgements; half an election
+    /// timeout keeps such false alarms rare while still repairing a lost tail quickly).
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         let now = self.now_ms;
         let last_index = self.log.last_index();
+        let stalled_before = now.saturating_sub(self.config.election_timeout_ms_min / 2);
         let Some(progress) = self.leader.as_mut().and_then(|l| l.progress.get_mut(&from)) else { return };
         progress.last_contact_ms = Some(now);
         progress.acked_round = progress.acked_round.max(read_round);
         if progress.match_index < last_index {
             match progress.state {
                 ProgressState::Probe => progress.probe_sent = false,
-                ProgressState::Replicate if !progress.acked_since_heartbeat && !progress.inflight.is_empty() => {
+                ProgressState::Replicate if progress.oldest_inflight_sent_ms().is_some_and(|s| s <= stalled_before) => {
                     let next = progress.match_index + 1;
                     progress.become_probe(next);
                 }
                 _ => {}
             }
         }
-        progress.acked_since_heartbeat = false;
         self.update_read_rounds();
     }
 }

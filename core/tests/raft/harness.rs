@@ -184,6 +184,9 @@ pub struct Cluster {
     /// Proposals that failed (another entry took their index).
     pub failed: BTreeSet<LogId>,
     pub snapshot_padding: usize,
+    /// For each read in progress, the highest index acknowledged to any client when it was
+    /// invoked: a linearizable read must return a read index at least that high.
+    read_floors: BTreeMap<(NodeId, ReadId), Index>,
 }
 
 impl Cluster {
@@ -209,6 +212,7 @@ impl Cluster {
             acknowledged: BTreeSet::new(),
             failed: BTreeSet::new(),
             snapshot_padding: 2_000,
+            read_floors: BTreeMap::new(),
         };
         for id in 1..=cluster.options.voters {
             cluster.add_node(id, RecoveredState::bootstrap(membership.clone()));
@@ -314,8 +318,12 @@ impl Cluster {
         Ok(log_id)
     }
 
+    /// Submits a read at `id`; its outcome is checked for linearizability when it completes.
     pub fn read(&mut self, id: NodeId, read_id: ReadId, policy: ReadPolicy) -> Result<(), Error> {
-        self.node_mut(id).read(read_id, policy)
+        self.node_mut(id).read(read_id, policy)?;
+        let floor = self.acknowledged.iter().map(|l| l.index).max().unwrap_or(0);
+        self.read_floors.insert((id, read_id), floor);
+        Ok(())
     }
 
     /// Runs until every pending proposal is decided; returns whether that happened in time.
@@ -412,6 +420,17 @@ impl Cluster {
                 node.machine.apply(entry);
             }
             raft.applied(last.log_id.index);
+        }
+        for outcome in &ready.reads {
+            let floor = self.read_floors.remove(&(id, outcome.id));
+            if let (Ok(read_index), Some(floor)) = (&outcome.result, floor) {
+                assert!(*read_index >= floor, "linearizability: read {} at node {id} returned read index {read_index} below acknowledged write {floor}", outcome.id);
+                assert!(
+                    node.machine.applied >= *read_index,
+                    "read {} released before its read index was applied",
+                    outcome.id
+                );
+            }
         }
         node.reads.extend(ready.reads);
         for message in ready.messages {

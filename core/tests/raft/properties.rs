@@ -1,6 +1,6 @@
 //! Property tests (Raft paper Figure 3): random schedules of proposals, partitions, crashes,
 //! restarts, message loss and duplication, snapshots, leadership transfers and membership changes,
-//! on 3 and 5 voters. After every step the harness checks election safety, log matching, leader
+//! on 3 and 5 voters, with linearizable and lease reads checked against acknowledged writes. After every step the harness checks election safety, log matching, leader
 //! completeness and state machine safety; at the end all faults heal and the cluster must elect a
 //! leader, commit every pending proposal within a bounded number of steps (liveness), and have
 //! lost no acknowledged proposal. proptest shrinks a failing schedule to a minimal one.
@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 
 use crate::harness::{Cluster, Options};
-use keel_core::{LearnerKind, MembershipChange, NodeId, ReadPolicy, RecoveredState};
+use keel_core::{LearnerKind, LeaseConfig, MembershipChange, NodeId, ReadPolicy, RecoveredState};
 
 /// One scheduled event. Node numbers are taken modulo the nodes that exist.
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => (1u16..150).prop_map(Action::Run),
         6 => (1u8..12).prop_map(Action::Propose),
-        1 => any::<u8>().prop_map(Action::Read),
+        3 => any::<u8>().prop_map(Action::Read),
         1 => any::<u8>().prop_map(Action::Isolate),
         1 => any::<u8>().prop_map(Action::Partition),
         2 => Just(Action::Heal),
@@ -89,7 +89,8 @@ fn apply(cluster: &mut Cluster, action: &Action, commands: &mut u32, reads: &mut
             let id = pick(cluster, n);
             if cluster.is_up(id) {
                 *reads += 1;
-                let _ = cluster.read(id, *reads, ReadPolicy::Linearizable);
+                let policy = if n & 0x80 == 0 { ReadPolicy::Linearizable } else { ReadPolicy::Lease };
+                let _ = cluster.read(id, *reads, policy);
             }
         }
         Action::Isolate(n) => {
@@ -197,6 +198,7 @@ fn check_liveness(cluster: &mut Cluster, commands: &mut u32) {
 
 fn run_schedule(schedule: &Schedule) {
     let mut options = Options::new(schedule.voters, schedule.seed);
+    options.configure = |config| config.lease = Some(LeaseConfig { clock_drift_ppm_max: 10_000 });
     options.drop_per_million = schedule.drop_per_million;
     options.duplicate_per_million = schedule.duplicate_per_million;
     let mut cluster = Cluster::new(options);
