@@ -12,7 +12,8 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 
 /// The files to compile (their imports are found under [`PROTO_ROOT`]).
-const PROTOS: &[&str] = &["proto/keel/common.proto", "proto/keel/error.proto", "proto/keel/client.proto"];
+const PROTOS: &[&str] =
+    &["proto/keel/common.proto", "proto/keel/error.proto", "proto/keel/client.proto", "proto/keel/raft.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

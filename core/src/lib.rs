@@ -70,6 +70,7 @@ mod config;
 mod election;
 mod error;
 mod invariants;
+pub mod kv;
 mod log;
 mod membership;
 mod message;

@@ -135,6 +135,10 @@ impl RaftNode {
         installed: bool,
     ) {
         let now = self.now_ms;
+        if snapshot_index > self.log.last_index() {
+            tracing::warn!(node = self.id, from, snapshot_index, "ignoring a snapshot answer beyond the log");
+            return;
+        }
         let Some(progress) = self.leader.as_mut().and_then(|l| l.progress.get_mut(&from)) else { return };
         progress.last_contact_ms = Some(now);
         if installed {

@@ -1,0 +1,284 @@
+//! Applying committed commands: puts, deletes, compare-and-swap, transactions, compaction and
+//! expiry. All changes of one command share one new revision (none if nothing changed) and are
+//! numbered in the order they are made; the command's events are read back from the history.
+//!
+//! Rules, as in etcd: a put always makes a new version, even with an unchanged value; a delete
+//! of a missing key changes nothing; transaction compares are all evaluated against the state
+//! before the transaction, and its operations run in order, each seeing the earlier ones (a key
+//! may be written twice in one transaction: it gets two versions in the same revision).
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use super::command::{Compare, CompareOp, CompareTarget, KeyRange, KvCommand, TxnOp};
+use super::error::KvError;
+use super::event::KvEvent;
+use super::store::{ChangeId, KeyValue, KeyVersion, KvStore, LiveValue, RangeResult};
+
+/// What applying one command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyResult {
+    /// The log index the command was applied at.
+    pub log_index: u64,
+    /// The store revision after the command (unchanged if it changed nothing).
+    pub revision: u64,
+    /// `false` when a compare-and-swap or transaction compare failed, or on `error`; `true`
+    /// otherwise (a delete of a missing key succeeds, deleting nothing).
+    pub succeeded: bool,
+    /// Why the command was refused: only a [`KvCommand::Compact`] at an unusable revision.
+    pub error: Option<KvError>,
+    /// One response per operation run: a put, delete or delete-range gives one; a transaction
+    /// one per operation of the branch taken; a compare-and-swap a `Put` when it succeeded, a
+    /// `Range` with the key's current value when it failed; an expiry one `Delete` of the expired
+    /// keys; a compaction none.
+    pub responses: Vec<OpResponse>,
+    /// The changes made, in order, all with revision `revision`.
+    pub events: Vec<KvEvent>,
+}
+
+/// The response to one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResponse {
+    /// A put, with the key's previous value (`None` if it was created).
+    Put {
+        /// The key before the put.
+        prev: Option<KeyValue>,
+    },
+    /// A delete, with the keys deleted as they were before (empty if none was live).
+    Delete {
+        /// The deleted keys in key order.
+        deleted: Vec<KeyValue>,
+    },
+    /// A read inside a transaction.
+    Range(RangeResult),
+}
+
+/// The revision a command in progress writes, and the number of its next change.
+#[derive(Debug)]
+struct PendingRevision {
+    revision: u64,
+    next_sub: u32,
+}
+
+impl PendingRevision {
+    fn next_change(&mut self) -> ChangeId {
+        let change = ChangeId { revision: self.revision, sub: self.next_sub };
+        self.next_sub = self.next_sub.checked_add(1).expect("more than u32::MAX changes in one revision");
+        change
+    }
+
+    fn changed(&self) -> bool {
+        self.next_sub > 0
+    }
+
+    /// The revision a read at this point of the command observes.
+    fn observed(&self) -> u64 {
+        if self.changed() {
+            self.revision
+        } else {
+            self.revision - 1
+        }
+    }
+}
+
+/// The expiry deadline of a value written with `ttl_ms` by an entry stamped `proposed_at_ms`.
+fn expiry_deadline(proposed_at_ms: u64, ttl_ms: Option<u64>) -> Option<u64> {
+    ttl_ms.map(|ttl_ms| proposed_at_ms.saturating_add(ttl_ms))
+}
+
+impl KvStore {
+    /// Applies the committed command at `log_index`, stamped by the proposing leader with its
+    /// clock `proposed_at_ms` (used only for time-to-live deadlines). Deterministic: the same
+    /// store, index, stamp and command always give the same result and the same store.
+    ///
+    /// # Panics
+    /// If `log_index` is not above [`KvStore::last_applied_index`]: entries must be applied once
+    /// each, in log order.
+    pub fn apply(&mut self, log_index: u64, proposed_at_ms: u64, command: &KvCommand) -> ApplyResult {
+        self.advance_applied_index(log_index);
+        let mut pending = PendingRevision { revision: self.current_revision + 1, next_sub: 0 };
+        let (succeeded, error, responses) = match command {
+            KvCommand::Put { key, value, ttl_ms } => {
+                (true, None, vec![self.put(&mut pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms))])
+            }
+            KvCommand::Delete { key } => {
+                (true, None, vec![self.delete_range(&mut pending, &KeyRange::key(key.clone()))])
+            }
+            KvCommand::DeleteRange { start, end } => {
+                (true, None, vec![self.delete_range(&mut pending, &KeyRange::new(start.clone(), end.clone()))])
+            }
+            KvCommand::CompareAndSwap { key, expected_value, new_value, ttl_ms } => {
+                let (succeeded, responses) = self.compare_and_swap(
+                    &mut pending,
+                    proposed_at_ms,
+                    key,
+                    expected_value.as_ref(),
+                    new_value,
+                    *ttl_ms,
+                );
+                (succeeded, None, responses)
+            }
+            KvCommand::Txn { compares, success, failure } => {
+                let (succeeded, responses) = self.txn(&mut pending, proposed_at_ms, compares, success, failure);
+                (succeeded, None, responses)
+            }
+            KvCommand::Compact { revision } => match self.compact(*revision) {
+                Ok(()) => (true, None, Vec::new()),
+                Err(error) => (false, Some(error), Vec::new()),
+            },
+            KvCommand::Expire { now_ms } => (true, None, vec![self.expire(&mut pending, *now_ms)]),
+        };
+        let events = self.finish(pending);
+        ApplyResult { log_index, revision: self.current_revision, succeeded, error, responses, events }
+    }
+
+    /// Records that the log entry at `log_index` was applied without touching the store (a no-op
+    /// or membership entry), so that [`KvStore::last_applied_index`] and the snapshot's index
+    /// follow the log.
+    ///
+    /// # Panics
+    /// If `log_index` is not above [`KvStore::last_applied_index`].
+    pub fn advance_applied_index(&mut self, log_index: u64) {
+        assert!(
+            log_index > self.last_applied_index,
+            "log index {log_index} applied after {}: entries must be applied once each, in order",
+            self.last_applied_index
+        );
+        self.last_applied_index = log_index;
+    }
+
+    /// Makes the pending revision current if it changed anything, and returns its events.
+    fn finish(&mut self, pending: PendingRevision) -> Vec<KvEvent> {
+        if !pending.changed() {
+            return Vec::new();
+        }
+        assert!(
+            pending.revision == self.current_revision + 1,
+            "revision must advance by one: from {} to {}",
+            self.current_revision,
+            pending.revision
+        );
+        self.current_revision = pending.revision;
+        self.events_of(pending.revision)
+    }
+
+    /// A compare-and-swap is the transaction `value == expected` (or `version == 0` when the key
+    /// must not exist) ? put : read the key.
+    fn compare_and_swap(
+        &mut self,
+        pending: &mut PendingRevision,
+        proposed_at_ms: u64,
+        key: &Bytes,
+        expected_value: Option<&Bytes>,
+        new_value: &Bytes,
+        ttl_ms: Option<u64>,
+    ) -> (bool, Vec<OpResponse>) {
+        let target = match expected_value {
+            Some(value) => CompareTarget::Value(value.clone()),
+            None => CompareTarget::Version(0),
+        };
+        let compares = [Compare { key: key.clone(), target, op: CompareOp::Equal }];
+        let success = [TxnOp::Put { key: key.clone(), value: new_value.clone(), ttl_ms }];
+        let failure = [TxnOp::Range { start: key.clone(), end: Bytes::new(), limit: 0 }];
+        self.txn(pending, proposed_at_ms, &compares, &success, &failure)
+    }
+
+    fn txn(
+        &mut self,
+        pending: &mut PendingRevision,
+        proposed_at_ms: u64,
+        compares: &[Compare],
+        success: &[TxnOp],
+        failure: &[TxnOp],
+    ) -> (bool, Vec<OpResponse>) {
+        let succeeded = compares.iter().all(|compare| compare.evaluate(self.latest(&compare.key).as_ref()));
+        let ops = if succeeded { success } else { failure };
+        let responses = ops.iter().map(|op| self.apply_op(pending, proposed_at_ms, op)).collect();
+        (succeeded, responses)
+    }
+
+    fn apply_op(&mut self, pending: &mut PendingRevision, proposed_at_ms: u64, op: &TxnOp) -> OpResponse {
+        match op {
+            TxnOp::Put { key, value, ttl_ms } => {
+                self.put(pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms))
+            }
+            TxnOp::Delete { key } => self.delete_range(pending, &KeyRange::key(key.clone())),
+            TxnOp::DeleteRange { start, end } => self.delete_range(pending, &KeyRange::new(start.clone(), end.clone())),
+            TxnOp::Range { start, end, limit } => {
+                let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+                let range = KeyRange::new(start.clone(), end.clone());
+                OpResponse::Range(self.range_latest(&range, pending.observed(), limit))
+            }
+        }
+    }
+
+    fn put(
+        &mut self,
+        pending: &mut PendingRevision,
+        key: &Bytes,
+        value: &Bytes,
+        expires_at_ms: Option<u64>,
+    ) -> OpResponse {
+        let change = pending.next_change();
+        let versions = self.keys.entry(key.clone()).or_default();
+        let prev = versions.last().and_then(|last| {
+            assert!(last.change < change, "change {change:?} is not after {:?} on the same key", last.change);
+            KeyValue::of(key, last)
+        });
+        let (create_revision, version) = match &prev {
+            Some(prev) => (prev.create_revision, prev.version + 1),
+            None => (change.revision, 1),
+        };
+        let live = LiveValue { value: value.clone(), create_revision, version, expires_at_ms };
+        versions.push(KeyVersion { change, live: Some(live) });
+        self.set_expiry(key, prev.as_ref().and_then(|prev| prev.expires_at_ms), expires_at_ms);
+        self.changes.insert(change, key.clone());
+        OpResponse::Put { prev }
+    }
+
+    fn delete_range(&mut self, pending: &mut PendingRevision, range: &KeyRange) -> OpResponse {
+        let live: Vec<Bytes> = range
+            .select(&self.keys)
+            .filter(|(_, versions)| versions.last().is_some_and(|last| last.live.is_some()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let deleted = live.iter().map(|key| self.delete_key(pending, key)).collect();
+        OpResponse::Delete { deleted }
+    }
+
+    /// Deletes a live key, returning its value before the delete.
+    fn delete_key(&mut self, pending: &mut PendingRevision, key: &Bytes) -> KeyValue {
+        let change = pending.next_change();
+        let versions = self.keys.get_mut(key).expect("only existing keys are deleted");
+        let last = versions.last().expect("a key's history is never empty");
+        assert!(last.change < change, "change {change:?} is not after {:?} on the same key", last.change);
+        let prev = KeyValue::of(key, last).expect("only live keys are deleted");
+        versions.push(KeyVersion { change, live: None });
+        self.set_expiry(key, prev.expires_at_ms, None);
+        self.changes.insert(change, key.clone());
+        prev
+    }
+
+    /// Deletes every key due at `now_ms`, in key order.
+    fn expire(&mut self, pending: &mut PendingRevision, now_ms: u64) -> OpResponse {
+        let due: BTreeSet<Bytes> = self
+            .expiries
+            .iter()
+            .take_while(|(expires_at_ms, _)| *expires_at_ms <= now_ms)
+            .map(|(_, key)| key.clone())
+            .collect();
+        let deleted = due.iter().map(|key| self.delete_key(pending, key)).collect();
+        OpResponse::Delete { deleted }
+    }
+
+    fn set_expiry(&mut self, key: &Bytes, old: Option<u64>, new: Option<u64>) {
+        if let Some(expires_at_ms) = old {
+            let removed = self.expiries.remove(&(expires_at_ms, key.clone()));
+            assert!(removed, "the expiry index lost a deadline");
+        }
+        if let Some(expires_at_ms) = new {
+            self.expiries.insert((expires_at_ms, key.clone()));
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The commands of the key-value state machine and their parts: key ranges in etcd's
+//! convention, transaction compares and transaction operations. Their meaning is defined here;
+//! their byte encoding lives in `command_codec.rs`, their effect in `apply.rs`.
+
+use std::collections::btree_map;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use super::store::KeyValue;
+
+/// A set of keys in etcd's range convention:
+/// - `end` empty: the single key `start`;
+/// - `end == [0]` (one zero byte): every key `>= start` (so `start` empty and `end == [0]` is
+///   every key);
+/// - otherwise the half-open interval `[start, end)`, empty when `start >= end`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyRange {
+    /// First key of the range (inclusive).
+    pub start: Bytes,
+    /// End of the range (exclusive), with the special values described on the type.
+    pub end: Bytes,
+}
+
+impl KeyRange {
+    /// A range from its raw etcd-style `start` and `end`.
+    pub fn new(start: impl Into<Bytes>, end: impl Into<Bytes>) -> Self {
+        Self { start: start.into(), end: end.into() }
+    }
+
+    /// Exactly one key.
+    pub fn key(key: impl Into<Bytes>) -> Self {
+        Self { start: key.into(), end: Bytes::new() }
+    }
+
+    /// Every key that starts with `prefix` (every key when `prefix` is empty).
+    pub fn prefix(prefix: impl Into<Bytes>) -> Self {
+        let start = prefix.into();
+        let end = prefix_range_end(&start);
+        Self { start, end }
+    }
+
+    /// Every key greater than or equal to `start`.
+    pub fn from_key(start: impl Into<Bytes>) -> Self {
+        Self { start: start.into(), end: Bytes::from_static(&[0]) }
+    }
+
+    /// Every key.
+    pub fn all() -> Self {
+        Self::from_key(Bytes::new())
+    }
+
+    /// Whether `key` belongs to the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        if self.end.is_empty() {
+            key == &self.start[..]
+        } else if self.end[..] == [0] {
+            key >= &self.start[..]
+        } else {
+            key >= &self.start[..] && key < &self.end[..]
+        }
+    }
+
+    /// The entries of `map` whose keys are in the range, in key order. Never panics, even for
+    /// `start >= end`.
+    pub(crate) fn select<'a, V>(&self, map: &'a BTreeMap<Bytes, V>) -> btree_map::Range<'a, Bytes, V> {
+        let start: &[u8] = &self.start;
+        let end: &[u8] = &self.end;
+        let bounds = if end.is_empty() {
+            (Bound::Included(start), Bound::Included(start))
+        } else if end == [0] {
+            (Bound::Included(start), Bound::Unbounded)
+        } else if start < end {
+            (Bound::Included(start), Bound::Excluded(end))
+        } else {
+            // Empty: `BTreeMap::range` accepts an interval that includes and excludes one point.
+            (Bound::Included(start), Bound::Excluded(start))
+        };
+        map.range::<[u8], _>(bounds)
+    }
+}
+
+/// The `end` of the range of every key starting with `prefix` (etcd's `GetPrefixRangeEnd`): the
+/// prefix with its last byte below `0xff` incremented and the bytes after it dropped; `[0]`
+/// (every key) when the prefix is empty or all `0xff`.
+pub fn prefix_range_end(prefix: &[u8]) -> Bytes {
+    match prefix.iter().rposition(|&byte| byte < 0xff) {
+        Some(position) => {
+            let mut end = prefix[..=position].to_vec();
+            end[position] += 1;
+            Bytes::from(end)
+        }
+        None => Bytes::from_static(&[0]),
+    }
+}
+
+/// A command of the replicated key-value store: the payload of one log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvCommand {
+    /// Create or replace `key`. `ttl_ms` makes it expire `ttl_ms` after the proposal stamp
+    /// (through [`KvCommand::Expire`]); `None` never expires and clears an earlier expiry.
+    Put {
+        /// The key (not empty).
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// Time to live in milliseconds from `proposed_at_ms`; `None` for no expiry.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete `key` if it exists.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Delete every live key of the [`KeyRange`] `start`/`end` (etcd convention), as one revision.
+    DeleteRange {
+        /// First key (inclusive).
+        start: Bytes,
+        /// End of the range; see [`KeyRange`] for the special values.
+        end: Bytes,
+    },
+    /// Put `new_value` only if the key's current value is `expected_value` (`None`: only if the
+    /// key does not exist). Same as a [`KvCommand::Txn`] comparing the value (or `version == 0`),
+    /// putting on success and reading the key on failure.
+    CompareAndSwap {
+        /// The key (not empty).
+        key: Bytes,
+        /// The value the key must hold; `None` means the key must not exist.
+        expected_value: Option<Bytes>,
+        /// The value written when the comparison holds.
+        new_value: Bytes,
+        /// Time to live of the new value in milliseconds; `None` for no expiry.
+        ttl_ms: Option<u64>,
+    },
+    /// An etcd transaction: if every compare holds, run `success` in order, else `failure`; all
+    /// changes form one revision and later operations see earlier ones.
+    Txn {
+        /// Conditions, all evaluated against the state before the transaction.
+        compares: Vec<Compare>,
+        /// Operations run when every compare holds.
+        success: Vec<TxnOp>,
+        /// Operations run otherwise.
+        failure: Vec<TxnOp>,
+    },
+    /// Drop the history at and below `revision` (see the module documentation).
+    Compact {
+        /// The new compacted revision; must lie above the current one and not in the future.
+        revision: u64,
+    },
+    /// Delete every key whose expiry is at or before `now_ms`, proposed by the leader.
+    Expire {
+        /// The leader's clock minus the maximum clock offset, in milliseconds.
+        now_ms: u64,
+    },
+}
+
+/// One condition of a [`KvCommand::Txn`] on the current state of one key (etcd `Compare`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// The key examined.
+    pub key: Bytes,
+    /// What is compared, and the operand.
+    pub target: CompareTarget,
+    /// How the key's field is compared with the operand (`field op operand`).
+    pub op: CompareOp,
+}
+
+/// The field of a key a [`Compare`] examines, with the operand it is compared to. For a missing
+/// key the version and both revisions are 0, and every value comparison fails (as in etcd).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The value, compared as bytes (lexicographically).
+    Value(Bytes),
+    /// The version.
+    Version(u64),
+    /// The create revision.
+    CreateRevision(u64),
+    /// The mod revision.
+    ModRevision(u64),
+}
+
+/// The comparison of a [`Compare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CompareOp {
+    /// `field == operand`.
+    Equal,
+    /// `field != operand`.
+    NotEqual,
+    /// `field < operand`.
+    Less,
+    /// `field > operand`.
+    Greater,
+}
+
+impl CompareOp {
+    fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        match self {
+            Self::Equal => ordering.is_eq(),
+            Self::NotEqual => ordering.is_ne(),
+            Self::Less => ordering.is_lt(),
+            Self::Greater => ordering.is_gt(),
+        }
+    }
+}
+
+impl Compare {
+    /// Whether the comparison holds for the key's current state (`None`: the key is missing).
+    pub fn evaluate(&self, current: Option<&KeyValue>) -> bool {
+        let field = |get: fn(&KeyValue) -> u64| current.map_or(0, get);
+        let ordering = match &self.target {
+            CompareTarget::Value(operand) => match current {
+                Some(kv) => kv.value[..].cmp(&operand[..]),
+                None => return false,
+            },
+            CompareTarget::Version(operand) => field(|kv| kv.version).cmp(operand),
+            CompareTarget::CreateRevision(operand) => field(|kv| kv.create_revision).cmp(operand),
+            CompareTarget::ModRevision(operand) => field(|kv| kv.mod_revision).cmp(operand),
+        };
+        self.op.holds(ordering)
+    }
+}
+
+/// One operation of a [`KvCommand::Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Create or replace a key, as [`KvCommand::Put`].
+    Put {
+        /// The key (not empty).
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// Time to live in milliseconds; `None` for no expiry.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete one key, as [`KvCommand::Delete`].
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Delete a range, as [`KvCommand::DeleteRange`].
+    DeleteRange {
+        /// First key (inclusive).
+        start: Bytes,
+        /// End of the range; see [`KeyRange`].
+        end: Bytes,
+    },
+    /// Read a range of the state as it is at this point of the transaction (earlier operations
+    /// of the transaction included). Reading at a past revision is not offered inside a
+    /// transaction.
+    Range {
+        /// First key (inclusive).
+        start: Bytes,
+        /// End of the range; see [`KeyRange`].
+        end: Bytes,
+        /// Most keys returned; 0 for no limit.
+        limit: u64,
+    },
+}

@@ -1,0 +1,249 @@
+//! The binary encoding of [`KvCommand`], written by hand so that it is deterministic (one
+//! command, one byte string), versioned, and decodable without ever panicking.
+//!
+//! Format version 1 (primitives as in `wire.rs`: integers fixed-width little-endian, byte
+//! strings as a `u32` length then the bytes, options as a 0/1 marker then the value, lists as a
+//! `u32` count then the items):
+//!
+//! ```text
+//! command      = version:u8(=1) tag:u8 body          (no bytes may follow)
+//! tag 1 Put            key:bytes value:bytes ttl_ms:option<u64>
+//! tag 2 Delete         key:bytes
+//! tag 3 DeleteRange    start:bytes end:bytes
+//! tag 4 CompareAndSwap key:bytes expected_value:option<bytes> new_value:bytes ttl_ms:option<u64>
+//! tag 5 Txn            compares:list<compare> success:list<op> failure:list<op>
+//! tag 6 Compact        revision:u64
+//! tag 7 Expire         now_ms:u64
+//! compare      = key:bytes target:u8 operand op:u8
+//!                target 1 Value (operand bytes), 2 Version, 3 CreateRevision, 4 ModRevision (operand u64)
+//!                op 1 Equal, 2 NotEqual, 3 Less, 4 Greater
+//! op           = tag:u8 body
+//!                tag 1 Put key:bytes value:bytes ttl_ms:option<u64>; 2 Delete key:bytes;
+//!                tag 3 DeleteRange start:bytes end:bytes; 4 Range start:bytes end:bytes limit:u64
+//! ```
+//!
+//! Tags start at 1 so that zeroed memory never decodes as a command. A later format adds a new
+//! version number and keeps decoding version 1.
+
+use bytes::Bytes;
+
+use super::command::{Compare, CompareOp, CompareTarget, KvCommand, TxnOp};
+use super::error::KvDecodeError;
+use super::wire::{ByteCounter, Reader, Sink};
+
+/// The command format version written by this build.
+pub(crate) const COMMAND_FORMAT_VERSION: u8 = 1;
+
+/// Fewest bytes one compare can take (empty key, u64 operand): list counts are checked with it.
+const COMPARE_BYTES_MIN: usize = 4 + 1 + 1;
+/// Fewest bytes one transaction operation can take (tag and an empty key).
+const TXN_OP_BYTES_MIN: usize = 1 + 4;
+
+impl KvCommand {
+    /// The command's bytes in the current format. Deterministic: equal commands give equal bytes.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The length of [`KvCommand::encode`]'s output, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let mut counter = ByteCounter::default();
+        self.write(&mut counter);
+        counter.0
+    }
+
+    /// Decodes bytes written by [`KvCommand::encode`]. Any other input is an error naming the
+    /// field and byte offset at fault; decoding never panics.
+    pub fn decode(data: &[u8]) -> Result<KvCommand, KvDecodeError> {
+        let mut reader = Reader::new(data);
+        let version = reader.u8("format version")?;
+        if version != COMMAND_FORMAT_VERSION {
+            return Err(KvDecodeError::UnsupportedVersion { version });
+        }
+        let offset = reader.offset();
+        let command = match reader.u8("command tag")? {
+            1 => KvCommand::Put {
+                key: reader.bytes("key")?,
+                value: reader.bytes("value")?,
+                ttl_ms: reader.option_u64("ttl_ms")?,
+            },
+            2 => KvCommand::Delete { key: reader.bytes("key")? },
+            3 => KvCommand::DeleteRange { start: reader.bytes("range start")?, end: reader.bytes("range end")? },
+            4 => KvCommand::CompareAndSwap {
+                key: reader.bytes("key")?,
+                expected_value: reader.option_bytes("expected_value")?,
+                new_value: reader.bytes("new_value")?,
+                ttl_ms: reader.option_u64("ttl_ms")?,
+            },
+            5 => read_txn(&mut reader)?,
+            6 => KvCommand::Compact { revision: reader.u64("revision")? },
+            7 => KvCommand::Expire { now_ms: reader.u64("now_ms")? },
+            tag => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag }),
+        };
+        reader.finish()?;
+        Ok(command)
+    }
+
+    fn write(&self, out: &mut impl Sink) {
+        out.put_u8(COMMAND_FORMAT_VERSION);
+        match self {
+            KvCommand::Put { key, value, ttl_ms } => {
+                out.put_u8(1);
+                write_put(out, key, value, *ttl_ms);
+            }
+            KvCommand::Delete { key } => {
+                out.put_u8(2);
+                out.put_bytes(key);
+            }
+            KvCommand::DeleteRange { start, end } => {
+                out.put_u8(3);
+                out.put_bytes(start);
+                out.put_bytes(end);
+            }
+            KvCommand::CompareAndSwap { key, expected_value, new_value, ttl_ms } => {
+                out.put_u8(4);
+                out.put_bytes(key);
+                out.put_option_bytes(expected_value.as_deref());
+                out.put_bytes(new_value);
+                out.put_option_u64(*ttl_ms);
+            }
+            KvCommand::Txn { compares, success, failure } => {
+                out.put_u8(5);
+                out.put_count(compares.len());
+                for compare in compares {
+                    write_compare(out, compare);
+                }
+                write_ops(out, success);
+                write_ops(out, failure);
+            }
+            KvCommand::Compact { revision } => {
+                out.put_u8(6);
+                out.put_u64(*revision);
+            }
+            KvCommand::Expire { now_ms } => {
+                out.put_u8(7);
+                out.put_u64(*now_ms);
+            }
+        }
+    }
+}
+
+fn write_put(out: &mut impl Sink, key: &[u8], value: &[u8], ttl_ms: Option<u64>) {
+    out.put_bytes(key);
+    out.put_bytes(value);
+    out.put_option_u64(ttl_ms);
+}
+
+fn write_compare(out: &mut impl Sink, compare: &Compare) {
+    out.put_bytes(&compare.key);
+    match &compare.target {
+        CompareTarget::Value(value) => {
+            out.put_u8(1);
+            out.put_bytes(value);
+        }
+        CompareTarget::Version(operand) => {
+            out.put_u8(2);
+            out.put_u64(*operand);
+        }
+        CompareTarget::CreateRevision(operand) => {
+            out.put_u8(3);
+            out.put_u64(*operand);
+        }
+        CompareTarget::ModRevision(operand) => {
+            out.put_u8(4);
+            out.put_u64(*operand);
+        }
+    }
+    out.put_u8(match compare.op {
+        CompareOp::Equal => 1,
+        CompareOp::NotEqual => 2,
+        CompareOp::Less => 3,
+        CompareOp::Greater => 4,
+    });
+}
+
+fn write_ops(out: &mut impl Sink, ops: &[TxnOp]) {
+    out.put_count(ops.len());
+    for op in ops {
+        match op {
+            TxnOp::Put { key, value, ttl_ms } => {
+                out.put_u8(1);
+                write_put(out, key, value, *ttl_ms);
+            }
+            TxnOp::Delete { key } => {
+                out.put_u8(2);
+                out.put_bytes(key);
+            }
+            TxnOp::DeleteRange { start, end } => {
+                out.put_u8(3);
+                out.put_bytes(start);
+                out.put_bytes(end);
+            }
+            TxnOp::Range { start, end, limit } => {
+                out.put_u8(4);
+                out.put_bytes(start);
+                out.put_bytes(end);
+                out.put_u64(*limit);
+            }
+        }
+    }
+}
+
+fn read_txn(reader: &mut Reader<'_>) -> Result<KvCommand, KvDecodeError> {
+    let count = reader.count("compares", COMPARE_BYTES_MIN)?;
+    let mut compares = Vec::with_capacity(count);
+    for _ in 0..count {
+        compares.push(read_compare(reader)?);
+    }
+    let success = read_ops(reader, "success ops")?;
+    let failure = read_ops(reader, "failure ops")?;
+    Ok(KvCommand::Txn { compares, success, failure })
+}
+
+fn read_compare(reader: &mut Reader<'_>) -> Result<Compare, KvDecodeError> {
+    let key = reader.bytes("compare key")?;
+    let offset = reader.offset();
+    let target = match reader.u8("compare target")? {
+        1 => CompareTarget::Value(reader.bytes("compare value")?),
+        2 => CompareTarget::Version(reader.u64("compare version")?),
+        3 => CompareTarget::CreateRevision(reader.u64("compare create_revision")?),
+        4 => CompareTarget::ModRevision(reader.u64("compare mod_revision")?),
+        tag => return Err(KvDecodeError::UnknownTag { field: "compare target", offset, tag }),
+    };
+    let offset = reader.offset();
+    let op = match reader.u8("compare op")? {
+        1 => CompareOp::Equal,
+        2 => CompareOp::NotEqual,
+        3 => CompareOp::Less,
+        4 => CompareOp::Greater,
+        tag => return Err(KvDecodeError::UnknownTag { field: "compare op", offset, tag }),
+    };
+    Ok(Compare { key, target, op })
+}
+
+fn read_ops(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<TxnOp>, KvDecodeError> {
+    let count = reader.count(field, TXN_OP_BYTES_MIN)?;
+    let mut ops = Vec::with_capacity(count);
+    for _ in 0..count {
+        let offset = reader.offset();
+        let op = match reader.u8("txn op tag")? {
+            1 => TxnOp::Put {
+                key: reader.bytes("put key")?,
+                value: reader.bytes("put value")?,
+                ttl_ms: reader.option_u64("put ttl_ms")?,
+            },
+            2 => TxnOp::Delete { key: reader.bytes("delete key")? },
+            3 => TxnOp::DeleteRange { start: reader.bytes("delete start")?, end: reader.bytes("delete end")? },
+            4 => TxnOp::Range {
+                start: reader.bytes("range start")?,
+                end: reader.bytes("range end")?,
+                limit: reader.u64("range limit")?,
+            },
+            tag => return Err(KvDecodeError::UnknownTag { field: "txn op", offset, tag }),
+        };
+        ops.push(op);
+    }
+    Ok(ops)
+}

@@ -1,0 +1,218 @@
+//! Errors of the key-value store: [`KvError`] for requests that cannot be served (checked before
+//! proposing, or reads at an unavailable revision), [`KvDecodeError`] for malformed command
+//! bytes and [`KvSnapshotError`] for a snapshot that must not be installed. Every message says
+//! what is wrong and what to do.
+
+/// Why a key-value request is refused: by [`super::validate`] before it is proposed, by a read at
+/// a revision that is not available, or by a [`super::KvCommand::Compact`] when it is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvError {
+    /// A key that must be given is empty.
+    EmptyKey,
+    /// A key is longer than the limit.
+    KeyTooLarge {
+        /// Size of the key in bytes.
+        size: usize,
+        /// `KvLimits::key_bytes_max`.
+        max: usize,
+    },
+    /// A value is longer than the limit.
+    ValueTooLarge {
+        /// Size of the value in bytes.
+        size: usize,
+        /// `KvLimits::value_bytes_max`.
+        max: usize,
+    },
+    /// A transaction has too many compares or operations in one of its lists.
+    TooManyTxnOps {
+        /// Which list: `"compares"`, `"success"` or `"failure"`.
+        list: &'static str,
+        /// How many it has.
+        count: usize,
+        /// `KvLimits::txn_ops_max`.
+        max: usize,
+    },
+    /// The encoded command is larger than the limit.
+    CommandTooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// `KvLimits::command_bytes_max`.
+        max: usize,
+    },
+    /// A time to live of zero was given.
+    ZeroTtl,
+    /// The requested revision was compacted away.
+    Compacted {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's compacted revision.
+        compacted: u64,
+    },
+    /// The requested revision is not reached yet.
+    FutureRevision {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's current revision.
+        current: u64,
+    },
+}
+
+impl std::fmt::Display for KvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EmptyKey => write!(f, "the key is empty; give a key of at least one byte"),
+            Self::KeyTooLarge { size, max } => {
+                write!(f, "the key is {size} bytes, above the limit of {max} bytes; use a shorter key")
+            }
+            Self::ValueTooLarge { size, max } => {
+                write!(f, "the value is {size} bytes, above the limit of {max} bytes; split it or store it elsewhere")
+            }
+            Self::TooManyTxnOps { list, count, max } => write!(
+                f,
+                "the transaction has {count} {list}, above the limit of {max}; split it into smaller transactions"
+            ),
+            Self::CommandTooLarge { size, max } => {
+                write!(f, "the request is {size} bytes encoded, above the limit of {max} bytes; split it")
+            }
+            Self::ZeroTtl => write!(f, "a time to live of 0 was given; give none for a key that never expires"),
+            Self::Compacted { requested, compacted } => write!(
+                f,
+                "revision {requested} has been compacted (compacted revision {compacted}); \
+                 read at {compacted} or later"
+            ),
+            Self::FutureRevision { requested, current } => write!(
+                f,
+                "revision {requested} is in the future (current revision {current}); \
+                 read at {current} or earlier, or retry later"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
+/// Why command bytes could not be decoded. Offsets count bytes from the start of the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvDecodeError {
+    /// The input ends inside a field.
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// Where it starts.
+        offset: usize,
+        /// Bytes it needs.
+        needed: usize,
+        /// Bytes left.
+        remaining: usize,
+    },
+    /// The format version byte is not one this build reads.
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// A tag byte (command kind, operation kind, option marker...) has no meaning.
+    UnknownTag {
+        /// The field being read.
+        field: &'static str,
+        /// Where the tag is.
+        offset: usize,
+        /// The tag found.
+        tag: u8,
+    },
+    /// A list claims more items than the remaining bytes could hold.
+    TooManyItems {
+        /// The list being read.
+        field: &'static str,
+        /// Where its count is.
+        offset: usize,
+        /// The claimed count.
+        count: u64,
+    },
+    /// Bytes are left after a complete value.
+    TrailingBytes {
+        /// Where they start.
+        offset: usize,
+        /// How many.
+        count: usize,
+    },
+}
+
+impl std::fmt::Display for KvDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated { field, offset, needed, remaining } => {
+                write!(f, "truncated input: {field} at byte {offset} needs {needed} bytes but {remaining} are left")
+            }
+            Self::UnsupportedVersion { version } => {
+                write!(f, "unsupported format version {version}; it was written by a newer or foreign program")
+            }
+            Self::UnknownTag { field, offset, tag } => write!(f, "unknown {field} tag {tag} at byte {offset}"),
+            Self::TooManyItems { field, offset, count } => {
+                write!(f, "{field} at byte {offset} claims {count} items, more than the remaining bytes can hold")
+            }
+            Self::TrailingBytes { offset, count } => {
+                write!(f, "{count} unexpected bytes after the end of the value at byte {offset}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KvDecodeError {}
+
+/// Why a snapshot was refused by [`super::KvStore::restore`]. Nothing is installed; fetch the
+/// snapshot again from a healthy peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvSnapshotError {
+    /// Shorter than the fixed header and checksum.
+    TooShort {
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// The first bytes are not the key-value snapshot magic.
+    BadMagic,
+    /// The format version byte is not one this build reads.
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// The CRC32 over the content does not match the stored one: the data is corrupt.
+    ChecksumMismatch {
+        /// The checksum stored in the snapshot.
+        stored: u32,
+        /// The checksum of the content.
+        computed: u32,
+    },
+    /// The content cannot be parsed.
+    Malformed(KvDecodeError),
+    /// The content parses but breaks an invariant of the store.
+    Inconsistent(String),
+}
+
+impl std::fmt::Display for KvSnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let advice = "the snapshot is not installed; fetch it again from a healthy peer";
+        match self {
+            Self::TooShort { size } => write!(f, "key-value snapshot of {size} bytes is too short; {advice}"),
+            Self::BadMagic => write!(f, "not a key-value snapshot (bad magic bytes); {advice}"),
+            Self::UnsupportedVersion { version } => write!(
+                f,
+                "key-value snapshot format version {version} is not supported by this build; \
+                 upgrade this node or take the snapshot on a node of the same version"
+            ),
+            Self::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "key-value snapshot is corrupt: stored CRC32 {stored:#010x}, computed {computed:#010x}; {advice}"
+            ),
+            Self::Malformed(error) => write!(f, "key-value snapshot is malformed: {error}; {advice}"),
+            Self::Inconsistent(what) => write!(f, "key-value snapshot is inconsistent: {what}; {advice}"),
+        }
+    }
+}
+
+impl std::error::Error for KvSnapshotError {}
+
+impl From<KvDecodeError> for KvSnapshotError {
+    fn from(error: KvDecodeError) -> Self {
+        Self::Malformed(error)
+    }
+}

@@ -1,0 +1,250 @@
+//! Deterministic snapshots of the whole store, history since compaction included, and their
+//! checked restore. Equal stores give byte-identical snapshots (keys and versions are written in
+//! order; the change and expiry indexes are rebuilt, not stored).
+//!
+//! Format version 1 (primitives as in `wire.rs`, little-endian):
+//!
+//! ```text
+//! snapshot = magic:"KEELKVSN" version:u8(=1) body crc32:u32
+//! body     = last_applied_index:u64 current_revision:u64 compacted_revision:u64
+//!            key_count:u32 key*                       (keys in strictly increasing order)
+//! key      = key:bytes version_count:u32 version*     (oldest first)
+//! version  = revision:u64 sub:u32 live:u8 (0 tombstone, 1 live) [if live:
+//!            value:bytes create_revision:u64 version:u64 expires_at_ms:option<u64>]
+//! ```
+//!
+//! The CRC-32 (IEEE) covers every byte before it. [`KvStore::restore`] checks, in order, the
+//! size, the magic, the version, the checksum, the structure, and then every invariant of the
+//! store (revisions in range and increasing, versions and create revisions consistent, every
+//! revision above the compacted one present), and names the first thing that is wrong.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::crc32::crc32;
+use super::error::{KvDecodeError, KvSnapshotError};
+use super::store::{ChangeId, KeyVersion, KvStore, LiveValue};
+use super::wire::{Reader, Sink};
+
+/// The first bytes of every key-value snapshot.
+const MAGIC: &[u8; 8] = b"KEELKVSN";
+/// The snapshot format version written by this build.
+const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// Fewest bytes of one key record (empty key, version count).
+const KEY_BYTES_MIN: usize = 4 + 4;
+/// Fewest bytes of one version record (a tombstone).
+const VERSION_BYTES_MIN: usize = 8 + 4 + 1;
+
+impl KvStore {
+    /// The whole store as bytes, for a Raft snapshot taken at [`KvStore::last_applied_index`].
+    /// Equal stores give byte-identical snapshots.
+    pub fn snapshot(&self) -> Bytes {
+        let mut out = Vec::new();
+        out.put_slice(MAGIC);
+        out.put_u8(SNAPSHOT_FORMAT_VERSION);
+        out.put_u64(self.last_applied_index);
+        out.put_u64(self.current_revision);
+        out.put_u64(self.compacted_revision);
+        out.put_count(self.keys.len());
+        for (key, versions) in &self.keys {
+            out.put_bytes(key);
+            out.put_count(versions.len());
+            for version in versions {
+                write_version(&mut out, version);
+            }
+        }
+        let checksum = crc32(&out);
+        out.put_u32(checksum);
+        Bytes::from(out)
+    }
+
+    /// Rebuilds a store from [`KvStore::snapshot`]'s bytes, refusing anything corrupt or
+    /// inconsistent with an error naming what is wrong. Never panics.
+    pub fn restore(data: &[u8]) -> Result<KvStore, KvSnapshotError> {
+        let header = MAGIC.len() + 1;
+        if data.len() < header + 4 {
+            return Err(KvSnapshotError::TooShort { size: data.len() });
+        }
+        if &data[..MAGIC.len()] != MAGIC {
+            return Err(KvSnapshotError::BadMagic);
+        }
+        let version = data[MAGIC.len()];
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(KvSnapshotError::UnsupportedVersion { version });
+        }
+        let (content, trailer) = data.split_at(data.len() - 4);
+        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let computed = crc32(content);
+        if stored != computed {
+            return Err(KvSnapshotError::ChecksumMismatch { stored, computed });
+        }
+        let mut reader = Reader::new(content);
+        reader.slice(header, "header")?;
+        let store = read_body(&mut reader)?;
+        reader.finish()?;
+        check_store(&store).map_err(KvSnapshotError::Inconsistent)?;
+        Ok(store.with_indexes())
+    }
+
+    /// Rebuilds the change and expiry indexes from the key histories.
+    fn with_indexes(mut self) -> KvStore {
+        for (key, versions) in &self.keys {
+            for version in versions.iter().filter(|version| version.change.revision > self.compacted_revision) {
+                self.changes.insert(version.change, key.clone());
+            }
+            let last = versions.last().and_then(|last| last.live.as_ref());
+            if let Some(expires_at_ms) = last.and_then(|live| live.expires_at_ms) {
+                self.expiries.insert((expires_at_ms, key.clone()));
+            }
+        }
+        self
+    }
+}
+
+fn write_version(out: &mut Vec<u8>, version: &KeyVersion) {
+    out.put_u64(version.change.revision);
+    out.put_u32(version.change.sub);
+    match &version.live {
+        None => out.put_u8(0),
+        Some(live) => {
+            out.put_u8(1);
+            out.put_bytes(&live.value);
+            out.put_u64(live.create_revision);
+            out.put_u64(live.version);
+            out.put_option_u64(live.expires_at_ms);
+        }
+    }
+}
+
+fn read_body(reader: &mut Reader<'_>) -> Result<KvStore, KvSnapshotError> {
+    let mut store = KvStore {
+        last_applied_index: reader.u64("last_applied_index")?,
+        current_revision: reader.u64("current_revision")?,
+        compacted_revision: reader.u64("compacted_revision")?,
+        ..KvStore::default()
+    };
+    let key_count = reader.count("key count", KEY_BYTES_MIN)?;
+    let mut previous: Option<Bytes> = None;
+    for _ in 0..key_count {
+        let key = reader.bytes("key")?;
+        if previous.as_ref().is_some_and(|previous| *previous >= key) {
+            return Err(KvSnapshotError::Inconsistent(format!("key {key:?} is out of order or repeated")));
+        }
+        let version_count = reader.count("version count", VERSION_BYTES_MIN)?;
+        let mut versions = Vec::with_capacity(version_count);
+        for _ in 0..version_count {
+            versions.push(read_version(reader)?);
+        }
+        previous = Some(key.clone());
+        store.keys.insert(key, versions);
+    }
+    Ok(store)
+}
+
+fn read_version(reader: &mut Reader<'_>) -> Result<KeyVersion, KvDecodeError> {
+    let change = ChangeId { revision: reader.u64("version revision")?, sub: reader.u32("version sub")? };
+    let offset = reader.offset();
+    let live = match reader.u8("version kind")? {
+        0 => None,
+        1 => Some(LiveValue {
+            value: reader.bytes("value")?,
+            create_revision: reader.u64("create_revision")?,
+            version: reader.u64("version")?,
+            expires_at_ms: reader.option_u64("expires_at_ms")?,
+        }),
+        tag => return Err(KvDecodeError::UnknownTag { field: "version kind", offset, tag }),
+    };
+    Ok(KeyVersion { change, live })
+}
+
+/// Every invariant the apply path maintains, checked on untrusted data.
+fn check_store(store: &KvStore) -> Result<(), String> {
+    if store.current_revision == u64::MAX {
+        return Err("the current revision is u64::MAX: no revision is left for the next change".into());
+    }
+    if store.compacted_revision > store.current_revision {
+        return Err(format!(
+            "compacted revision {} is above the current revision {}",
+            store.compacted_revision, store.current_revision
+        ));
+    }
+    let mut changes = BTreeMap::new();
+    for (key, versions) in &store.keys {
+        check_history(key, versions, store.compacted_revision, store.current_revision)
+            .map_err(|what| format!("key {key:?}: {what}"))?;
+        for version in versions.iter().filter(|version| version.change.revision > store.compacted_revision) {
+            if let Some(other) = changes.insert(version.change, key) {
+                return Err(format!("change {:?} is claimed by keys {other:?} and {key:?}", version.change));
+            }
+        }
+    }
+    check_revisions_complete(&changes, store.compacted_revision, store.current_revision)
+}
+
+/// One key's versions: increasing, in range, with consistent versions and create revisions.
+fn check_history(key: &Bytes, versions: &[KeyVersion], compacted: u64, current: u64) -> Result<(), String> {
+    let first = versions.first().ok_or("no versions")?;
+    let first_live = first.live.as_ref().ok_or("the oldest version is a tombstone")?;
+    if first.change.revision <= compacted {
+        if first_live.version == 0 || first_live.create_revision == 0 {
+            return Err("version 0 or create revision 0 on a live version".into());
+        }
+        if first_live.create_revision > first.change.revision {
+            return Err(format!("created at {} after it was written", first_live.create_revision));
+        }
+    } else if first_live.version != 1 || first_live.create_revision != first.change.revision {
+        return Err(format!("the oldest version above the compacted revision {compacted} is not a creation"));
+    }
+    if versions.iter().any(|version| version.live.as_ref().is_some_and(|live| live.version == u64::MAX)) {
+        return Err("version u64::MAX leaves no room for another put".into());
+    }
+    for pair in versions.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if after.change <= before.change {
+            return Err(format!("change {:?} does not follow {:?}", after.change, before.change));
+        }
+        if after.change.revision <= compacted {
+            return Err(format!("superseded version at {:?} survived compaction at {compacted}", before.change));
+        }
+        let expected = match &before.live {
+            Some(live) => (live.create_revision, live.version.saturating_add(1)),
+            None => (after.change.revision, 1),
+        };
+        match &after.live {
+            Some(live) if (live.create_revision, live.version) != expected => {
+                return Err(format!(
+                    "at {:?}: create revision {} and version {}, expected {} and {}",
+                    after.change, live.create_revision, live.version, expected.0, expected.1
+                ));
+            }
+            None if before.live.is_none() => return Err(format!("two tombstones in a row at {:?}", after.change)),
+            _ => {}
+        }
+    }
+    let last = versions.last().map_or(0, |last| last.change.revision);
+    if last > current {
+        return Err(format!("written at revision {last}, above the current revision {current} ({key:?})"));
+    }
+    Ok(())
+}
+
+/// Every revision above the compacted one made at least one change, numbered from sub 0 up.
+fn check_revisions_complete(changes: &BTreeMap<ChangeId, &Bytes>, compacted: u64, current: u64) -> Result<(), String> {
+    let mut expected = ChangeId { revision: compacted.saturating_add(1), sub: 0 };
+    for change in changes.keys() {
+        let next_revision = ChangeId { revision: expected.revision.saturating_add(1), sub: 0 };
+        if *change == next_revision && expected.sub > 0 {
+            expected = next_revision;
+        }
+        if *change != expected {
+            return Err(format!("change {change:?} found where {expected:?} was expected"));
+        }
+        expected.sub = expected.sub.saturating_add(1);
+    }
+    let last_revision = if expected.sub > 0 { expected.revision } else { compacted };
+    if last_revision != current {
+        return Err(format!("changes stop at revision {last_revision} but the current revision is {current}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The multi-version store: every key's versions since the last compaction, the index of
+//! changes by revision that watches replay, the index of expiry deadlines, and the reads at a
+//! revision. Writes live in `apply.rs`, events and watches in `event.rs`.
+//!
+//! Layout: `keys` maps each key to its versions in increasing [`ChangeId`] order, a version being
+//! a live value or a tombstone. `changes` maps every change above the compacted revision to its
+//! key, so that a watch walks changes in order without scanning keys. `expiries` holds
+//! `(expires_at_ms, key)` for every live key with a time to live. All three are ordered
+//! collections: nothing that drives behaviour depends on hash order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::command::KeyRange;
+use super::error::KvError;
+
+/// Where a change sits in the history: the revision that made it and its position among the
+/// changes of that revision (etcd's main and sub revision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ChangeId {
+    /// The store revision of the change.
+    pub revision: u64,
+    /// Its order inside the revision, from 0.
+    pub sub: u32,
+}
+
+/// What a live version of a key holds besides its key and mod revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LiveValue {
+    /// The value.
+    pub value: Bytes,
+    /// Revision of the put that created the key (after its last delete).
+    pub create_revision: u64,
+    /// 1 on creation, +1 per put since.
+    pub version: u64,
+    /// When an `Expire` at or after this time deletes the key, if it has a time to live.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// One version of a key: a live value, or a tombstone left by a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyVersion {
+    /// The change that wrote this version.
+    pub change: ChangeId,
+    /// The value, `None` for a tombstone.
+    pub live: Option<LiveValue>,
+}
+
+/// A key and its value as of some revision (etcd `mvccpb.KeyValue`, with the expiry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+    /// Revision of the put that created the key (after its last delete).
+    pub create_revision: u64,
+    /// Revision of the key's last change.
+    pub mod_revision: u64,
+    /// 1 on creation, +1 per put since.
+    pub version: u64,
+    /// Expiry deadline on the proposing leaders' clocks, in milliseconds, if the key has a TTL.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl KeyValue {
+    /// The key-value pair of a live version; `None` for a tombstone.
+    pub(crate) fn of(key: &Bytes, version: &KeyVersion) -> Option<KeyValue> {
+        version.live.as_ref().map(|live| KeyValue {
+            key: key.clone(),
+            value: live.value.clone(),
+            create_revision: live.create_revision,
+            mod_revision: version.change.revision,
+            version: live.version,
+            expires_at_ms: live.expires_at_ms,
+        })
+    }
+}
+
+/// The answer to a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    /// The revision the read observed. Watching from it (events above it) continues the read
+    /// without a gap or an overlap.
+    pub revision: u64,
+    /// The live keys in key order, at most `limit` of them.
+    pub kvs: Vec<KeyValue>,
+    /// Whether the limit cut the answer short.
+    pub more: bool,
+    /// How many live keys the range holds, ignoring the limit.
+    pub count: usize,
+}
+
+/// The replicated multi-version key-value store. See the module documentation of `kv` for the
+/// model, the apply contract and expiry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    /// Every key's versions, oldest first.
+    pub(crate) keys: BTreeMap<Bytes, Vec<KeyVersion>>,
+    /// Every change above the compacted revision, to its key.
+    pub(crate) changes: BTreeMap<ChangeId, Bytes>,
+    /// `(expires_at_ms, key)` of every live key with a time to live.
+    pub(crate) expiries: BTreeSet<(u64, Bytes)>,
+    /// Revision of the last change; 0 for a store that never changed.
+    pub(crate) current_revision: u64,
+    /// Reads below this revision fail; 0 before any compaction.
+    pub(crate) compacted_revision: u64,
+    /// Index of the last log entry applied; 0 before any.
+    pub(crate) last_applied_index: u64,
+}
+
+impl KvStore {
+    /// An empty store at revision 0, before log index 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Revision of the last change (0 for an empty history).
+    pub fn current_revision(&self) -> u64 {
+        self.current_revision
+    }
+
+    /// The compacted revision: reads and watches from below it fail.
+    pub fn compacted_revision(&self) -> u64 {
+        self.compacted_revision
+    }
+
+    /// Index of the last log entry applied (or reported with `advance_applied_index`).
+    pub fn last_applied_index(&self) -> u64 {
+        self.last_applied_index
+    }
+
+    /// The earliest expiry deadline among live keys: the leader need not propose
+    /// [`super::KvCommand::Expire`] before its adjusted clock reaches it.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiries.first().map(|(expires_at_ms, _)| *expires_at_ms)
+    }
+
+    /// `key` at `revision` (`None`: the current revision); `Ok(None)` when it did not exist then.
+    pub fn get(&self, key: &[u8], revision: Option<u64>) -> Result<Option<KeyValue>, KvError> {
+        let revision = self.readable_revision(revision)?;
+        Ok(self.keys.get_key_value(key).and_then(|(key, versions)| visible_at(key, versions, revision)))
+    }
+
+    /// The live keys of `range` at `revision` (`None`: the current revision), in key order, at
+    /// most `limit` of them (0: no limit).
+    pub fn range(&self, range: &KeyRange, revision: Option<u64>, limit: usize) -> Result<RangeResult, KvError> {
+        let revision = self.readable_revision(revision)?;
+        let live = range.select(&self.keys).filter_map(|(key, versions)| visible_at(key, versions, revision));
+        Ok(collect_range(revision, live, limit))
+    }
+
+    /// Every live key starting with `prefix` at `revision` (`None`: the current revision), with
+    /// the revision read: the native API's prefix scan.
+    pub fn scan_prefix(&self, prefix: &[u8], revision: Option<u64>) -> Result<RangeResult, KvError> {
+        self.range(&KeyRange::prefix(Bytes::copy_from_slice(prefix)), revision, 0)
+    }
+
+    /// The current value of `key`, including changes already made by a transaction in progress.
+    pub(crate) fn latest(&self, key: &[u8]) -> Option<KeyValue> {
+        let (key, versions) = self.keys.get_key_value(key)?;
+        KeyValue::of(key, versions.last()?)
+    }
+
+    /// The live keys of `range` as they are now (transaction reads), read as of `revision`.
+    pub(crate) fn range_latest(&self, range: &KeyRange, revision: u64, limit: usize) -> RangeResult {
+        let live =
+            range.select(&self.keys).filter_map(|(key, versions)| versions.last().and_then(|v| KeyValue::of(key, v)));
+        collect_range(revision, live, limit)
+    }
+
+    /// Checks that `revision` can be read: not compacted, not in the future.
+    pub(crate) fn readable_revision(&self, revision: Option<u64>) -> Result<u64, KvError> {
+        let requested = revision.unwrap_or(self.current_revision);
+        if requested < self.compacted_revision {
+            return Err(KvError::Compacted { requested, compacted: self.compacted_revision });
+        }
+        if requested > self.current_revision {
+            return Err(KvError::FutureRevision { requested, current: self.current_revision });
+        }
+        Ok(requested)
+    }
+
+    /// Drops the history at and below `revision`: every version superseded at or before it and
+    /// every tombstone at or before it; the latest version of each key live at `revision` stays.
+    /// Refused for a revision at or below the compacted one, or above the current one.
+    ///
+    /// A replicated store must compact only by applying [`super::KvCommand::Compact`], so that
+    /// every replica compacts at the same point of the log.
+    pub fn compact(&mut self, revision: u64) -> Result<(), KvError> {
+        if revision <= self.compacted_revision {
+            return Err(KvError::Compacted { requested: revision, compacted: self.compacted_revision });
+        }
+        if revision > self.current_revision {
+            return Err(KvError::FutureRevision { requested: revision, current: self.current_revision });
+        }
+        let mut emptied = Vec::new();
+        for (key, versions) in self.keys.iter_mut() {
+            let at_or_below = versions.partition_point(|version| version.change.revision <= revision);
+            if at_or_below == 0 {
+                continue;
+            }
+            let newest_old = at_or_below - 1;
+            let drop = if versions[newest_old].live.is_some() { newest_old } else { at_or_below };
+            versions.drain(..drop);
+            if versions.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            self.keys.remove(&key);
+        }
+        self.changes = self.changes.split_off(&ChangeId { revision: revision + 1, sub: 0 });
+        self.compacted_revision = revision;
+        Ok(())
+    }
+}
+
+/// The key's value as of `revision`, if it was live then.
+fn visible_at(key: &Bytes, versions: &[KeyVersion], revision: u64) -> Option<KeyValue> {
+    let at_or_below = versions.partition_point(|version| version.change.revision <= revision);
+    KeyValue::of(key, versions.get(at_or_below.checked_sub(1)?)?)
+}
+
+fn collect_range(revision: u64, live: impl Iterator<Item = KeyValue>, limit: usize) -> RangeResult {
+    let mut result = RangeResult { revision, ..RangeResult::default() };
+    for kv in live {
+        result.count += 1;
+        if limit == 0 || result.kvs.len() < limit {
+            result.kvs.push(kv);
+        } else {
+            result.more = true;
+        }
+    }
+    result
+}

@@ -1,0 +1,155 @@
+//! The command encoding (round trip, pinned bytes, no panic on any input) and the limits.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::b;
+use crate::kv::{validate, Compare, CompareOp, CompareTarget, KvCommand, KvDecodeError, KvError, KvLimits, TxnOp};
+
+fn arb_bytes() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..12).prop_map(Bytes::from)
+}
+
+fn arb_compare() -> impl Strategy<Value = Compare> {
+    let target = prop_oneof![
+        arb_bytes().prop_map(CompareTarget::Value),
+        any::<u64>().prop_map(CompareTarget::Version),
+        any::<u64>().prop_map(CompareTarget::CreateRevision),
+        any::<u64>().prop_map(CompareTarget::ModRevision),
+    ];
+    let op =
+        prop_oneof![Just(CompareOp::Equal), Just(CompareOp::NotEqual), Just(CompareOp::Less), Just(CompareOp::Greater)];
+    (arb_bytes(), target, op).prop_map(|(key, target, op)| Compare { key, target, op })
+}
+
+fn arb_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        (arb_bytes(), arb_bytes(), any::<Option<u64>>()).prop_map(|(key, value, ttl_ms)| TxnOp::Put {
+            key,
+            value,
+            ttl_ms
+        }),
+        arb_bytes().prop_map(|key| TxnOp::Delete { key }),
+        (arb_bytes(), arb_bytes()).prop_map(|(start, end)| TxnOp::DeleteRange { start, end }),
+        (arb_bytes(), arb_bytes(), any::<u64>()).prop_map(|(start, end, limit)| TxnOp::Range { start, end, limit }),
+    ]
+}
+
+/// Any command, with arbitrary bytes and numbers.
+fn arb_command() -> impl Strategy<Value = KvCommand> {
+    let ops = || proptest::collection::vec(arb_op(), 0..4);
+    prop_oneof![
+        (arb_bytes(), arb_bytes(), any::<Option<u64>>()).prop_map(|(key, value, ttl_ms)| KvCommand::Put {
+            key,
+            value,
+            ttl_ms
+        }),
+        arb_bytes().prop_map(|key| KvCommand::Delete { key }),
+        (arb_bytes(), arb_bytes()).prop_map(|(start, end)| KvCommand::DeleteRange { start, end }),
+        (arb_bytes(), proptest::option::of(arb_bytes()), arb_bytes(), any::<Option<u64>>()).prop_map(
+            |(key, expected_value, new_value, ttl_ms)| KvCommand::CompareAndSwap {
+                key,
+                expected_value,
+                new_value,
+                ttl_ms
+            }
+        ),
+        (proptest::collection::vec(arb_compare(), 0..4), ops(), ops())
+            .prop_map(|(compares, success, failure)| KvCommand::Txn { compares, success, failure }),
+        any::<u64>().prop_map(|revision| KvCommand::Compact { revision }),
+        any::<u64>().prop_map(|now_ms| KvCommand::Expire { now_ms }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_command_round_trips(command in arb_command()) {
+        let encoded = command.encode();
+        prop_assert_eq!(encoded.len(), command.encoded_len());
+        prop_assert_eq!(KvCommand::decode(&encoded), Ok(command.clone()));
+        prop_assert_eq!(command.clone().encode(), encoded, "deterministic");
+    }
+
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = KvCommand::decode(&data);
+        let mut versioned = vec![1];
+        versioned.extend_from_slice(&data);
+        if let Ok(command) = KvCommand::decode(&versioned) {
+            prop_assert_eq!(command.encode(), Bytes::from(versioned), "only canonical bytes decode");
+        }
+    }
+
+    #[test]
+    fn corrupted_encodings_never_panic(command in arb_command(), position in any::<usize>(), byte in any::<u8>()) {
+        let encoded = command.encode();
+        for length in 0..encoded.len() {
+            prop_assert!(KvCommand::decode(&encoded[..length]).is_err(), "a strict prefix never decodes");
+        }
+        let mut corrupted = encoded.to_vec();
+        corrupted[position % encoded.len()] = byte;
+        let _ = KvCommand::decode(&corrupted);
+    }
+}
+
+#[test]
+fn the_put_encoding_is_pinned() {
+    let command = KvCommand::Put { key: b("k"), value: b("v"), ttl_ms: Some(258) };
+    let expected: &[u8] = &[1, 1, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v', 1, 2, 1, 0, 0, 0, 0, 0, 0];
+    assert_eq!(&command.encode()[..], expected);
+    assert_eq!(&KvCommand::Expire { now_ms: 1 }.encode()[..], &[1, 7, 1, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn decode_errors_name_the_problem() {
+    assert_eq!(
+        KvCommand::decode(&[]).unwrap_err().to_string(),
+        "truncated input: format version at byte 0 needs 1 bytes but 0 are left"
+    );
+    assert_eq!(KvCommand::decode(&[2, 1]), Err(KvDecodeError::UnsupportedVersion { version: 2 }));
+    assert_eq!(KvCommand::decode(&[1, 0]), Err(KvDecodeError::UnknownTag { field: "command", offset: 1, tag: 0 }));
+    let mut trailing = KvCommand::Compact { revision: 3 }.encode().to_vec();
+    trailing.push(0);
+    assert_eq!(KvCommand::decode(&trailing), Err(KvDecodeError::TrailingBytes { offset: 10, count: 1 }));
+    let huge_list = [1, 5, 0xff, 0xff, 0xff, 0x7f];
+    assert!(matches!(KvCommand::decode(&huge_list), Err(KvDecodeError::TooManyItems { field: "compares", .. })));
+}
+
+#[test]
+fn validation_enforces_the_limits() {
+    let limits = KvLimits { key_bytes_max: 4, value_bytes_max: 8, txn_ops_max: 2, command_bytes_max: 64 };
+    let put = |key: &str, value: &str, ttl_ms| KvCommand::Put { key: b(key), value: b(value), ttl_ms };
+    assert_eq!(limits.validate(&put("k", "v", Some(1))), Ok(()));
+    assert_eq!(limits.validate(&put("", "v", None)), Err(KvError::EmptyKey));
+    assert_eq!(limits.validate(&put("kkkkk", "v", None)), Err(KvError::KeyTooLarge { size: 5, max: 4 }));
+    assert_eq!(limits.validate(&put("k", "123456789", None)), Err(KvError::ValueTooLarge { size: 9, max: 8 }));
+    assert_eq!(limits.validate(&put("k", "v", Some(0))), Err(KvError::ZeroTtl));
+    let all_keys = KvCommand::DeleteRange { start: b(""), end: Bytes::from_static(&[0]) };
+    assert_eq!(limits.validate(&all_keys), Ok(()), "a range may start at the empty key");
+    let empty_single = KvCommand::DeleteRange { start: b(""), end: b("") };
+    assert_eq!(limits.validate(&empty_single), Err(KvError::EmptyKey));
+    let cas =
+        KvCommand::CompareAndSwap { key: b("k"), expected_value: Some(b("123456789")), new_value: b(""), ttl_ms: None };
+    assert_eq!(limits.validate(&cas), Err(KvError::ValueTooLarge { size: 9, max: 8 }));
+
+    let op = TxnOp::Delete { key: b("k") };
+    let txn = KvCommand::Txn { compares: vec![], success: vec![op.clone(); 3], failure: vec![] };
+    let error = limits.validate(&txn).unwrap_err();
+    assert_eq!(error, KvError::TooManyTxnOps { list: "success", count: 3, max: 2 });
+    assert!(error.to_string().contains("split it into smaller transactions"));
+    let bad_op = KvCommand::Txn {
+        compares: vec![],
+        success: vec![],
+        failure: vec![TxnOp::Put { key: b("k"), value: b("v"), ttl_ms: Some(0) }],
+    };
+    assert_eq!(limits.validate(&bad_op), Err(KvError::ZeroTtl));
+    let compare = Compare { key: b(""), target: CompareTarget::Version(0), op: CompareOp::Equal };
+    let bad_compare = KvCommand::Txn { compares: vec![compare], success: vec![], failure: vec![] };
+    assert_eq!(limits.validate(&bad_compare), Err(KvError::EmptyKey));
+
+    let tight = KvLimits { command_bytes_max: 10, ..limits };
+    assert_eq!(tight.validate(&put("k", "v", None)), Err(KvError::CommandTooLarge { size: 13, max: 10 }));
+    assert_eq!(validate(&KvCommand::Put { key: b("k"), value: Bytes::from(vec![0; 1 << 20]), ttl_ms: None }), Ok(()));
+    let too_big = KvCommand::Put { key: b("k"), value: Bytes::from(vec![0; (1 << 20) + 1]), ttl_ms: None };
+    assert!(matches!(validate(&too_big), Err(KvError::ValueTooLarge { .. })));
+}

@@ -1,0 +1,139 @@
+//! Snapshots: round trip with history, byte-identical output, and refusal of corrupt,
+//! truncated, foreign or inconsistent data without panicking.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::{apply, apply_at, b, delete, put};
+use crate::kv::crc32::crc32;
+use crate::kv::{KeyRange, KvCommand, KvSnapshotError, KvStore};
+
+/// A store with history, tombstones, a compaction, expiries and a multi-change revision.
+fn busy_store() -> KvStore {
+    let mut store = KvStore::new();
+    apply(&mut store, put("a", "1"));
+    apply(&mut store, put("b", "1"));
+    apply(&mut store, delete("a"));
+    apply(&mut store, put("a", "2"));
+    apply(&mut store, KvCommand::Compact { revision: 2 });
+    apply_at(&mut store, 100, KvCommand::Put { key: b("ttl"), value: b("x"), ttl_ms: Some(50) });
+    apply(&mut store, KvCommand::DeleteRange { start: b("a"), end: b("c") });
+    apply(&mut store, put("c", "3"));
+    store.advance_applied_index(20);
+    store
+}
+
+#[test]
+fn a_restored_store_is_the_same_store() {
+    let store = busy_store();
+    let snapshot = store.snapshot();
+    let restored = KvStore::restore(&snapshot).unwrap();
+    assert_eq!(restored, store, "history, indexes and counters all restored");
+    assert_eq!(restored.snapshot(), snapshot, "byte-identical");
+    assert_eq!(restored.last_applied_index(), 20);
+    assert_eq!(restored.next_expiry_ms(), Some(150));
+    assert_eq!(restored.watch(2).unwrap().collect::<Vec<_>>(), store.watch(2).unwrap().collect::<Vec<_>>());
+    for revision in 2..=store.current_revision() {
+        assert_eq!(
+            restored.range(&KeyRange::all(), Some(revision), 0),
+            store.range(&KeyRange::all(), Some(revision), 0)
+        );
+    }
+    assert_eq!(busy_store().snapshot(), snapshot, "equal stores give equal bytes");
+    assert_eq!(KvStore::restore(&KvStore::new().snapshot()).unwrap(), KvStore::new());
+}
+
+#[test]
+fn restored_stores_keep_applying_identically() {
+    let mut original = busy_store();
+    let mut restored = KvStore::restore(&original.snapshot()).unwrap();
+    for store in [&mut original, &mut restored] {
+        apply(store, KvCommand::Expire { now_ms: 150 });
+        apply(store, put("c", "4"));
+        apply(store, KvCommand::Compact { revision: 6 });
+    }
+    assert_eq!(original, restored);
+    assert_eq!(original.snapshot(), restored.snapshot());
+}
+
+#[test]
+fn every_corrupted_byte_and_truncation_is_refused() {
+    let snapshot = busy_store().snapshot();
+    for position in 0..snapshot.len() {
+        let mut corrupted = snapshot.to_vec();
+        corrupted[position] ^= 0x5a;
+        assert!(KvStore::restore(&corrupted).is_err(), "byte {position} flipped");
+    }
+    for length in 0..snapshot.len() {
+        assert!(KvStore::restore(&snapshot[..length]).is_err(), "truncated to {length}");
+    }
+    let mut body_flip = snapshot.to_vec();
+    body_flip[20] ^= 1;
+    let error = KvStore::restore(&body_flip).unwrap_err();
+    assert!(matches!(error, KvSnapshotError::ChecksumMismatch { .. }));
+    assert!(error.to_string().contains("corrupt"), "{error}");
+    assert_eq!(KvStore::restore(b"nope"), Err(KvSnapshotError::TooShort { size: 4 }));
+    assert_eq!(KvStore::restore(b"NOTASNAPSHOT!"), Err(KvSnapshotError::BadMagic));
+    let mut future = snapshot.to_vec();
+    future[8] = 2;
+    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 2 }));
+}
+
+/// Re-seals `content` (everything but the checksum) with a valid checksum.
+fn sealed(mut content: Vec<u8>) -> Vec<u8> {
+    let checksum = crc32(&content);
+    content.extend_from_slice(&checksum.to_le_bytes());
+    content
+}
+
+fn inconsistency(store: &KvStore) -> String {
+    match KvStore::restore(&store.snapshot()) {
+        Err(KvSnapshotError::Inconsistent(what)) => what,
+        other => panic!("expected an inconsistency, got {other:?}"),
+    }
+}
+
+#[test]
+fn inconsistent_content_with_a_valid_checksum_is_refused() {
+    let mut ahead = busy_store();
+    ahead.current_revision += 1;
+    assert!(inconsistency(&ahead).contains("changes stop at revision 7"), "{}", inconsistency(&ahead));
+
+    let mut behind = busy_store();
+    behind.compacted_revision = behind.current_revision + 1;
+    assert!(inconsistency(&behind).contains("compacted revision 8 is above"));
+
+    let mut versions = busy_store();
+    let history = versions.keys.get_mut(&b("c")[..]).unwrap();
+    history[0].live.as_mut().unwrap().version = 2;
+    assert!(inconsistency(&versions).contains("not a creation"), "{}", inconsistency(&versions));
+
+    let mut tombstone_first = busy_store();
+    tombstone_first.keys.get_mut(&b("b")[..]).unwrap().remove(0);
+    assert!(inconsistency(&tombstone_first).contains("tombstone"));
+
+    let mut trailing = busy_store().snapshot().to_vec();
+    trailing.truncate(trailing.len() - 4);
+    trailing.push(0);
+    assert!(matches!(KvStore::restore(&sealed(trailing)), Err(KvSnapshotError::Malformed(_))));
+}
+
+proptest! {
+    #[test]
+    fn sealed_random_content_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut content = b"KEELKVSN\x01".to_vec();
+        content.extend_from_slice(&body);
+        let _ = KvStore::restore(&sealed(content));
+    }
+
+    #[test]
+    fn sealed_mutations_of_a_real_snapshot_never_panic(position in any::<usize>(), byte in any::<u8>()) {
+        let mut content = busy_store().snapshot().to_vec();
+        content.truncate(content.len() - 4);
+        let position = 9 + position % (content.len() - 9);
+        content[position] = byte;
+        if let Ok(store) = KvStore::restore(&sealed(content.clone())) {
+            prop_assert_eq!(store.snapshot(), Bytes::from(sealed(content)), "accepted data is canonical");
+        }
+    }
+}
