@@ -93,6 +93,7 @@ pub use membership::{LearnerKind, Membership, MembershipChange, MembershipError}
 pub use message::{ConflictHint, Message, MessageBody, ReadId, ReadIndexAnswer};
 pub use node::{RaftNode, RecoveredState};
 pub use progress::ProgressState;
+pub use quorum::is_quorum;
 pub use read_index::ReadPolicy;
 pub use ready::{LogWrite, ReadOutcome, Ready, SoftState};
 pub use rng::Rng;

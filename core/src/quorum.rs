@@ -38,7 +38,8 @@ pub fn committed_index(membership: &Membership, index_of: impl Fn(NodeId) -> Ind
     incoming.min(outgoing)
 }
 
-/// True when the nodes for which `is_member` holds form a quorum of `membership`.
+/// True when the nodes for which `is_member` holds form a quorum of `membership` (a majority of
+/// each half when joint).
 pub fn is_quorum(membership: &Membership, is_member: impl Fn(NodeId) -> bool) -> bool {
     let index_of = |id| Index::from(is_member(id));
     committed_index(membership, index_of) >= 1

@@ -1,0 +1,481 @@
+//! The driver: one task that owns a node's `RaftNode` and state machine and carries out the core's
+//! effects in the documented order (keel-core `ready.rs`).
+//!
+//! Loop: wait for the next input (a peer batch, a client request, a durability report from the
+//! storage worker, or a tick), feed it to the core, then `process_ready`: sync the hard state,
+//! install a received snapshot, queue the log write with the storage worker (which syncs in the
+//! background and reports back), send messages, apply committed entries to the KV store and
+//! answer the clients waiting on them, serve released reads. Every queue is bounded; a storage
+//! failure stops the node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_core::kv::{KeyRange, KvCommand, KvStore};
+use keel_core::{
+    Entry, EntryPayload, Error as CoreError, Index, Membership, Message, RaftNode, ReadPolicy, Ready, Role,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::envelope;
+use super::handle::{ClientError, NodeStatus, PeerStatus, ReadConsistency, Reply, Request};
+use super::storage_worker::{StorageWorker, WorkerEvent};
+use super::{MessageSink, NodeConfig, NodeError};
+use crate::clock::Clock;
+
+/// A client waiting for a log entry to be applied.
+enum Waiter {
+    Write(Reply<keel_core::kv::ApplyResult>),
+    Membership(Reply<Membership>),
+}
+
+/// A read waiting for the core to confirm it.
+enum ReadWaiter {
+    Keys(Vec<Bytes>, Reply<Vec<Option<keel_core::kv::KeyValue>>>),
+    Scan(Bytes, Reply<keel_core::kv::RangeResult>),
+}
+
+pub(crate) struct Driver {
+    pub config: NodeConfig,
+    pub raft: RaftNode,
+    pub kv: KvStore,
+    pub clock: Arc<dyn Clock>,
+    pub storage: StorageWorker,
+    pub storage_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    pub sink: Box<dyn MessageSink>,
+    pub requests: mpsc::Receiver<Request>,
+    pub inbound: mpsc::Receiver<Vec<Message>>,
+    pub events: broadcast::Sender<keel_core::kv::KvEvent>,
+    pub membership: watch::Sender<(Index, Membership)>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Writes and membership changes waiting for their entry: index → (term, deadline, waiter).
+    waiting: BTreeMap<Index, (u64, u64, Waiter)>,
+    reads: BTreeMap<u64, ReadWaiter>,
+    next_read_id: u64,
+    last_snapshot_index: Index,
+    next_expire_ms: u64,
+    peers_known: Membership,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: NodeConfig,
+        raft: RaftNode,
+        kv: KvStore,
+        clock: Arc<dyn Clock>,
+        storage: (StorageWorker, mpsc::UnboundedReceiver<WorkerEvent>),
+        sink: Box<dyn MessageSink>,
+        channels: (mpsc::Receiver<Request>, mpsc::Receiver<Vec<Message>>),
+        broadcast: (broadcast::Sender<keel_core::kv::KvEvent>, watch::Sender<(Index, Membership)>),
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let last_snapshot_index = raft.first_log_index().saturating_sub(1);
+        Self {
+            config,
+            raft,
+            kv,
+            clock,
+            storage: storage.0,
+            storage_events: storage.1,
+            sink,
+            requests: channels.0,
+            inbound: channels.1,
+            events: broadcast.0,
+            membership: broadcast.1,
+            shutdown,
+            waiting: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read_id: 1,
+            last_snapshot_index,
+            next_expire_ms: 0,
+            peers_known: Membership::default(),
+        }
+    }
+
+    /// Runs until shutdown or a fatal error.
+    pub async fn run(mut self) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.sync_peers();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                Some(event) = self.storage_events.recv() => self.on_storage_event(event)?,
+                Some(batch) = self.inbound.recv() => self.on_peer_batch(batch),
+                Some(request) = self.requests.recv() => self.on_request(request),
+                _ = ticker.tick() => self.on_tick(),
+            }
+            self.drain_inputs()?;
+            self.process_ready().await?;
+        }
+        self.fail_all_waiters(ClientError::ShuttingDown);
+        Ok(())
+    }
+
+    /// Takes further queued inputs without waiting, so that one `Ready` covers them all.
+    fn drain_inputs(&mut self) -> Result<(), NodeError> {
+        for _ in 0..self.config.batch_inputs_max {
+            if let Ok(event) = self.storage_events.try_recv() {
+                self.on_storage_event(event)?;
+            } else if let Ok(batch) = self.inbound.try_recv() {
+                self.on_peer_batch(batch);
+            } else if let Ok(request) = self.requests.try_recv() {
+                self.on_request(request);
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_storage_event(&mut self, event: WorkerEvent) -> Result<(), NodeError> {
+        match event {
+            WorkerEvent::Persisted(log_id) => {
+                self.raft.persisted(log_id);
+                Ok(())
+            }
+            WorkerEvent::Failed(error) => Err(NodeError::Storage(error.to_string())),
+        }
+    }
+
+    fn on_peer_batch(&mut self, batch: Vec<Message>) {
+        for message in batch {
+            self.raft.step(message);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.clock.now_ms();
+        self.raft.tick(now);
+        self.expire_waiters(now);
+        self.propose_expiry();
+    }
+
+    /// Carries out the core's effects in the contract's order.
+    async fn process_ready(&mut self) -> Result<(), NodeError> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.carry_out(ready).await?;
+        }
+        Ok(())
+    }
+
+    async fn carry_out(&mut self, ready: Ready) -> Result<(), NodeError> {
+        if let Some(hard_state) = ready.hard_state {
+            self.storage.save_hard_state(hard_state).await.map_err(NodeError::Storage)?;
+        }
+        if let Some(snapshot) = ready.snapshot {
+            self.install_snapshot(snapshot).await?;
+        }
+        if let Some(write) = ready.log_write {
+            self.storage.append(write).map_err(NodeError::Storage)?;
+        }
+        for message in ready.messages {
+            self.sink.send(message);
+        }
+        self.apply(ready.committed_entries);
+        for outcome in ready.reads {
+            self.finish_read(outcome.id, outcome.result);
+        }
+        self.maybe_snapshot()?;
+        self.sync_peers();
+        Ok(())
+    }
+
+    async fn install_snapshot(&mut self, snapshot: keel_core::Snapshot) -> Result<(), NodeError> {
+        let kv = KvStore::restore(&snapshot.data).map_err(|error| {
+            NodeError::Snapshot(format!("the leader's snapshot at {} is corrupt: {error}", snapshot.meta.last_included))
+        })?;
+        let last_included = snapshot.meta.last_included;
+        self.storage.install_snapshot(snapshot).await.map_err(NodeError::Storage)?;
+        self.kv = kv;
+        self.last_snapshot_index = last_included.index;
+        self.raft.snapshot_installed(last_included);
+        self.publish_membership();
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.log_id.index) else { return };
+        for entry in entries {
+            self.apply_entry(entry);
+        }
+        self.raft.applied(last);
+    }
+
+    fn apply_entry(&mut self, entry: Entry) {
+        let index = entry.log_id.index;
+        let result = match &entry.payload {
+            EntryPayload::Command(bytes) => match envelope::decode(bytes) {
+                Ok((proposed_at_ms, command)) => Some(self.kv.apply(index, proposed_at_ms, &command)),
+                Err(error) => {
+                    tracing::error!(index, "skipping an undecodable command: {error}");
+                    self.kv.advance_applied_index(index);
+                    None
+                }
+            },
+            EntryPayload::Membership(_) | EntryPayload::Noop => {
+                self.kv.advance_applied_index(index);
+                None
+            }
+        };
+        if let Some(result) = &result {
+            for event in &result.events {
+                let _ = self.events.send(event.clone());
+            }
+        }
+        if matches!(entry.payload, EntryPayload::Membership(_)) {
+            self.publish_membership();
+        }
+        self.answer_waiter(entry, result);
+    }
+
+    fn answer_waiter(&mut self, entry: Entry, result: Option<keel_core::kv::ApplyResult>) {
+        let Some((term, _, waiter)) = self.waiting.remove(&entry.log_id.index) else { return };
+        let ours = term == entry.log_id.term;
+        match waiter {
+            Waiter::Write(reply) => {
+                let answer = match (ours, result) {
+                    (true, Some(result)) => Ok(result),
+                    (true, None) => Err(ClientError::Invalid("the command could not be decoded".into())),
+                    (false, _) => Err(ClientError::ProposalDropped("another leader's entry took its place".into())),
+                };
+                let _ = reply.send(answer);
+            }
+            Waiter::Membership(reply) => {
+                let answer = if ours {
+                    Ok(self.raft.membership().clone())
+                } else {
+                    Err(ClientError::ProposalDropped("another leader's entry took its place".into()))
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn publish_membership(&mut self) {
+        let (index, membership) = self.raft.committed_membership();
+        let current = (index, membership.clone());
+        self.membership.send_if_modified(|published| {
+            let changed = *published != current;
+            *published = current;
+            changed
+        });
+    }
+
+    /// Keeps the transport's peer list equal to the latest configuration's addresses.
+    fn sync_peers(&mut self) {
+        if *self.raft.membership() != self.peers_known {
+            self.peers_known = self.raft.membership().clone();
+            let peers = self.peers_known.addresses.iter().filter(|(id, _)| **id != self.raft.id());
+            self.sink.set_peers(peers.map(|(id, a)| (*id, a.clone())).collect());
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
+        let applied = self.raft.applied_index();
+        if applied < self.last_snapshot_index + self.config.snapshot_interval_entries {
+            return Ok(());
+        }
+        let data = self.kv.snapshot();
+        let meta = match self.raft.snapshot_taken(applied, data.clone()) {
+            Ok(meta) => meta,
+            Err(error) => {
+                tracing::warn!(applied, "snapshot not taken: {error}");
+                return Ok(());
+            }
+        };
+        self.last_snapshot_index = applied;
+        self.storage.compact(keel_core::Snapshot { meta, data }).map_err(NodeError::Storage)
+    }
+
+    /// Leader: proposes the deletion of expired keys through the log, stamped with this
+    /// leader's wall clock minus the configured clock-offset bound (keys never expire early).
+    fn propose_expiry(&mut self) {
+        let now = self.clock.now_ms();
+        if self.raft.role() != Role::Leader || now < self.next_expire_ms {
+            return;
+        }
+        self.next_expire_ms = now + self.config.expire_interval_ms;
+        let cutoff = self.clock.wall_ms().saturating_sub(self.config.clock_offset_ms_max);
+        if self.kv.next_expiry_ms().is_none_or(|due| due > cutoff) {
+            return;
+        }
+        let command = KvCommand::Expire { now_ms: cutoff };
+        if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
+            tracing::debug!("expiry not proposed: {error}");
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Write { command, reply } => self.on_write(command, reply),
+            Request::Read { keys, consistency, reply } => self.on_read(ReadWaiter::Keys(keys, reply), consistency),
+            Request::Scan { prefix, consistency, reply } => self.on_read(ReadWaiter::Scan(prefix, reply), consistency),
+            Request::ChangeMembership { change, reply } => {
+                let deadline = self.deadline();
+                match self.raft.change_membership(change) {
+                    Ok(log_id) => {
+                        self.waiting.insert(log_id.index, (log_id.term, deadline, Waiter::Membership(reply)));
+                    }
+                    Err(error) => drop(reply.send(Err(map_core_error(error)))),
+                }
+            }
+            Request::TransferLeader { target, reply } => {
+                let _ = reply.send(self.raft.transfer_leadership(target).map_err(map_core_error));
+            }
+            Request::Status { reply } => {
+                let _ = reply.send(Ok(self.status()));
+            }
+        }
+    }
+
+    fn deadline(&self) -> u64 {
+        self.clock.now_ms() + self.config.request_timeout_ms
+    }
+
+    fn on_write(&mut self, command: KvCommand, reply: Reply<keel_core::kv::ApplyResult>) {
+        if let Err(error) = self.config.kv_limits.validate(&command) {
+            let _ = reply.send(Err(error.into()));
+            return;
+        }
+        let deadline = self.deadline();
+        match self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
+            Ok(log_id) => {
+                self.waiting.insert(log_id.index, (log_id.term, deadline, Waiter::Write(reply)));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(map_core_error(error)));
+            }
+        }
+    }
+
+    fn on_read(&mut self, waiter: ReadWaiter, consistency: ReadConsistency) {
+        let policy = match consistency {
+            ReadConsistency::Eventual => return self.serve_read(waiter, Ok(self.raft.applied_index())),
+            ReadConsistency::Lease if self.config.raft.lease.is_none() => {
+                let error = ClientError::Invalid(
+                    "lease reads are disabled on this cluster (they need check-quorum and a clock drift bound); use linearizable".into(),
+                );
+                return self.serve_read(waiter, Err(error));
+            }
+            ReadConsistency::Lease => ReadPolicy::Lease,
+            ReadConsistency::Linearizable => ReadPolicy::Linearizable,
+        };
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.raft.read(id, policy) {
+            Ok(()) => {
+                self.reads.insert(id, waiter);
+            }
+            Err(error) => self.serve_read(waiter, Err(map_core_error(error))),
+        }
+    }
+
+    fn finish_read(&mut self, id: u64, result: Result<Index, CoreError>) {
+        if let Some(waiter) = self.reads.remove(&id) {
+            self.serve_read(waiter, result.map_err(map_core_error));
+        }
+    }
+
+    fn serve_read(&mut self, waiter: ReadWaiter, confirmed: Result<Index, ClientError>) {
+        match waiter {
+            ReadWaiter::Keys(keys, reply) => {
+                let answer = confirmed
+                    .and_then(|_| keys.iter().map(|key| self.kv.get(key, None).map_err(ClientError::from)).collect());
+                let _ = reply.send(answer);
+            }
+            ReadWaiter::Scan(prefix, reply) => {
+                let answer = confirmed.and_then(|_| {
+                    self.kv.range(&KeyRange::prefix(prefix.clone()), None, usize::MAX).map_err(ClientError::from)
+                });
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Answers waiters whose deadline passed: their write may still commit later.
+    fn expire_waiters(&mut self, now: u64) {
+        let expired: Vec<Index> =
+            self.waiting.iter().filter(|(_, (_, deadline, _))| *deadline <= now).map(|(index, _)| *index).collect();
+        for index in expired {
+            if let Some((_, _, waiter)) = self.waiting.remove(&index) {
+                match waiter {
+                    Waiter::Write(reply) => drop(reply.send(Err(ClientError::OutcomeUnknown))),
+                    Waiter::Membership(reply) => drop(reply.send(Err(ClientError::OutcomeUnknown))),
+                }
+            }
+        }
+    }
+
+    fn fail_all_waiters(&mut self, error: ClientError) {
+        for (_, (_, _, waiter)) in std::mem::take(&mut self.waiting) {
+            match waiter {
+                Waiter::Write(reply) => drop(reply.send(Err(error.clone()))),
+                Waiter::Membership(reply) => drop(reply.send(Err(error.clone()))),
+            }
+        }
+        for (_, waiter) in std::mem::take(&mut self.reads) {
+            self.serve_read(waiter, Err(error.clone()));
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let now = self.clock.now_ms();
+        let peers: Vec<PeerStatus> = self
+            .raft
+            .peer_progress()
+            .into_iter()
+            .map(|(id, match_index, contact)| PeerStatus {
+                id,
+                match_index,
+                last_contact_ms_ago: contact.map(|c| now.saturating_sub(c)),
+            })
+            .collect();
+        let timeout = self.config.raft.election_timeout_ms_min;
+        let recent = |p: &PeerStatus| p.last_contact_ms_ago.is_some_and(|ago| ago < timeout);
+        let membership = self.raft.membership().clone();
+        let has_quorum = self.raft.role() == Role::Leader
+            && keel_core::is_quorum(&membership, |id| {
+                id == self.raft.id() || peers.iter().any(|p| p.id == id && recent(p))
+            });
+        NodeStatus {
+            id: self.raft.id(),
+            role: self.raft.role(),
+            term: self.raft.term(),
+            leader: self.raft.leader_hint(),
+            commit_index: self.raft.commit_index(),
+            applied_index: self.raft.applied_index(),
+            last_log_index: self.raft.last_log_id().index,
+            revision: self.kv.current_revision(),
+            membership,
+            peers,
+            has_quorum,
+        }
+    }
+}
+
+/// Maps a core refusal to the client's error.
+pub(crate) fn map_core_error(error: CoreError) -> ClientError {
+    match error {
+        CoreError::NotLeader(hint) if hint.leader_id.is_none() => ClientError::LeaderUnknown,
+        CoreError::NotLeader(hint) => ClientError::NotLeader(hint),
+        CoreError::TransferInProgress(hint) => ClientError::NotLeader(hint),
+        CoreError::LeadershipLost(hint) if hint.leader_id.is_some() => ClientError::NotLeader(hint),
+        CoreError::LeadershipLost(_) => ClientError::LeaderUnknown,
+        CoreError::LeaderNotReady => ClientError::Unavailable("the new leader is not ready yet; retry shortly".into()),
+        CoreError::TooManyUncommitted { limit } => {
+            ClientError::Overloaded(format!("too many uncommitted writes ({limit})"))
+        }
+        CoreError::TooManyPendingReads { limit } => {
+            ClientError::Overloaded(format!("too many pending reads ({limit})"))
+        }
+        CoreError::Timeout => ClientError::Timeout,
+        CoreError::MembershipChangeInProgress => ClientError::MembershipChangeInProgress,
+        other => ClientError::Membership(other.to_string()),
+    }
+}

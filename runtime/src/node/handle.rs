@@ -1,0 +1,197 @@
+//! The client side of a running node: [`NodeHandle`] sends requests to the driver and waits for
+//! the answer, with a deadline; it is what the gRPC services and the embedded (in-process) client
+//! use. Requests travel as Rust values: no serialization.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_core::kv::{ApplyResult, KeyValue, KvCommand, KvError, KvEvent, RangeResult};
+use keel_core::{Index, LeaderHint, Membership, MembershipChange, NodeId, Role};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// How a read must be confirmed (seed 000 `ReadConsistencyPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Served by the leader from its lease when one is held; ReadIndex otherwise.
+    Lease,
+    /// ReadIndex: leadership confirmed by a quorum after the read arrived.
+    Linearizable,
+    /// From this node's state machine as it is: may be stale.
+    Eventual,
+}
+
+/// Why a request failed; each maps to one `keel.error.ErrorCode`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// This node is not the leader; retry at the hinted one.
+    #[error("not the leader; leader is {}", describe(.0))]
+    NotLeader(LeaderHint),
+    /// No leader is known right now (election in progress).
+    #[error("no leader is known right now; retry shortly")]
+    LeaderUnknown,
+    /// The request is invalid (size limits, malformed fields).
+    #[error("{0}")]
+    Invalid(String),
+    /// The write was never appended, or its log slot went to another entry: it will never apply.
+    #[error("the write was dropped before it could commit; it will not be applied and is safe to retry ({0})")]
+    ProposalDropped(String),
+    /// The write was appended but its fate is unknown (deadline passed or leadership changed).
+    #[error("the write's outcome is unknown: it may or may not be applied; read the key to find out")]
+    OutcomeUnknown,
+    /// The request did not complete before its deadline and has no effect.
+    #[error("the request timed out")]
+    Timeout,
+    /// A bounded queue is full.
+    #[error("overloaded: {0}; retry later")]
+    Overloaded(String),
+    /// Another membership change is still in progress.
+    #[error("another membership change is in progress; retry when it has committed")]
+    MembershipChangeInProgress,
+    /// The membership change is invalid.
+    #[error("{0}")]
+    Membership(String),
+    /// The node cannot serve the request now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+fn describe(hint: &LeaderHint) -> String {
+    match hint.leader_id {
+        Some(id) => format!("node {id} at '{}'", hint.address),
+        None => "unknown".to_string(),
+    }
+}
+
+impl From<KvError> for ClientError {
+    fn from(error: KvError) -> Self {
+        Self::Invalid(error.to_string())
+    }
+}
+
+/// One peer's replication state as seen by the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub id: NodeId,
+    /// Highest index known durable and matching on the peer.
+    pub match_index: Index,
+    /// Milliseconds since the leader last heard from it.
+    pub last_contact_ms_ago: Option<u64>,
+}
+
+/// A node's view of itself and the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows.
+    pub leader: LeaderHint,
+    /// Commit index.
+    pub commit_index: Index,
+    /// Applied index.
+    pub applied_index: Index,
+    /// Last log index.
+    pub last_log_index: Index,
+    /// Current store revision.
+    pub revision: u64,
+    /// Latest configuration.
+    pub membership: Membership,
+    /// Per-peer progress (leader only).
+    pub peers: Vec<PeerStatus>,
+    /// Leader only: whether a quorum was heard from within an election timeout.
+    pub has_quorum: bool,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// A request to the driver.
+pub(crate) enum Request {
+    Write { command: KvCommand, reply: Reply<ApplyResult> },
+    Read { keys: Vec<Bytes>, consistency: ReadConsistency, reply: Reply<Vec<Option<KeyValue>>> },
+    Scan { prefix: Bytes, consistency: ReadConsistency, reply: Reply<RangeResult> },
+    ChangeMembership { change: MembershipChange, reply: Reply<Membership> },
+    TransferLeader { target: NodeId, reply: Reply<()> },
+    Status { reply: Reply<NodeStatus> },
+}
+
+/// A cheap, cloneable handle on a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) id: NodeId,
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) events: broadcast::Sender<KvEvent>,
+    pub(crate) membership: watch::Receiver<(Index, Membership)>,
+    pub(crate) request_timeout: Duration,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, on_timeout: ClientError) -> Result<T, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.try_send(make(reply)).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ClientError::Overloaded("the node's request queue is full".into()),
+            mpsc::error::TrySendError::Closed(_) => ClientError::ShuttingDown,
+        })?;
+        match tokio::time::timeout(self.request_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::ShuttingDown),
+            Err(_) => Err(on_timeout),
+        }
+    }
+
+    /// Replicates a command and returns its result once applied (at the leader only).
+    pub async fn write(&self, command: KvCommand) -> Result<ApplyResult, ClientError> {
+        self.call(|reply| Request::Write { command, reply }, ClientError::OutcomeUnknown).await
+    }
+
+    /// Reads keys with the given consistency.
+    pub async fn read(
+        &self,
+        keys: Vec<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<Option<KeyValue>>, ClientError> {
+        self.call(|reply| Request::Read { keys, consistency, reply }, ClientError::Timeout).await
+    }
+
+    /// Every live key under `prefix`, with the revision they were read at.
+    pub async fn scan(&self, prefix: Bytes, consistency: ReadConsistency) -> Result<RangeResult, ClientError> {
+        self.call(|reply| Request::Scan { prefix, consistency, reply }, ClientError::Timeout).await
+    }
+
+    /// Changes the membership; returns the configuration once the change is applied.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<Membership, ClientError> {
+        self.call(|reply| Request::ChangeMembership { change, reply }, ClientError::OutcomeUnknown).await
+    }
+
+    /// Asks the leader to hand leadership to `target`.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), ClientError> {
+        self.call(|reply| Request::TransferLeader { target, reply }, ClientError::Timeout).await
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.call(|reply| Request::Status { reply }, ClientError::Timeout).await
+    }
+
+    /// Every event applied on this node from now on. A subscriber that falls more than the
+    /// watcher buffer behind receives `RecvError::Lagged` and must re-read and re-subscribe.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<KvEvent> {
+        self.events.subscribe()
+    }
+
+    /// The latest committed membership and the index of its entry, updated on every change.
+    pub fn membership(&self) -> watch::Receiver<(Index, Membership)> {
+        self.membership.clone()
+    }
+}
