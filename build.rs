@@ -12,8 +12,13 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 
 /// The files to compile (their imports are found under [`PROTO_ROOT`]).
-const PROTOS: &[&str] =
-    &["proto/keel/common.proto", "proto/keel/error.proto", "proto/keel/client.proto", "proto/keel/raft.proto"];
+const PROTOS: &[&str] = &[
+    "proto/keel/common.proto",
+    "proto/keel/error.proto",
+    "proto/keel/client.proto",
+    "proto/keel/raft.proto",
+    "proto/keel/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

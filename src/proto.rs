@@ -31,6 +31,13 @@ pub mod raft {
     tonic::include_proto!("keel.raft");
 }
 
+pub mod admin {
+    //! Cluster management (package `keel.admin`): membership changes, leadership transfer and
+    //! node status, served by the `ClusterAdmin` service.
+
+    tonic::include_proto!("keel.admin");
+}
+
 pub mod client {
     //! The native client API (package `keel.client`): its messages, and the client and server
     //! stubs of `RaftClientService` in [`raft_client_service_client`] and
