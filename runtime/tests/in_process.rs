@@ -158,3 +158,24 @@ async fn compare_and_swap_and_lease_policy_errors_are_reported() {
     let too_big = KvCommand::Put { key: Bytes::from(vec![b'k'; 10_000]), value: Bytes::new(), ttl_ms: None };
     assert!(matches!(handle.write(too_big).await, Err(ClientError::Invalid(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restarts_from_its_disks_and_elects_a_leader_again() {
+    let mut cluster = TestCluster::new(3);
+    let leader = cluster.leader().await;
+    for i in 0..10 {
+        cluster.handle(leader).write(put(&format!("r{i}"), "v")).await.expect("write");
+    }
+    for id in 1..=3 {
+        cluster.crash(id).await;
+    }
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    let leader = cluster.leader().await;
+    let scan = cluster.handle(leader).scan(Bytes::from("r"), ReadConsistency::Linearizable).await.unwrap();
+    assert_eq!(scan.kvs.len(), 10, "the restarted cluster lost acknowledged writes");
+    for (_, node) in std::mem::take(&mut cluster.nodes) {
+        node.stop().await.expect("clean stop");
+    }
+}

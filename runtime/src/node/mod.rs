@@ -115,6 +115,10 @@ impl Node {
     ) -> Result<Self, NodeError> {
         let loaded = storage.load().map_err(|error| NodeError::Storage(error.to_string()))?;
         let (kv, recovered) = recover(&config, loaded)?;
+        if let Some(snapshot) = recovered.snapshot.as_ref().filter(|s| s.meta.last_included.index == 0) {
+            // A new cluster's initial membership must survive a restart like any other state.
+            storage.install_snapshot(snapshot).map_err(|error| NodeError::Storage(error.to_string()))?;
+        }
         let raft =
             RaftNode::new(config.raft.clone(), recovered).map_err(|error| NodeError::Config(error.to_string()))?;
         let (requests_tx, requests_rx) = mpsc::channel(config.request_queue_max);
