@@ -213,6 +213,11 @@ impl RaftLog {
         out
     }
 
+    /// True when entries changed since the last `take_write` (a write is due).
+    pub fn has_unpersisted_changes(&self) -> bool {
+        self.unpersisted_from.is_some()
+    }
+
     /// The write to hand to storage since the last call, if any.
     pub fn take_write(&mut self) -> Option<LogWrite> {
         let first_index = self.unpersisted_from.take()?;

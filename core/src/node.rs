@@ -424,6 +424,7 @@ impl RaftNode {
     /// True when [`RaftNode::ready`] has effects to hand out.
     pub fn has_ready(&self) -> bool {
         !self.out.is_empty()
+            || self.log.has_unpersisted_changes()
             || self.log.has_committed_to_hand_out()
             || self.hard_state() != self.reported_hard_state
             || self.leader.as_ref().is_some_and(|l| self.leader_has_work(l))

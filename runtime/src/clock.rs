@@ -13,6 +13,10 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
     /// Wall-clock Unix milliseconds (stamped into entries; decides key expiry).
     fn wall_ms(&self) -> u64;
+    /// Monotonic microseconds, for latency metrics; defaults to the millisecond reading.
+    fn now_us(&self) -> u64 {
+        self.now_ms().saturating_mul(1_000)
+    }
 }
 
 /// The runtime's clock: `tokio::time::Instant` (virtual under madsim) and the system wall clock.
@@ -36,6 +40,10 @@ impl Clock for SystemClock {
     fn wall_ms(&self) -> u64 {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         since_epoch.map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
     }
 }
 

@@ -22,6 +22,9 @@
 //! * [`storage::codec`] is the versioned, checksummed record format both backends store.
 
 pub mod clock;
+pub mod metrics;
 pub mod node;
+pub mod server;
+pub mod service;
 pub mod storage;
 pub mod transport;

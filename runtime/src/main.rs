@@ -1,24 +1,20 @@
-//! The `keel` node binary.
+//! The `keel` binary: runs a node (`keel node`), a local cluster (`keel dev`), and talks to a
+//! cluster (`keel put`, `get`, `del`, `cas`, `scan`, `watch`, `members`, `member`,
+//! `transfer-leader`, `status`). See the `cli` module and `keel --help`.
 //!
-//! **Skeleton.** The node is not built yet: apart from `--help` and `--version`, this binary
-//! prints a message saying so and exits with status 2.
+//! Exit codes: 0 success, 1 the request (or the node) failed, 2 a usage or configuration error.
 
-use std::process::ExitCode;
+#[cfg(not(madsim))]
+mod cli;
 
-use clap::Parser;
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
 
-/// Keel: a strongly consistent, replicated key-value and coordination engine built on Raft.
-///
-/// This build is a skeleton: the node is not implemented yet.
-#[derive(Parser, Debug)]
-#[command(name = "keel", version)]
-struct Cli {}
-
-fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!(
-        "keel {}: the Keel node is not built yet; this binary is only a skeleton and cannot run a node.",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+/// Under `--cfg madsim` the library is built for the simulator; the binary has nothing to run.
+#[cfg(madsim)]
+fn main() {
+    eprintln!("the keel binary is not available in a --cfg madsim build");
+    std::process::exit(2);
 }

@@ -452,3 +452,32 @@ fn thesis_10_2_a_slow_disk_delays_acknowledgements_without_triggering_resends() 
     assert!(!sent.is_empty());
     assert_eq!(resent, 0, "entries were sent twice to the same follower although nothing was lost");
 }
+
+#[test]
+fn section_5_3_a_single_voter_driven_only_when_has_ready_says_so_commits_its_proposals() {
+    use keel_core::{Config, Membership, RaftNode, RecoveredState};
+    // A caller that calls `ready` only when `has_ready` is true (as a real driver does) must still
+    // be handed the log write of a proposal, even when no peer needs a message.
+    let mut node = RaftNode::new(Config::new(1), RecoveredState::bootstrap(Membership::with_voters([1]))).unwrap();
+    let mut now = 0;
+    let mut drive = |node: &mut RaftNode, now: u64| {
+        node.tick(now);
+        while node.has_ready() {
+            let ready = node.ready();
+            if let Some(last) = ready.log_write.as_ref().and_then(|w| w.entries.last()) {
+                node.persisted(last.log_id);
+            }
+            if let Some(last) = ready.committed_entries.last() {
+                node.applied(last.log_id.index);
+            }
+        }
+    };
+    while node.role() != Role::Leader {
+        now += 100;
+        drive(&mut node, now);
+    }
+    let log_id = node.propose(Bytes::from_static(b"alone")).unwrap();
+    drive(&mut node, now + 1);
+    assert_eq!(node.commit_index(), log_id.index, "the proposal's write was never handed out");
+    assert_eq!(node.applied_index(), log_id.index);
+}

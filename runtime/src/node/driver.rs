@@ -50,13 +50,14 @@ pub(crate) struct Driver {
     pub events: broadcast::Sender<keel_core::kv::KvEvent>,
     pub membership: watch::Sender<(Index, Membership)>,
     pub shutdown: watch::Receiver<bool>,
-    /// Writes and membership changes waiting for their entry: index → (term, deadline, waiter).
-    waiting: BTreeMap<Index, (u64, u64, Waiter)>,
+    /// Writes and membership changes waiting for their entry: index → (term, deadline, waiter,
+    /// start time for the commit-latency metric).
+    waiting: BTreeMap<Index, (u64, u64, Waiter, u64)>,
     reads: BTreeMap<u64, ReadWaiter>,
     next_read_id: u64,
     last_snapshot_index: Index,
     next_expire_ms: u64,
-    peers_known: Membership,
+    peers_known: Option<Membership>,
 }
 
 impl Driver {
@@ -91,7 +92,7 @@ impl Driver {
             next_read_id: 1,
             last_snapshot_index,
             next_expire_ms: 0,
-            peers_known: Membership::default(),
+            peers_known: None,
         }
     }
 
@@ -181,6 +182,13 @@ impl Driver {
         for outcome in ready.reads {
             self.finish_read(outcome.id, outcome.result);
         }
+        if let Some(soft_state) = &ready.soft_state {
+            metrics::counter!(crate::metrics::LEADER_CHANGES_TOTAL).increment(1);
+            metrics::gauge!(crate::metrics::IS_LEADER).set(f64::from(u8::from(soft_state.role == Role::Leader)));
+        }
+        metrics::gauge!(crate::metrics::TERM).set(self.raft.term() as f64);
+        metrics::gauge!(crate::metrics::COMMIT_INDEX).set(self.raft.commit_index() as f64);
+        metrics::gauge!(crate::metrics::APPLIED_INDEX).set(self.raft.applied_index() as f64);
         self.maybe_snapshot()?;
         self.sync_peers();
         Ok(())
@@ -235,8 +243,12 @@ impl Driver {
     }
 
     fn answer_waiter(&mut self, entry: Entry, result: Option<keel_core::kv::ApplyResult>) {
-        let Some((term, _, waiter)) = self.waiting.remove(&entry.log_id.index) else { return };
+        let Some((term, _, waiter, started_ms)) = self.waiting.remove(&entry.log_id.index) else { return };
         let ours = term == entry.log_id.term;
+        if ours {
+            let elapsed_ms = self.clock.now_ms().saturating_sub(started_ms);
+            metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(elapsed_ms as f64 / 1_000.0);
+        }
         match waiter {
             Waiter::Write(reply) => {
                 let answer = match (ours, result) {
@@ -267,13 +279,19 @@ impl Driver {
         });
     }
 
-    /// Keeps the transport's peer list equal to the latest configuration's addresses.
+    /// Keeps the transport's peer list equal to the latest configuration's addresses, on top of
+    /// the configured initial members: a node that joins an existing cluster knows no
+    /// configuration until the leader's log reaches it, yet must answer the leader meanwhile.
     fn sync_peers(&mut self) {
-        if *self.raft.membership() != self.peers_known {
-            self.peers_known = self.raft.membership().clone();
-            let peers = self.peers_known.addresses.iter().filter(|(id, _)| **id != self.raft.id());
-            self.sink.set_peers(peers.map(|(id, a)| (*id, a.clone())).collect());
+        if self.peers_known.as_ref() == Some(self.raft.membership()) {
+            return;
         }
+        let membership = self.raft.membership().clone();
+        let mut peers = self.config.initial_members.clone();
+        peers.extend(membership.addresses.iter().map(|(id, address)| (*id, address.clone())));
+        self.peers_known = Some(membership);
+        peers.remove(&self.raft.id());
+        self.sink.set_peers(peers);
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
@@ -320,7 +338,9 @@ impl Driver {
                 let deadline = self.deadline();
                 match self.raft.change_membership(change) {
                     Ok(log_id) => {
-                        self.waiting.insert(log_id.index, (log_id.term, deadline, Waiter::Membership(reply)));
+                        let started_ms = self.clock.now_ms();
+                        let waiter = (log_id.term, deadline, Waiter::Membership(reply), started_ms);
+                        self.waiting.insert(log_id.index, waiter);
                     }
                     Err(error) => drop(reply.send(Err(map_core_error(error)))),
                 }
@@ -346,7 +366,8 @@ impl Driver {
         let deadline = self.deadline();
         match self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
             Ok(log_id) => {
-                self.waiting.insert(log_id.index, (log_id.term, deadline, Waiter::Write(reply)));
+                let waiter = (log_id.term, deadline, Waiter::Write(reply), self.clock.now_ms());
+                self.waiting.insert(log_id.index, waiter);
             }
             Err(error) => {
                 let _ = reply.send(Err(map_core_error(error)));
@@ -401,9 +422,9 @@ impl Driver {
     /// Answers waiters whose deadline passed: their write may still commit later.
     fn expire_waiters(&mut self, now: u64) {
         let expired: Vec<Index> =
-            self.waiting.iter().filter(|(_, (_, deadline, _))| *deadline <= now).map(|(index, _)| *index).collect();
+            self.waiting.iter().filter(|(_, (_, deadline, _, _))| *deadline <= now).map(|(index, _)| *index).collect();
         for index in expired {
-            if let Some((_, _, waiter)) = self.waiting.remove(&index) {
+            if let Some((_, _, waiter, _)) = self.waiting.remove(&index) {
                 match waiter {
                     Waiter::Write(reply) => drop(reply.send(Err(ClientError::OutcomeUnknown))),
                     Waiter::Membership(reply) => drop(reply.send(Err(ClientError::OutcomeUnknown))),
@@ -413,7 +434,7 @@ impl Driver {
     }
 
     fn fail_all_waiters(&mut self, error: ClientError) {
-        for (_, (_, _, waiter)) in std::mem::take(&mut self.waiting) {
+        for (_, (_, _, waiter, _)) in std::mem::take(&mut self.waiting) {
             match waiter {
                 Waiter::Write(reply) => drop(reply.send(Err(error.clone()))),
                 Waiter::Membership(reply) => drop(reply.send(Err(error.clone()))),

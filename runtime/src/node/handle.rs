@@ -137,7 +137,10 @@ impl NodeHandle {
         self.id
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, on_timeout: ClientError) -> Result<T, ClientError> {
+    /// Sends a request and waits for its answer. `unanswered` is the error when the deadline
+    /// passes or the driver stops before answering: `OutcomeUnknown` for requests that may have
+    /// been proposed, a plain failure otherwise.
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, unanswered: ClientError) -> Result<T, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.requests.try_send(make(reply)).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ClientError::Overloaded("the node's request queue is full".into()),
@@ -145,8 +148,9 @@ impl NodeHandle {
         })?;
         match tokio::time::timeout(self.request_timeout, answer).await {
             Ok(Ok(result)) => result,
+            Ok(Err(_)) if unanswered == ClientError::OutcomeUnknown => Err(unanswered),
             Ok(Err(_)) => Err(ClientError::ShuttingDown),
-            Err(_) => Err(on_timeout),
+            Err(_) => Err(unanswered),
         }
     }
 
@@ -193,5 +197,10 @@ impl NodeHandle {
     /// The latest committed membership and the index of its entry, updated on every change.
     pub fn membership(&self) -> watch::Receiver<(Index, Membership)> {
         self.membership.clone()
+    }
+
+    /// Completes once the node's driver has stopped (after `Node::stop`, or on a fatal error).
+    pub async fn stopped(&self) {
+        self.requests.closed().await
     }
 }

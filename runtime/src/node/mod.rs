@@ -134,7 +134,7 @@ impl Node {
             membership: membership_rx,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         };
-        let worker = storage_worker::StorageWorker::start(storage);
+        let worker = storage_worker::StorageWorker::start(storage, clock.clone());
         let driver = driver::Driver::new(
             config,
             raft,

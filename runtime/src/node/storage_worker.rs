@@ -10,8 +10,12 @@
 //! In production the worker is an OS thread (fjall blocks); under `--cfg madsim` it is a task,
 //! since the simulated storage never blocks and madsim forbids OS threads.
 
+use std::sync::Arc;
+
 use keel_core::{HardState, LogId, LogWrite, Snapshot};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
 
 use crate::storage::{Storage, StorageError};
 
@@ -41,10 +45,14 @@ pub struct StorageWorker {
 
 impl StorageWorker {
     /// Starts the worker; its events arrive on the returned receiver.
-    pub fn start(storage: Box<dyn Storage + Send>) -> (Self, mpsc::UnboundedReceiver<WorkerEvent>) {
+    /// Sync latency is measured on `clock` (the runtime's clock port).
+    pub fn start(
+        storage: Box<dyn Storage + Send>,
+        clock: Arc<dyn Clock>,
+    ) -> (Self, mpsc::UnboundedReceiver<WorkerEvent>) {
         let (operations, receiver) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
-        spawn_worker(storage, receiver, events);
+        spawn_worker(storage, receiver, events, clock);
         (Self { operations }, events_rx)
     }
 
@@ -83,8 +91,13 @@ fn stopped() -> String {
 }
 
 /// Carries out a group of operations, then syncs once if any log write was issued.
-fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, events: &mpsc::UnboundedSender<WorkerEvent>) -> bool {
-    let mut appended = false;
+fn run_group(
+    storage: &mut dyn Storage,
+    group: Vec<Operation>,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
+    clock: &dyn Clock,
+) -> bool {
+    let mut appended = 0u64;
     for operation in group {
         let result = match operation {
             Operation::HardState(hard_state, reply) => {
@@ -93,7 +106,7 @@ fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, events: &mpsc::Un
                 result
             }
             Operation::Append(write) => {
-                appended = true;
+                appended += 1;
                 storage.append(&write)
             }
             Operation::Install(snapshot, reply) => {
@@ -108,8 +121,13 @@ fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, events: &mpsc::Un
             return false;
         }
     }
-    if appended || storage.has_unsynced_writes() {
-        match storage.sync() {
+    if appended > 0 || storage.has_unsynced_writes() {
+        let started_us = clock.now_us();
+        let synced = storage.sync();
+        let elapsed_us = clock.now_us().saturating_sub(started_us);
+        metrics::histogram!(crate::metrics::SYNC_LATENCY_SECONDS).record(elapsed_us as f64 / 1e6);
+        metrics::histogram!(crate::metrics::SYNC_BATCH_WRITES).record(appended as f64);
+        match synced {
             Ok(log_id) => {
                 let _ = events.send(WorkerEvent::Persisted(log_id));
             }
@@ -138,12 +156,13 @@ fn spawn_worker(
     mut storage: Box<dyn Storage + Send>,
     mut receiver: mpsc::UnboundedReceiver<Operation>,
     events: mpsc::UnboundedSender<WorkerEvent>,
+    clock: Arc<dyn Clock>,
 ) {
     let thread_events = events.clone();
     let spawned = std::thread::Builder::new().name("keel-storage".into()).spawn(move || {
         while let Some(first) = receiver.blocking_recv() {
             let group = drain(first, &mut receiver);
-            if !run_group(storage.as_mut(), group, &thread_events) {
+            if !run_group(storage.as_mut(), group, &thread_events, clock.as_ref()) {
                 break;
             }
         }
@@ -159,11 +178,12 @@ fn spawn_worker(
     mut storage: Box<dyn Storage + Send>,
     mut receiver: mpsc::UnboundedReceiver<Operation>,
     events: mpsc::UnboundedSender<WorkerEvent>,
+    clock: Arc<dyn Clock>,
 ) {
     tokio::spawn(async move {
         while let Some(first) = receiver.recv().await {
             let group = drain(first, &mut receiver);
-            if !run_group(storage.as_mut(), group, &events) {
+            if !run_group(storage.as_mut(), group, &events, clock.as_ref()) {
                 break;
             }
         }

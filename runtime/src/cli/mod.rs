@@ -1,0 +1,242 @@
+//! The `keel` command line: run a node (`keel node`), a local cluster (`keel dev`), and talk to
+//! a cluster (`put`, `get`, `del`, `cas`, `scan`, `watch`, `members`, `member`,
+//! `transfer-leader`, `status`) through the client library, which follows leader hints.
+//!
+//! Exit codes: 0 success, 1 the request (or the node) failed, 2 a usage or configuration error.
+
+mod commands;
+mod node;
+mod output;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use settings::NodeSettings;
+
+/// The default endpoints: the cluster `keel dev` starts.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+/// Exit code of a request that failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Keel: a strongly consistent, replicated key-value and coordination engine built on Raft.
+#[derive(Parser, Debug)]
+#[command(name = "keel", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node of a cluster.
+    Node(Box<NodeArgs>),
+    /// Run a local cluster on loopback in this process, until Ctrl-C.
+    Dev(DevArgs),
+    /// Set a key to a value.
+    Put {
+        /// The key (e.g. /config/a).
+        key: String,
+        /// The value.
+        value: String,
+        /// Expire the key this many seconds after the write.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Read one or more keys.
+    Get {
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// How the read is confirmed.
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
+        consistency: ConsistencyArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a key (deleting a missing key succeeds).
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set KEY to NEW only if its value is --expected V (or it is --absent).
+    Cas(CasArgs),
+    /// List every key under a prefix (starting with /), with the revision of the scan.
+    Scan {
+        /// The prefix, e.g. /config/.
+        prefix: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the changes of a key (or of every key under a prefix) until Ctrl-C.
+    Watch {
+        /// The key, or with --prefix a path prefix that starts and ends with / (e.g. /config/).
+        key: String,
+        /// Watch every key under KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Show each key's value before the change.
+        #[arg(long)]
+        prev_kv: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the members of the cluster.
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change the membership: add a learner, promote learners, remove members.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Hand leadership over to another voter.
+    TransferLeader {
+        /// The voter that should lead.
+        id: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the status of each endpoint.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `keel member ...`
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Add a node as a learner (it replicates but does not vote until promoted).
+    Add {
+        /// The new node's id.
+        id: u32,
+        /// The new node's address (HOST:PORT), as its peers reach it.
+        address: String,
+        /// Never promote it (a permanent read replica).
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Promote learners to voters, in one change.
+    Promote {
+        /// The learners' ids.
+        #[arg(required = true)]
+        ids: Vec<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove members (voters or learners), in one change.
+    Remove {
+        /// The members' ids.
+        #[arg(required = true)]
+        ids: Vec<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `keel node` arguments.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// A TOML file with the same settings (keys named like the flags, with underscores); flags
+    /// override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: NodeSettings,
+}
+
+/// `keel dev` arguments.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the nodes keep their data (one directory per node); default: a fresh temporary
+    /// directory, removed on exit.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub nodes: u32,
+    /// Port of node 1; node N listens on BASE-PORT + N - 1.
+    #[arg(long, default_value_t = 7001, value_parser = clap::value_parser!(u16).range(1..))]
+    pub base_port: u16,
+}
+
+/// `keel cas` arguments.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("expectation").required(true).args(["expected", "absent"])))]
+pub struct CasArgs {
+    /// The key.
+    pub key: String,
+    /// The value to set when the comparison holds.
+    pub new: String,
+    /// The value the key must have now.
+    #[arg(long)]
+    pub expected: Option<String>,
+    /// The key must not exist now.
+    #[arg(long)]
+    pub absent: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of every client command.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Client addresses of the nodes, comma-separated; the leader is found from any of them.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Simple)]
+    pub format: Format,
+    /// Give up after this many seconds (retries and redirects included).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+}
+
+/// Output formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    Simple,
+    /// One JSON document (one per line for `watch`), for scripts.
+    Json,
+}
+
+/// `--consistency` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsistencyArg {
+    /// Confirmed by a quorum: sees every acknowledged write.
+    Linearizable,
+    /// Served by the leader under its lease (when the cluster enables leases).
+    Lease,
+    /// Served by any node from its own state: may be stale.
+    Eventual,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => node::run_node(*args),
+        Command::Dev(args) => node::run_dev(args),
+        command => commands::run(command),
+    }
+}
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;

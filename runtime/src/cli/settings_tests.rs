@@ -1,0 +1,127 @@
+//! Settings: file parsing, flag precedence and validation messages.
+
+use super::*;
+
+fn valid() -> NodeSettings {
+    NodeSettings {
+        id: Some(1),
+        listen: Some("127.0.0.1:7001".into()),
+        data_dir: Some("/tmp/keel-test".into()),
+        initial_cluster: Some("1=127.0.0.1:7001,2=127.0.0.1:7002,3=localhost:7003".into()),
+        ..NodeSettings::default()
+    }
+}
+
+fn error(settings: NodeSettings) -> String {
+    settings.validate().map(|_| ()).unwrap_err().0
+}
+
+#[test]
+fn a_complete_node_is_valid_with_defaults() {
+    let node = valid().validate().unwrap();
+    assert!(!node.joining);
+    assert_eq!(node.server.listen_addr, "127.0.0.1:7001".parse().unwrap());
+    assert_eq!(node.server.node.initial_members.len(), 3);
+    assert_eq!(node.server.node.initial_members[&3], "localhost:7003");
+    assert_eq!(node.server.node.raft.heartbeat_interval_ms, 100);
+    assert_eq!(node.server.data_dir.as_deref(), Some(Path::new("/tmp/keel-test")));
+    assert_eq!(node.metrics_listen, None);
+}
+
+#[test]
+fn a_node_outside_the_initial_cluster_is_joining() {
+    let node = NodeSettings { id: Some(4), ..valid() }.validate().unwrap();
+    assert!(node.joining);
+    let alone = NodeSettings { initial_cluster: None, ..valid() }.validate().unwrap();
+    assert!(alone.joining);
+}
+
+#[test]
+fn missing_and_invalid_fields_are_named() {
+    assert!(error(NodeSettings { id: None, ..valid() }).contains("--id"));
+    assert!(error(NodeSettings { id: Some(0), ..valid() }).contains("id must be 1 or more"));
+    assert!(error(NodeSettings { data_dir: None, ..valid() }).contains("data_dir"));
+    assert!(error(NodeSettings { listen: Some("localhost".into()), ..valid() }).starts_with("listen:"));
+    assert!(error(NodeSettings { metrics_listen: Some("nope".into()), ..valid() }).starts_with("metrics_listen:"));
+    for cluster in ["1=127.0.0.1", "x=127.0.0.1:1", "1=127.0.0.1:1,1=127.0.0.1:2", "1=:7001", "0=a:1", ","] {
+        let message = error(NodeSettings { initial_cluster: Some(cluster.into()), ..valid() });
+        assert!(message.starts_with("initial_cluster"), "{cluster}: {message}");
+    }
+}
+
+#[test]
+fn zero_limits_are_refused_by_name() {
+    let cases: [(&str, NodeSettings); 6] = [
+        ("request_queue_max", NodeSettings { request_queue_max: Some(0), ..valid() }),
+        ("watchers_max", NodeSettings { watchers_max: Some(0), ..valid() }),
+        ("heartbeat_interval_ms", NodeSettings { heartbeat_interval_ms: Some(0), ..valid() }),
+        ("peer_queue_max", NodeSettings { peer_queue_max: Some(0), ..valid() }),
+        ("snapshot_interval_entries", NodeSettings { snapshot_interval_entries: Some(0), ..valid() }),
+        ("value_bytes_max", NodeSettings { value_bytes_max: Some(0), ..valid() }),
+    ];
+    for (name, settings) in cases {
+        let message = error(settings);
+        assert!(message.starts_with(name) && message.contains("at least 1"), "{name}: {message}");
+    }
+}
+
+#[test]
+fn timeouts_must_be_coherent() {
+    let short = NodeSettings { heartbeat_interval_ms: Some(100), election_timeout_ms_min: Some(150), ..valid() };
+    assert!(error(short).contains("election_timeout_ms_min (150) must be at least twice heartbeat_interval_ms (100)"));
+    let inverted = NodeSettings { election_timeout_ms_min: Some(500), election_timeout_ms_max: Some(400), ..valid() };
+    assert!(error(inverted).starts_with("election_timeout_ms_max"));
+    let slow_ticks = NodeSettings { tick_interval_ms: Some(500), ..valid() };
+    assert!(error(slow_ticks).starts_with("tick_interval_ms"));
+    // Only the minimum given: the maximum follows it.
+    let node = NodeSettings { election_timeout_ms_min: Some(3_000), ..valid() }.validate().unwrap();
+    assert_eq!(node.server.node.raft.election_timeout_ms_max, 6_000);
+}
+
+#[test]
+fn leases_and_message_sizes_are_checked() {
+    let lease = NodeSettings { lease_clock_drift_ppm: Some(1_000), ..valid() }.validate().unwrap();
+    assert!(lease.server.node.raft.lease.is_some());
+    assert!(
+        error(NodeSettings { lease_clock_drift_ppm: Some(400_000), ..valid() }).starts_with("lease_clock_drift_ppm")
+    );
+    assert!(error(NodeSettings { message_bytes_max: Some(1_000), ..valid() }).starts_with("message_bytes_max"));
+    // Larger values raise the command limit with them.
+    let big = NodeSettings { value_bytes_max: Some(8 << 20), message_bytes_max: Some(32 << 20), ..valid() };
+    let node = big.validate().unwrap();
+    assert!(node.server.node.kv_limits.command_bytes_max > 8 << 20);
+    assert!(error(NodeSettings { value_bytes_max: Some(32 << 20), ..valid() }).contains("message_bytes_max"));
+}
+
+#[test]
+fn the_config_file_uses_the_flag_names_and_flags_win() {
+    let file = NodeSettings::from_toml(
+        r#"
+        id = 2
+        listen = "127.0.0.1:7002"
+        data_dir = "/var/lib/keel"
+        initial_cluster = "1=127.0.0.1:7001,2=127.0.0.1:7002"
+        heartbeat_interval_ms = 50
+        metrics_listen = "127.0.0.1:9100"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(file.heartbeat_interval_ms, Some(50));
+    let flags = NodeSettings { id: Some(1), listen: Some("127.0.0.1:7001".into()), ..NodeSettings::default() };
+    let merged = flags.or(file);
+    assert_eq!(merged.id, Some(1));
+    assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:7001"));
+    assert_eq!(merged.heartbeat_interval_ms, Some(50));
+    let node = merged.validate().unwrap();
+    assert_eq!(node.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+}
+
+#[test]
+fn unknown_or_mistyped_keys_are_refused() {
+    let unknown = NodeSettings::from_toml("idd = 1").unwrap_err().0;
+    assert!(unknown.contains("idd"), "{unknown}");
+    let mistyped = NodeSettings::from_toml("id = \"one\"").unwrap_err().0;
+    assert!(mistyped.contains("id"), "{mistyped}");
+    let missing = NodeSettings::from_file(Path::new("/nonexistent/keel.toml")).unwrap_err().0;
+    assert!(missing.contains("cannot read the config file"), "{missing}");
+}

@@ -1,0 +1,405 @@
+//! A complete Keel node server: storage, peer transport, the node driver and the gRPC services
+//! on one address.
+//!
+//! [`serve`] opens the storage (`FjallStorage` in
+//! [`ServerConfig::data_dir`]; [`MemoryStorage`] when there is none, and always under
+//! `--cfg madsim`, where fjall cannot run), starts the [`Node`] with a [`PeerTransport`] as its
+//! message sink, and serves `keel.raft.RaftPeer`, `keel.client.RaftClientService` and
+//! `keel.admin.ClusterAdmin` on [`ServerConfig::listen_addr`] until the `shutdown` future
+//! completes, the server fails, or the node stops on a fatal error.
+//!
+//! # Joining a cluster
+//!
+//! A node whose id is not in `node.initial_members` starts empty and waits to be added as a
+//! learner (`ClusterAdmin.ChangeMembership` with `AddNode`, sent to the leader). Give it the
+//! current members' addresses in `initial_members` (without itself): they are used only to
+//! answer the leader until the node has learnt the configuration from the log.
+//!
+//! # Graceful shutdown
+//!
+//! When `shutdown` completes:
+//!
+//! 1. if this node leads, it hands leadership to the most caught-up voter (highest match index)
+//!    and waits until it is no longer leader, at most [`ServerConfig::handover_timeout_ms`]
+//!    (two maximum election timeouts by default); the services keep serving meanwhile, so the
+//!    peers' answers still arrive, and new writes are refused with a leader hint;
+//! 2. every open watch stream ends with the gRPC status `UNAVAILABLE`;
+//! 3. the gRPC server stops accepting connections and drains the calls in flight, at most
+//!    [`ServerConfig::drain_timeout_ms`], after which it is aborted;
+//! 4. the node stops (its storage is closed once its worker has finished).
+//!
+//! # Message sizes
+//!
+//! The client and admin services accept and send messages up to
+//! [`ServiceConfig::message_bytes_max`] (checked to leave room for the largest key-value command,
+//! `KvLimits::command_bytes_max`, plus 64 KiB); the peer service uses
+//! [`TransportConfig::message_bytes_max`], which must also exceed the largest command.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_core::{NodeId, Role};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tonic::transport::Server;
+
+use crate::clock::SystemClock;
+use crate::node::{MessageSink, Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
+use crate::service::{AdminService, ClientService, ServiceConfig};
+use crate::storage::{MemoryStorage, Storage};
+use crate::transport::{peer_service_with_limit, PeerTransport, TransportConfig};
+
+/// How often the hand-over on shutdown checks whether leadership moved.
+const HANDOVER_POLL: Duration = Duration::from_millis(10);
+
+/// Room a peer message needs beyond the largest command it carries.
+const PEER_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Everything a node server needs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The node: id, initial members, consensus and key-value settings. A joining node (not in
+    /// `initial_members`) uses `initial_members` as the addresses of the cluster it joins.
+    pub node: NodeConfig,
+    /// Where the gRPC services listen (peers and clients alike). Ignored by
+    /// `serve_with_listener`, which is given a bound listener.
+    pub listen_addr: SocketAddr,
+    /// The data directory of the durable storage; `None` keeps the state in memory (lost when
+    /// the process ends). Ignored under `--cfg madsim`, which always uses memory.
+    pub data_dir: Option<PathBuf>,
+    /// The peer transport.
+    pub transport: TransportConfig,
+    /// The client and admin services (read default, watch settings, limits).
+    pub service: ServiceConfig,
+    /// Longest wait for leadership to move on shutdown; `None` is two maximum election
+    /// timeouts.
+    pub handover_timeout_ms: Option<u64>,
+    /// Longest wait for the calls in flight to finish on shutdown.
+    pub drain_timeout_ms: u64,
+}
+
+impl ServerConfig {
+    /// Defaults around `node`, listening on `listen_addr`, with in-memory storage.
+    pub fn new(node: NodeConfig, listen_addr: SocketAddr) -> Self {
+        let drain_timeout_ms = node.request_timeout_ms.saturating_add(1_000);
+        Self {
+            node,
+            listen_addr,
+            data_dir: None,
+            transport: TransportConfig::default(),
+            service: ServiceConfig::default(),
+            handover_timeout_ms: None,
+            drain_timeout_ms,
+        }
+    }
+
+    /// Checks that the settings are coherent; the error says which one to change.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        self.node.raft.validate().map_err(|error| ServerError::Config(error.message))?;
+        self.service.validate(&self.node).map_err(ServerError::Config)?;
+        let needed = self.node.kv_limits.command_bytes_max.saturating_add(PEER_MESSAGE_OVERHEAD_BYTES);
+        if self.transport.message_bytes_max < needed {
+            return Err(ServerError::Config(format!(
+                "transport.message_bytes_max is {} bytes but the largest command is {} bytes; raise it to at least {needed}",
+                self.transport.message_bytes_max, self.node.kv_limits.command_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    fn handover_timeout(&self) -> Duration {
+        let default = self.node.raft.election_timeout_ms_max.saturating_mul(2);
+        Duration::from_millis(self.handover_timeout_ms.unwrap_or(default))
+    }
+}
+
+/// Why a server could not start, or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The storage could not be opened.
+    #[error("cannot open the storage: {0}")]
+    Storage(String),
+    /// The node could not start, or stopped on a fatal error.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The gRPC server could not listen, or failed while serving.
+    #[error("cannot serve on {address}: {message}")]
+    Serve {
+        /// The address.
+        address: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Where the gRPC server listens.
+enum Listen {
+    #[cfg(not(madsim))]
+    Incoming(tonic::transport::server::TcpIncoming),
+    #[cfg(madsim)]
+    Address(SocketAddr),
+}
+
+/// Runs a node server until `shutdown` completes (then shuts down gracefully, see the module
+/// docs), the server fails, or the node stops on a fatal error.
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    config.validate()?;
+    #[cfg(not(madsim))]
+    let listen = {
+        let incoming = tonic::transport::server::TcpIncoming::bind(config.listen_addr).map_err(|error| {
+            ServerError::Serve { address: config.listen_addr.to_string(), message: error.to_string() }
+        })?;
+        Listen::Incoming(incoming.with_nodelay(Some(true)))
+    };
+    #[cfg(madsim)]
+    let listen = Listen::Address(config.listen_addr);
+    run(config, listen, shutdown).await
+}
+
+/// Like [`serve`], on a listener the caller has bound already (for example to an ephemeral port
+/// whose address must be known before the server starts); `config.listen_addr` is ignored.
+/// Not available under `--cfg madsim`.
+#[cfg(not(madsim))]
+pub async fn serve_with_listener(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    run(config, Listen::Incoming(incoming), shutdown).await
+}
+
+/// How the serving phase ended.
+enum Ending {
+    Requested,
+    ServerEnded(String),
+    NodeStopped,
+}
+
+async fn run(config: ServerConfig, listen: Listen, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let id = config.node.raft.id;
+    let storage = open_storage(&config)?;
+    let sink = SeededSink::new(&config.node, config.transport.clone());
+    let node = Node::start(config.node.clone(), storage, SystemClock::new(), Box::new(sink))?;
+    let handle = node.handle();
+    let client = ClientService::new(handle.clone(), &config.node, config.service.clone());
+    let closer = client.closer();
+    let admin = AdminService::new(handle.clone(), &config.node, &config.service);
+    let peer = peer_service_with_limit(id, node.inbound(), config.transport.message_bytes_max);
+    let router = Server::builder().add_service(peer).add_service(client.into_server()).add_service(admin.into_server());
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let signal = async move {
+        let _ = stop_rx.await;
+    };
+    let address = match &listen {
+        #[cfg(not(madsim))]
+        Listen::Incoming(incoming) => incoming.local_addr().map_or_else(|_| config.listen_addr.to_string(), |a| a.to_string()),
+        #[cfg(madsim)]
+        Listen::Address(address) => address.to_string(),
+    };
+    let serving = match listen {
+        #[cfg(not(madsim))]
+        Listen::Incoming(incoming) => router.serve_with_incoming_shutdown(incoming, signal),
+        #[cfg(madsim)]
+        Listen::Address(address) => router.serve_with_shutdown(address, signal),
+    };
+    let mut server = tokio::spawn(serving);
+    tracing::info!(node = id, address = address.as_str(), "serving");
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let ending = tokio::select! {
+        _ = &mut shutdown => Ending::Requested,
+        joined = &mut server => Ending::ServerEnded(match joined {
+            Ok(Ok(())) => "the gRPC server stopped unexpectedly".to_string(),
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => format!("the gRPC server task failed: {error}"),
+        }),
+        _ = handle.stopped() => Ending::NodeStopped,
+    };
+
+    if let Ending::Requested = ending {
+        hand_over(&handle, config.handover_timeout()).await;
+    }
+    closer.close();
+    let _ = stop_tx.send(());
+    if !matches!(ending, Ending::ServerEnded(_)) {
+        let drain = Duration::from_millis(config.drain_timeout_ms);
+        match tokio::time::timeout(drain, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(node = id, "the gRPC server ended with an error: {error}"),
+            Ok(Err(error)) => tracing::warn!(node = id, "the gRPC server task failed: {error}"),
+            Err(_) => {
+                tracing::warn!(node = id, "calls still in flight after {} ms; aborting them", drain.as_millis());
+                server.abort();
+            }
+        }
+    }
+    let stopped = node.stop().await;
+    tracing::info!(node = id, "stopped");
+    match ending {
+        Ending::ServerEnded(message) => {
+            if let Err(error) = stopped {
+                tracing::warn!(node = id, "the node stopped with an error: {error}");
+            }
+            Err(ServerError::Serve { address, message })
+        }
+        Ending::Requested | Ending::NodeStopped => stopped.map_err(ServerError::Node),
+    }
+}
+
+fn open_storage(config: &ServerConfig) -> Result<Box<dyn Storage + Send>, ServerError> {
+    match &config.data_dir {
+        #[cfg(not(madsim))]
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                ServerError::Storage(format!("cannot create the data directory {}: {error}", dir.display()))
+            })?;
+            let storage = crate::storage::FjallStorage::open(dir)
+                .map_err(|error| ServerError::Storage(format!("{}: {error}", dir.display())))?;
+            Ok(Box::new(storage))
+        }
+        #[cfg(madsim)]
+        Some(dir) => {
+            tracing::warn!(dir = %dir.display(), "the simulator keeps storage in memory; the data directory is ignored");
+            Ok(Box::new(MemoryStorage::new()))
+        }
+        None => Ok(Box::new(MemoryStorage::new())),
+    }
+}
+
+/// The node's peer transport, seeded for a joining node.
+///
+/// A node that is not in `initial_members` starts with an empty configuration and learns the
+/// real one from the leader's log; until then the driver gives the transport no peers, so its
+/// answers to the leader (the rejections that make the leader send the log from the start) would
+/// be dropped, and it would never catch up. The seed is `initial_members` itself (the members of
+/// the cluster being joined): it routes those answers until the driver reports the peers of the
+/// first configuration the node learns, which replace it for good.
+struct SeededSink {
+    transport: PeerTransport,
+    seeded: bool,
+}
+
+impl SeededSink {
+    /// Must be called inside the runtime (the seed peers' sender tasks start at once).
+    fn new(node: &NodeConfig, transport: TransportConfig) -> Self {
+        let mut transport = PeerTransport::new(node.raft.id, transport);
+        let joining = !node.initial_members.contains_key(&node.raft.id) && !node.initial_members.is_empty();
+        if joining {
+            transport.set_peers(&node.initial_members);
+        }
+        Self { transport, seeded: joining }
+    }
+}
+
+impl MessageSink for SeededSink {
+    fn send(&mut self, message: keel_core::Message) {
+        self.transport.send(message);
+    }
+
+    fn set_peers(&mut self, peers: BTreeMap<NodeId, String>) {
+        if self.seeded && peers.is_empty() {
+            return;
+        }
+        self.seeded = false;
+        self.transport.set_peers(&peers);
+    }
+}
+
+/// The voter other than this node that holds the most of the log (ties: the one heard from most
+/// recently, then the highest id).
+fn most_caught_up_voter(status: &NodeStatus) -> Option<NodeId> {
+    status
+        .peers
+        .iter()
+        .filter(|peer| peer.id != status.id && status.membership.is_voter(peer.id))
+        .max_by_key(|peer| (peer.match_index, peer.last_contact_ms_ago.map_or(0, |ago| u64::MAX - ago), peer.id))
+        .map(|peer| peer.id)
+}
+
+/// If this node leads, hands leadership to the most caught-up voter and waits (bounded) until it
+/// is no longer leader. The transfer is asked again while it has not happened: the core abandons
+/// a transfer after an election timeout, and asking again for the same target is harmless.
+async fn hand_over(handle: &NodeHandle, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut target = None;
+    loop {
+        let Ok(status) = handle.status().await else { return };
+        if status.role != Role::Leader {
+            if let Some(target) = target {
+                tracing::info!(node = status.id, target, "leadership handed over before shutdown");
+            }
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(node = status.id, "still the leader after {} ms; stopping anyway", timeout.as_millis());
+            return;
+        }
+        let Some(next) = most_caught_up_voter(&status) else { return };
+        if let Err(error) = handle.transfer_leader(next).await {
+            tracing::debug!(node = status.id, target = next, "transfer not started: {error}");
+        }
+        target = Some(next);
+        tokio::time::sleep(HANDOVER_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::PeerStatus;
+    use keel_core::{LeaderHint, Membership};
+
+    fn status(peers: Vec<PeerStatus>, voters: &[NodeId]) -> NodeStatus {
+        NodeStatus {
+            id: 1,
+            role: Role::Leader,
+            term: 1,
+            leader: LeaderHint::default(),
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            revision: 0,
+            membership: Membership::with_voters(voters.iter().copied()),
+            peers,
+            has_quorum: true,
+        }
+    }
+
+    fn peer(id: NodeId, match_index: u64, ago: Option<u64>) -> PeerStatus {
+        PeerStatus { id, match_index, last_contact_ms_ago: ago }
+    }
+
+    #[test]
+    fn the_hand_over_target_is_the_most_caught_up_voter() {
+        let peers = vec![peer(2, 10, Some(5)), peer(3, 12, Some(50)), peer(4, 20, Some(1))];
+        // Node 4 is a learner: never a target.
+        assert_eq!(most_caught_up_voter(&status(peers.clone(), &[1, 2, 3])), Some(3));
+        let tied = vec![peer(2, 12, Some(5)), peer(3, 12, Some(50))];
+        assert_eq!(most_caught_up_voter(&status(tied, &[1, 2, 3])), Some(2), "ties go to the most recent contact");
+        assert_eq!(most_caught_up_voter(&status(Vec::new(), &[1])), None);
+    }
+
+    #[test]
+    fn configurations_too_small_for_the_largest_command_are_refused() {
+        let node = NodeConfig::new(1, BTreeMap::from([(1, "127.0.0.1:1".to_string())]));
+        let mut config = ServerConfig::new(node, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert!(config.validate().is_ok());
+        config.service.message_bytes_max = 1024;
+        assert!(matches!(config.validate(), Err(ServerError::Config(m)) if m.contains("message_bytes_max")));
+        config.service = ServiceConfig::default();
+        config.transport.message_bytes_max = 1024;
+        assert!(matches!(config.validate(), Err(ServerError::Config(m)) if m.contains("transport.message_bytes_max")));
+        config.transport = TransportConfig::default();
+        config.service.default_read_consistency = crate::node::ReadConsistency::Lease;
+        assert!(matches!(config.validate(), Err(ServerError::Config(m)) if m.contains("lease")));
+    }
+}

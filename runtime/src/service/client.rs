@@ -1,0 +1,616 @@
+//! `keel.client.RaftClientService` (seed 000) on a [`NodeHandle`].
+//!
+//! * **HandleClientWrite** maps the `WriteCommand` to a `KvCommand` (insert: `ttl_secs` becomes
+//!   `ttl_ms`, 0 meaning no expiry; delete; compare-and-swap, where an absent `expected_value`
+//!   means the key must not exist), checks it against the key-value limits (so that size errors
+//!   get their own codes) and replicates it. The answer is `ClientResponse { error, write_result
+//!   { succeeded }, metadata }`; `succeeded` is false only for a compare-and-swap whose
+//!   comparison failed. A request without a command is `INVALID_ARGUMENT`.
+//! * **HandleClientRead** reads at most [`ServiceConfig::read_keys_max`] keys (more:
+//!   `REQUEST_TOO_LARGE`) with the requested policy, or the configured default when none is
+//!   given. `LEASE_READ` is refused with `CONSISTENCY_POLICY_UNSUPPORTED` when leases are
+//!   disabled (`raft.lease` is `None`); otherwise the leader serves it from its lease, or with a
+//!   ReadIndex round when it holds none. `ReadResults` lists the keys that exist, in request
+//!   order; **keys that do not exist are omitted** (as d-engine does), and a key named twice is
+//!   listed twice. An answer larger than [`ServiceConfig::message_bytes_max`] is refused with
+//!   `REQUEST_TOO_LARGE`.
+//! * **HandleClientScan** is served linearizably (on any node: a follower confirms with the
+//!   leader). `ScanResponse` has no error field, so errors are gRPC statuses built by
+//!   [`super::error::status_of`]: a prefix that does not start with `/` is `INVALID_ARGUMENT`, a
+//!   result larger than the message limit `RESOURCE_EXHAUSTED`, `NOT_LEADER` and the like
+//!   `UNAVAILABLE` with the Keel code in the `keel-error-code` metadata. `revision` is the store
+//!   revision the scan read: every event with a revision at or below it is reflected in the
+//!   entries, so a client opens a watch first, then scans, then skips watch events at or below
+//!   the scan's revision.
+//! * **Watch** streams the changes of one exact key, or of every key under a prefix that starts
+//!   and ends with `/`, from the moment the stream is opened: `PUT` and `DELETE` events with the
+//!   change's store revision, and `prev_value` when `prev_kv` is set. An idle stream receives a
+//!   `PROGRESS` event carrying the latest revision every
+//!   [`ServiceConfig::watch_progress_interval_ms`]. A watcher that falls behind by more than the
+//!   node's event buffer receives one `CANCELED` event with error `WATCH_LAGGED` and the
+//!   revision to resume from, and the stream ends. An invalid request or the watcher limit
+//!   ([`ServiceConfig::watchers_max`], `OVERLOADED`) is answered the same way: one `CANCELED`
+//!   event with the error. On shutdown the stream ends with the gRPC status `UNAVAILABLE`.
+//! * **WatchMembership** sends the committed `MembershipSnapshot` at once, then one per
+//!   committed configuration change; on shutdown it ends with `UNAVAILABLE`.
+//!
+//! # The resume revision of a lagged watcher
+//!
+//! `CANCELED.revision` is the highest revision `R` such that every matching event with a
+//! revision at or below `R` was delivered on this stream (or happened before it was opened).
+//! Events of one revision (a transaction, an expiry) arrive one by one, so when the watcher
+//! falls behind in the middle of a revision, `R` is the revision before it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel::proto::client::client_response::SuccessResult;
+use keel::proto::client::raft_client_service_server::{RaftClientService, RaftClientServiceServer};
+use keel::proto::client::write_command::Operation;
+use keel::proto::client::{
+    ClientReadRequest, ClientResponse, ClientResult, ClientWriteRequest, KvEntry, MembershipSnapshot,
+    ReadConsistencyPolicy, ReadResults, ScanRequest, ScanResponse, WatchEventType, WatchMembershipRequest,
+    WatchRequest, WatchResponse, WriteCommand, WriteResult,
+};
+use keel::proto::error::ErrorCode;
+use keel_core::kv::{KvCommand, KvEvent, KvEventKind, KvLimits};
+use keel_core::{Index, Membership};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+use super::error::{kv_wire_error, status_of, wire_error, RetryHints, WireError};
+use super::{
+    send_or_stop, shutting_down_status, ChannelStream, ServiceConfig, StreamCloser, WatcherSlot, WatcherSlots,
+    ENTRY_OVERHEAD_BYTES,
+};
+use crate::node::{ClientError, NodeConfig, NodeHandle, ReadConsistency};
+
+/// The gRPC server type that serves [`ClientService`] (`add_service` it to a
+/// `tonic::transport::Server`).
+#[cfg(not(madsim))]
+pub type ClientServer = RaftClientServiceServer<ClientService>;
+/// The gRPC server type that serves [`ClientService`] (`add_service` it to a
+/// `tonic::transport::Server`). The simulated stubs carry an interceptor type parameter.
+#[cfg(madsim)]
+pub type ClientServer = RaftClientServiceServer<ClientService, tonic::codegen::IdentityInterceptor>;
+
+/// What the client service needs besides the handle.
+#[derive(Debug)]
+struct Shared {
+    config: ServiceConfig,
+    limits: KvLimits,
+    lease_reads: bool,
+    retry: RetryHints,
+    slots: Arc<WatcherSlots>,
+    closer: StreamCloser,
+}
+
+/// The native client service of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct ClientService {
+    handle: NodeHandle,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ClientService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientService").field("node", &self.handle.id()).field("config", &self.shared.config).finish()
+    }
+}
+
+impl ClientService {
+    /// The service of the node behind `handle`, configured as `node` (its key-value limits,
+    /// whether leases are on, its election timeout for retry hints). Call
+    /// [`ServiceConfig::validate`] first.
+    pub fn new(handle: NodeHandle, node: &NodeConfig, config: ServiceConfig) -> Self {
+        Self::with_closer(handle, node, config, StreamCloser::new())
+    }
+
+    /// Like [`ClientService::new`], with streams ended by `closer` (shared with an
+    /// [`super::AdminService`] or a server).
+    pub fn with_closer(handle: NodeHandle, node: &NodeConfig, config: ServiceConfig, closer: StreamCloser) -> Self {
+        let retry =
+            RetryHints { election_ms: node.raft.election_timeout_ms_min, overloaded_ms: config.overloaded_retry_after_ms };
+        let slots = WatcherSlots::new(config.watchers_max.max(1));
+        let shared =
+            Shared { config, limits: node.kv_limits, lease_reads: node.raft.lease.is_some(), retry, slots, closer };
+        Self { handle, shared: Arc::new(shared) }
+    }
+
+    /// The service ready to serve, with message size limits of
+    /// [`ServiceConfig::message_bytes_max`] both ways.
+    pub fn into_server(self) -> ClientServer {
+        let max = self.shared.config.message_bytes_max;
+        RaftClientServiceServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
+    }
+
+    /// What ends this service's streams.
+    pub fn closer(&self) -> StreamCloser {
+        self.shared.closer.clone()
+    }
+
+    /// How many watch streams are open.
+    pub fn open_watchers(&self) -> usize {
+        self.shared.slots.open()
+    }
+
+    /// Carries out one write; errors are in the answer.
+    pub async fn write(&self, request: ClientWriteRequest) -> ClientResponse {
+        let command = match command_of(request.command) {
+            Ok(command) => command,
+            Err(error) => return error_response(error),
+        };
+        if let Err(error) = self.shared.limits.validate(&command) {
+            return error_response(kv_wire_error(&error));
+        }
+        match self.handle.write(command).await {
+            Ok(result) => match result.error {
+                Some(error) => error_response(kv_wire_error(&error)),
+                None => ClientResponse {
+                    error: ErrorCode::Success as i32,
+                    success_result: Some(SuccessResult::WriteResult(WriteResult { succeeded: result.succeeded })),
+                    metadata: None,
+                },
+            },
+            Err(error) => error_response(self.client_error(&error).await),
+        }
+    }
+
+    /// Carries out one read; errors are in the answer.
+    pub async fn read(&self, request: ClientReadRequest) -> ClientResponse {
+        let config = &self.shared.config;
+        if request.keys.len() > config.read_keys_max {
+            let message = format!(
+                "the read names {} keys, above the limit of {}; split it into several reads",
+                request.keys.len(),
+                config.read_keys_max
+            );
+            return error_response(WireError::new(ErrorCode::RequestTooLarge, message));
+        }
+        if let Some(error) = request.keys.iter().find_map(|key| self.check_key(key).err()) {
+            return error_response(error);
+        }
+        let consistency = match self.consistency_of(request.consistency_policy) {
+            Ok(consistency) => consistency,
+            Err(error) => return error_response(error),
+        };
+        let values = match self.handle.read(request.keys, consistency).await {
+            Ok(values) => values,
+            Err(error) => return error_response(self.client_error(&error).await),
+        };
+        let results: Vec<ClientResult> =
+            values.into_iter().flatten().map(|kv| ClientResult { key: kv.key, value: kv.value }).collect();
+        let size: usize = results.iter().map(|r| r.key.len() + r.value.len() + ENTRY_OVERHEAD_BYTES).sum();
+        if size > config.message_bytes_max {
+            let message = format!(
+                "the answer would be about {size} bytes, above the message limit of {} bytes; read fewer keys at once",
+                config.message_bytes_max
+            );
+            return error_response(WireError::new(ErrorCode::RequestTooLarge, message));
+        }
+        ClientResponse {
+            error: ErrorCode::Success as i32,
+            success_result: Some(SuccessResult::ReadData(ReadResults { results })),
+            metadata: None,
+        }
+    }
+
+    /// Carries out one prefix scan; errors are gRPC statuses (see the module docs).
+    pub async fn scan(&self, request: ScanRequest) -> Result<ScanResponse, Status> {
+        let prefix = request.prefix;
+        if !prefix.starts_with(b"/") {
+            let message = "the scan prefix must start with '/', for example \"/services/\"";
+            return Err(status_of(&WireError::new(ErrorCode::InvalidArgument, message)));
+        }
+        if prefix.len() > self.shared.limits.key_bytes_max {
+            let error =
+                keel_core::kv::KvError::KeyTooLarge { size: prefix.len(), max: self.shared.limits.key_bytes_max };
+            return Err(status_of(&kv_wire_error(&error)));
+        }
+        let range = match self.handle.scan(prefix, ReadConsistency::Linearizable).await {
+            Ok(range) => range,
+            Err(error) => return Err(status_of(&self.client_error(&error).await)),
+        };
+        let size: usize = range.kvs.iter().map(|kv| kv.key.len() + kv.value.len() + ENTRY_OVERHEAD_BYTES).sum();
+        let max = self.shared.config.message_bytes_max;
+        if size > max {
+            let message = format!(
+                "the scan found {} keys, about {size} bytes, above the message limit of {max} bytes; scan a narrower prefix",
+                range.kvs.len()
+            );
+            return Err(status_of(&WireError::new(ErrorCode::RequestTooLarge, message)));
+        }
+        let entries = range.kvs.into_iter().map(|kv| KvEntry { key: kv.key, value: kv.value }).collect();
+        Ok(ScanResponse { entries, revision: range.revision })
+    }
+
+    /// Opens a watch stream (see the module docs).
+    pub async fn open_watch(&self, request: WatchRequest) -> BoxStream<WatchResponse> {
+        let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
+        let stream: BoxStream<WatchResponse> = Box::pin(ChannelStream::new(receiver));
+        if self.shared.closer.is_closed() {
+            let _ = output.try_send(Err(shutting_down_status()));
+            return stream;
+        }
+        let filter = match self.watch_filter(&request) {
+            Ok(filter) => filter,
+            Err(error) => {
+                let _ = output.try_send(Ok(canceled(error.code, 0)));
+                return stream;
+            }
+        };
+        let Some(slot) = self.shared.slots.acquire() else {
+            let _ = output.try_send(Ok(canceled(ErrorCode::Overloaded, 0)));
+            return stream;
+        };
+        // The revision is read before subscribing: every event at or below it happened before
+        // the stream opened, and every later one is either received or lost to a lag (which
+        // cancels the stream).
+        let start_revision = match self.handle.status().await {
+            Ok(status) => status.revision,
+            Err(error) => {
+                let _ = output.try_send(Ok(canceled(self.client_error(&error).await.code, 0)));
+                return stream;
+            }
+        };
+        let watcher = Watcher {
+            filter,
+            prev_kv: request.prev_kv,
+            events: self.handle.subscribe_events(),
+            output,
+            closing: self.shared.closer.subscribe(),
+            progress_interval: Duration::from_millis(self.shared.config.watch_progress_interval_ms.max(1)),
+            current: start_revision,
+            complete: start_revision,
+            _slot: slot,
+        };
+        tokio::spawn(watcher.run());
+        stream
+    }
+
+    /// Opens a membership watch stream (see the module docs).
+    pub fn open_membership_watch(&self) -> Result<BoxStream<MembershipSnapshot>, Status> {
+        let Some(slot) = self.shared.slots.acquire() else {
+            let message = format!("too many open watch streams (watchers_max = {})", self.shared.config.watchers_max);
+            let error = WireError::new(ErrorCode::Overloaded, message).retry_after(self.shared.retry.overloaded_ms);
+            return Err(status_of(&error));
+        };
+        let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
+        let membership = self.handle.membership();
+        let closing = self.shared.closer.subscribe();
+        tokio::spawn(watch_membership(membership, output, closing, slot));
+        Ok(Box::pin(ChannelStream::new(receiver)))
+    }
+
+    fn check_key(&self, key: &Bytes) -> Result<(), WireError> {
+        if key.is_empty() {
+            return Err(kv_wire_error(&keel_core::kv::KvError::EmptyKey));
+        }
+        if key.len() > self.shared.limits.key_bytes_max {
+            let max = self.shared.limits.key_bytes_max;
+            return Err(kv_wire_error(&keel_core::kv::KvError::KeyTooLarge { size: key.len(), max }));
+        }
+        Ok(())
+    }
+
+    fn consistency_of(&self, policy: Option<i32>) -> Result<ReadConsistency, WireError> {
+        let consistency = match policy.map(ReadConsistencyPolicy::try_from) {
+            None => self.shared.config.default_read_consistency,
+            Some(Ok(ReadConsistencyPolicy::LeaseRead)) => ReadConsistency::Lease,
+            Some(Ok(ReadConsistencyPolicy::LinearizableRead)) => ReadConsistency::Linearizable,
+            Some(Ok(ReadConsistencyPolicy::EventualConsistency)) => ReadConsistency::Eventual,
+            Some(Err(_)) => {
+                let message = format!("unknown consistency policy {}", policy.unwrap_or_default());
+                return Err(WireError::new(ErrorCode::InvalidArgument, message));
+            }
+        };
+        if consistency == ReadConsistency::Lease && !self.shared.lease_reads {
+            let message = "lease reads are disabled on this cluster (they need check-quorum and a clock drift \
+                           bound); use READ_CONSISTENCY_POLICY_LINEARIZABLE_READ";
+            return Err(WireError::new(ErrorCode::ConsistencyPolicyUnsupported, message));
+        }
+        Ok(consistency)
+    }
+
+    fn watch_filter(&self, request: &WatchRequest) -> Result<KeyFilter, WireError> {
+        self.check_key(&request.key)?;
+        if !request.prefix {
+            return Ok(KeyFilter::Exact(request.key.clone()));
+        }
+        if !request.key.starts_with(b"/") || !request.key.ends_with(b"/") {
+            let message = "a watch prefix must start and end with '/', for example \"/config/\"";
+            return Err(WireError::new(ErrorCode::InvalidArgument, message));
+        }
+        Ok(KeyFilter::Prefix(request.key.clone()))
+    }
+
+    /// The wire form of a node error; a dropped proposal gets the current leader hint.
+    async fn client_error(&self, error: &ClientError) -> WireError {
+        let wire = wire_error(error, self.shared.retry);
+        if matches!(error, ClientError::ProposalDropped(_)) {
+            if let Ok(status) = self.handle.status().await {
+                return wire.with_leader(&status.leader);
+            }
+        }
+        wire
+    }
+}
+
+#[tonic::async_trait]
+impl RaftClientService for ClientService {
+    async fn handle_client_write(&self, request: Request<ClientWriteRequest>) -> Result<Response<ClientResponse>, Status> {
+        Ok(Response::new(self.write(request.into_inner()).await))
+    }
+
+    async fn handle_client_read(&self, request: Request<ClientReadRequest>) -> Result<Response<ClientResponse>, Status> {
+        Ok(Response::new(self.read(request.into_inner()).await))
+    }
+
+    async fn handle_client_scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.scan(request.into_inner()).await.map(Response::new)
+    }
+
+    type WatchStream = BoxStream<WatchResponse>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(self.open_watch(request.into_inner()).await))
+    }
+
+    type WatchMembershipStream = BoxStream<MembershipSnapshot>;
+
+    async fn watch_membership(
+        &self,
+        _request: Request<WatchMembershipRequest>,
+    ) -> Result<Response<Self::WatchMembershipStream>, Status> {
+        self.open_membership_watch().map(Response::new)
+    }
+}
+
+/// The `KvCommand` of a `WriteCommand`.
+fn command_of(command: Option<WriteCommand>) -> Result<KvCommand, WireError> {
+    let missing = || WireError::new(ErrorCode::InvalidArgument, "the write has no command; set insert, delete or compare_and_swap");
+    match command.and_then(|c| c.operation).ok_or_else(missing)? {
+        Operation::Insert(insert) => {
+            let ttl_ms = match insert.ttl_secs {
+                0 => None,
+                secs => Some(secs.checked_mul(1_000).ok_or_else(|| {
+                    WireError::new(ErrorCode::InvalidArgument, format!("ttl_secs {secs} is too large"))
+                })?),
+            };
+            Ok(KvCommand::Put { key: insert.key, value: insert.value, ttl_ms })
+        }
+        Operation::Delete(delete) => Ok(KvCommand::Delete { key: delete.key }),
+        Operation::CompareAndSwap(cas) => Ok(KvCommand::CompareAndSwap {
+            key: cas.key,
+            expected_value: cas.expected_value,
+            new_value: cas.new_value,
+            ttl_ms: None,
+        }),
+    }
+}
+
+fn error_response(error: WireError) -> ClientResponse {
+    ClientResponse { error: error.code as i32, success_result: None, metadata: Some(error.metadata) }
+}
+
+/// Which keys a watcher wants.
+#[derive(Clone, Debug)]
+enum KeyFilter {
+    Exact(Bytes),
+    Prefix(Bytes),
+}
+
+impl KeyFilter {
+    fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Self::Exact(watched) => key == &watched[..],
+            Self::Prefix(prefix) => key.starts_with(prefix),
+        }
+    }
+}
+
+fn canceled(error: ErrorCode, revision: u64) -> WatchResponse {
+    WatchResponse {
+        key: Bytes::new(),
+        value: Bytes::new(),
+        event_type: WatchEventType::Canceled as i32,
+        error: error as i32,
+        revision,
+        prev_value: Bytes::new(),
+    }
+}
+
+/// What woke a watcher up.
+enum Step {
+    Closing,
+    Received(Result<KvEvent, broadcast::error::RecvError>),
+    Idle,
+}
+
+/// One open `Watch` stream: forwards the matching events of the node's broadcast.
+struct Watcher {
+    filter: KeyFilter,
+    prev_kv: bool,
+    events: broadcast::Receiver<KvEvent>,
+    output: mpsc::Sender<Result<WatchResponse, Status>>,
+    closing: watch::Receiver<bool>,
+    progress_interval: Duration,
+    /// The latest revision seen (an event's, or the store's when the stream opened).
+    current: u64,
+    /// Every event at or below this revision was handled (see the module docs).
+    complete: u64,
+    _slot: WatcherSlot,
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        let mut idle_until = Instant::now() + self.progress_interval;
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.closing.wait_for(|closed| *closed) => Step::Closing,
+                _ = self.output.closed() => return,
+                received = self.events.recv() => Step::Received(received),
+                _ = tokio::time::sleep_until(idle_until) => Step::Idle,
+            };
+            let keep_going = match step {
+                Step::Closing => false,
+                Step::Received(Err(broadcast::error::RecvError::Closed)) => {
+                    // The node stopped: end like a shutdown.
+                    let _ = self.output.try_send(Err(shutting_down_status()));
+                    return;
+                }
+                Step::Received(Ok(event)) => {
+                    if event.revision > self.current {
+                        self.complete = self.current;
+                        self.current = event.revision;
+                    }
+                    if !self.filter.matches(&event.key) {
+                        continue;
+                    }
+                    let response = self.event_response(event);
+                    idle_until = Instant::now() + self.progress_interval;
+                    send_or_stop(&self.output, Ok(response), &mut self.closing).await
+                }
+                Step::Received(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    tracing::debug!(missed, resume = self.complete, "watcher lagged; canceled");
+                    let lagged = canceled(ErrorCode::WatchLagged, self.complete);
+                    let _ = send_or_stop(&self.output, Ok(lagged), &mut self.closing).await;
+                    false
+                }
+                Step::Idle => {
+                    // Quiet for a whole interval: the revision seen last is complete.
+                    self.complete = self.current;
+                    let progress = WatchResponse {
+                        event_type: WatchEventType::Progress as i32,
+                        revision: self.current,
+                        ..WatchResponse::default()
+                    };
+                    idle_until = Instant::now() + self.progress_interval;
+                    send_or_stop(&self.output, Ok(progress), &mut self.closing).await
+                }
+            };
+            if !keep_going {
+                if *self.closing.borrow() {
+                    let _ = self.output.try_send(Err(shutting_down_status()));
+                }
+                return;
+            }
+        }
+    }
+
+    fn event_response(&self, event: KvEvent) -> WatchResponse {
+        let event_type = match event.kind {
+            KvEventKind::Put => WatchEventType::Put,
+            KvEventKind::Delete => WatchEventType::Delete,
+        };
+        let prev_value = if self.prev_kv { event.prev_value.unwrap_or_default() } else { Bytes::new() };
+        WatchResponse {
+            key: event.key,
+            value: event.value,
+            event_type: event_type as i32,
+            error: ErrorCode::Success as i32,
+            revision: event.revision,
+            prev_value,
+        }
+    }
+}
+
+/// The wire form of a committed configuration.
+pub fn membership_snapshot(index: Index, membership: &Membership) -> MembershipSnapshot {
+    MembershipSnapshot {
+        members: membership.voters.union(&membership.voters_outgoing).copied().collect(),
+        learners: membership.learners.keys().copied().collect(),
+        committed_index: index,
+    }
+}
+
+/// Feeds one `WatchMembership` stream: the current configuration, then every change.
+async fn watch_membership(
+    mut membership: watch::Receiver<(Index, Membership)>,
+    output: mpsc::Sender<Result<MembershipSnapshot, Status>>,
+    mut closing: watch::Receiver<bool>,
+    _slot: WatcherSlot,
+) {
+    loop {
+        let snapshot = {
+            let current = membership.borrow_and_update();
+            membership_snapshot(current.0, &current.1)
+        };
+        if !send_or_stop(&output, Ok(snapshot), &mut closing).await {
+            let _ = output.try_send(Err(shutting_down_status()));
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = closing.wait_for(|closed| *closed) => {
+                let _ = output.try_send(Err(shutting_down_status()));
+                return;
+            }
+            _ = output.closed() => return,
+            changed = membership.changed() => {
+                if changed.is_err() {
+                    let _ = output.try_send(Err(shutting_down_status()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel::proto::client::write_command::{CompareAndSwap, Delete, Insert};
+
+    #[test]
+    fn write_commands_map_to_kv_commands() {
+        let insert = |ttl_secs| WriteCommand {
+            operation: Some(Operation::Insert(Insert { key: "/a".into(), value: "1".into(), ttl_secs })),
+        };
+        assert_eq!(
+            command_of(Some(insert(0))),
+            Ok(KvCommand::Put { key: "/a".into(), value: "1".into(), ttl_ms: None })
+        );
+        assert_eq!(
+            command_of(Some(insert(3))),
+            Ok(KvCommand::Put { key: "/a".into(), value: "1".into(), ttl_ms: Some(3_000) })
+        );
+        assert_eq!(command_of(Some(insert(u64::MAX))).map_err(|e| e.code), Err(ErrorCode::InvalidArgument));
+        let delete = WriteCommand { operation: Some(Operation::Delete(Delete { key: "/a".into() })) };
+        assert_eq!(command_of(Some(delete)), Ok(KvCommand::Delete { key: "/a".into() }));
+        let cas = WriteCommand {
+            operation: Some(Operation::CompareAndSwap(CompareAndSwap {
+                key: "/a".into(),
+                expected_value: None,
+                new_value: "2".into(),
+            })),
+        };
+        assert_eq!(
+            command_of(Some(cas)),
+            Ok(KvCommand::CompareAndSwap { key: "/a".into(), expected_value: None, new_value: "2".into(), ttl_ms: None })
+        );
+        assert_eq!(command_of(None).map_err(|e| e.code), Err(ErrorCode::InvalidArgument));
+        assert_eq!(command_of(Some(WriteCommand { operation: None })).map_err(|e| e.code), Err(ErrorCode::InvalidArgument));
+    }
+
+    #[test]
+    fn key_filters_match_exact_keys_and_prefixes() {
+        let exact = KeyFilter::Exact("/a".into());
+        assert!(exact.matches(b"/a") && !exact.matches(b"/ab"));
+        let prefix = KeyFilter::Prefix("/a/".into());
+        assert!(prefix.matches(b"/a/x") && prefix.matches(b"/a/") && !prefix.matches(b"/a"));
+    }
+
+    #[test]
+    fn membership_snapshots_list_voters_of_both_halves_and_learners() {
+        let mut membership = Membership::with_voters([1, 2]);
+        membership.voters_outgoing.insert(3);
+        membership.learners.insert(4, keel_core::LearnerKind::Promotable);
+        let snapshot = membership_snapshot(7, &membership);
+        assert_eq!((snapshot.members, snapshot.learners, snapshot.committed_index), (vec![1, 2, 3], vec![4], 7));
+    }
+}
