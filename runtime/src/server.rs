@@ -12,8 +12,9 @@
 //!
 //! A node whose id is not in `node.initial_members` starts empty and waits to be added as a
 //! learner (`ClusterAdmin.ChangeMembership` with `AddNode`, sent to the leader). Give it the
-//! current members' addresses in `initial_members` (without itself): they are used only to
-//! answer the leader until the node has learnt the configuration from the log.
+//! current members' addresses in `initial_members` (without itself): the node driver adds them
+//! to the transport's peers, so that the node can answer the leader before the log has told it
+//! the configuration.
 //!
 //! # Graceful shutdown
 //!
@@ -35,7 +36,6 @@
 //! `KvLimits::command_bytes_max`, plus 64 KiB); the peer service uses
 //! [`TransportConfig::message_bytes_max`], which must also exceed the largest command.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use tonic::transport::Server;
 
 use crate::clock::SystemClock;
-use crate::node::{MessageSink, Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
+use crate::node::{Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
 use crate::service::{AdminService, ClientService, ServiceConfig};
 use crate::storage::{MemoryStorage, Storage};
 use crate::transport::{peer_service_with_limit, PeerTransport, TransportConfig};
@@ -186,8 +186,8 @@ enum Ending {
 async fn run(config: ServerConfig, listen: Listen, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let id = config.node.raft.id;
     let storage = open_storage(&config)?;
-    let sink = SeededSink::new(&config.node, config.transport.clone());
-    let node = Node::start(config.node.clone(), storage, SystemClock::new(), Box::new(sink))?;
+    let transport = PeerTransport::new(id, config.transport.clone());
+    let node = Node::start(config.node.clone(), storage, SystemClock::new(), Box::new(transport))?;
     let handle = node.handle();
     let client = ClientService::new(handle.clone(), &config.node, config.service.clone());
     let closer = client.closer();
@@ -201,7 +201,9 @@ async fn run(config: ServerConfig, listen: Listen, shutdown: impl Future<Output 
     };
     let address = match &listen {
         #[cfg(not(madsim))]
-        Listen::Incoming(incoming) => incoming.local_addr().map_or_else(|_| config.listen_addr.to_string(), |a| a.to_string()),
+        Listen::Incoming(incoming) => {
+            incoming.local_addr().map_or_else(|_| config.listen_addr.to_string(), |a| a.to_string())
+        }
         #[cfg(madsim)]
         Listen::Address(address) => address.to_string(),
     };
@@ -275,45 +277,6 @@ fn open_storage(config: &ServerConfig) -> Result<Box<dyn Storage + Send>, Server
     }
 }
 
-/// The node's peer transport, seeded for a joining node.
-///
-/// A node that is not in `initial_members` starts with an empty configuration and learns the
-/// real one from the leader's log; until then the driver gives the transport no peers, so its
-/// answers to the leader (the rejections that make the leader send the log from the start) would
-/// be dropped, and it would never catch up. The seed is `initial_members` itself (the members of
-/// the cluster being joined): it routes those answers until the driver reports the peers of the
-/// first configuration the node learns, which replace it for good.
-struct SeededSink {
-    transport: PeerTransport,
-    seeded: bool,
-}
-
-impl SeededSink {
-    /// Must be called inside the runtime (the seed peers' sender tasks start at once).
-    fn new(node: &NodeConfig, transport: TransportConfig) -> Self {
-        let mut transport = PeerTransport::new(node.raft.id, transport);
-        let joining = !node.initial_members.contains_key(&node.raft.id) && !node.initial_members.is_empty();
-        if joining {
-            transport.set_peers(&node.initial_members);
-        }
-        Self { transport, seeded: joining }
-    }
-}
-
-impl MessageSink for SeededSink {
-    fn send(&mut self, message: keel_core::Message) {
-        self.transport.send(message);
-    }
-
-    fn set_peers(&mut self, peers: BTreeMap<NodeId, String>) {
-        if self.seeded && peers.is_empty() {
-            return;
-        }
-        self.seeded = false;
-        self.transport.set_peers(&peers);
-    }
-}
-
 /// The voter other than this node that holds the most of the log (ties: the one heard from most
 /// recently, then the highest id).
 fn most_caught_up_voter(status: &NodeStatus) -> Option<NodeId> {
@@ -357,6 +320,7 @@ mod tests {
     use super::*;
     use crate::node::PeerStatus;
     use keel_core::{LeaderHint, Membership};
+    use std::collections::BTreeMap;
 
     fn status(peers: Vec<PeerStatus>, voters: &[NodeId]) -> NodeStatus {
         NodeStatus {

@@ -170,7 +170,12 @@ impl AdminService {
         match status.membership.apply_change(change) {
             Err(error) => WireError::new(membership_code(&error), message),
             // The change is valid in itself: what the core refused is a learner not caught up.
-            Ok(_) if matches!(change, MembershipChange::PromoteLearner { .. } | MembershipChange::BatchPromote { .. }) => {
+            Ok(_)
+                if matches!(
+                    change,
+                    MembershipChange::PromoteLearner { .. } | MembershipChange::BatchPromote { .. }
+                ) =>
+            {
                 WireError::new(ErrorCode::Unavailable, message).retry_after(self.retry.election_ms)
             }
             Ok(_) => WireError::new(ErrorCode::InvalidArgument, message),
@@ -215,7 +220,9 @@ pub fn membership_code(error: &MembershipError) -> ErrorCode {
 fn change_of(change: WireChange) -> Result<MembershipChange, WireError> {
     let invalid = |message: String| WireError::new(ErrorCode::InvalidArgument, message);
     let Some(change) = change.change else {
-        return Err(invalid("the request names no change; set add_node, remove_node, promote, batch_promote or batch_remove".into()));
+        return Err(invalid(
+            "the request names no change; set add_node, remove_node, promote, batch_promote or batch_remove".into(),
+        ));
     };
     match change {
         Change::AddNode(add) => {
@@ -223,7 +230,10 @@ fn change_of(change: WireChange) -> Result<MembershipChange, WireError> {
                 return Err(invalid("node id 0 is reserved; use an id of 1 or more".into()));
             }
             if add.address.is_empty() {
-                return Err(invalid(format!("node {} has no address; give the host:port its peers reach it at", add.node_id)));
+                return Err(invalid(format!(
+                    "node {} has no address; give the host:port its peers reach it at",
+                    add.node_id
+                )));
             }
             let kind = match WireNodeStatus::try_from(add.status) {
                 Ok(WireNodeStatus::Promotable) => LearnerKind::Promotable,
@@ -362,9 +372,8 @@ mod tests {
         };
         assert_eq!(change_of(promote(WireNodeStatus::Active)), Ok(MembershipChange::PromoteLearner { node_id: 4 }));
         assert_eq!(change_of(promote(WireNodeStatus::ReadOnly)).map_err(|e| e.code), Err(ErrorCode::InvalidArgument));
-        let batch = WireChange {
-            change: Some(Change::BatchPromote(BatchPromote { node_ids: vec![4, 5], new_status: 0 })),
-        };
+        let batch =
+            WireChange { change: Some(Change::BatchPromote(BatchPromote { node_ids: vec![4, 5], new_status: 0 })) };
         assert_eq!(change_of(batch), Ok(MembershipChange::BatchPromote { node_ids: vec![4, 5] }));
     }
 

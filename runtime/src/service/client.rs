@@ -112,8 +112,10 @@ impl ClientService {
     /// Like [`ClientService::new`], with streams ended by `closer` (shared with an
     /// [`super::AdminService`] or a server).
     pub fn with_closer(handle: NodeHandle, node: &NodeConfig, config: ServiceConfig, closer: StreamCloser) -> Self {
-        let retry =
-            RetryHints { election_ms: node.raft.election_timeout_ms_min, overloaded_ms: config.overloaded_retry_after_ms };
+        let retry = RetryHints {
+            election_ms: node.raft.election_timeout_ms_min,
+            overloaded_ms: config.overloaded_retry_after_ms,
+        };
         let slots = WatcherSlots::new(config.watchers_max.max(1));
         let shared =
             Shared { config, limits: node.kv_limits, lease_reads: node.raft.lease.is_some(), retry, slots, closer };
@@ -341,11 +343,17 @@ impl ClientService {
 
 #[tonic::async_trait]
 impl RaftClientService for ClientService {
-    async fn handle_client_write(&self, request: Request<ClientWriteRequest>) -> Result<Response<ClientResponse>, Status> {
+    async fn handle_client_write(
+        &self,
+        request: Request<ClientWriteRequest>,
+    ) -> Result<Response<ClientResponse>, Status> {
         Ok(Response::new(self.write(request.into_inner()).await))
     }
 
-    async fn handle_client_read(&self, request: Request<ClientReadRequest>) -> Result<Response<ClientResponse>, Status> {
+    async fn handle_client_read(
+        &self,
+        request: Request<ClientReadRequest>,
+    ) -> Result<Response<ClientResponse>, Status> {
         Ok(Response::new(self.read(request.into_inner()).await))
     }
 
@@ -371,7 +379,9 @@ impl RaftClientService for ClientService {
 
 /// The `KvCommand` of a `WriteCommand`.
 fn command_of(command: Option<WriteCommand>) -> Result<KvCommand, WireError> {
-    let missing = || WireError::new(ErrorCode::InvalidArgument, "the write has no command; set insert, delete or compare_and_swap");
+    let missing = || {
+        WireError::new(ErrorCode::InvalidArgument, "the write has no command; set insert, delete or compare_and_swap")
+    };
     match command.and_then(|c| c.operation).ok_or_else(missing)? {
         Operation::Insert(insert) => {
             let ttl_ms = match insert.ttl_secs {
@@ -591,10 +601,18 @@ mod tests {
         };
         assert_eq!(
             command_of(Some(cas)),
-            Ok(KvCommand::CompareAndSwap { key: "/a".into(), expected_value: None, new_value: "2".into(), ttl_ms: None })
+            Ok(KvCommand::CompareAndSwap {
+                key: "/a".into(),
+                expected_value: None,
+                new_value: "2".into(),
+                ttl_ms: None
+            })
         );
         assert_eq!(command_of(None).map_err(|e| e.code), Err(ErrorCode::InvalidArgument));
-        assert_eq!(command_of(Some(WriteCommand { operation: None })).map_err(|e| e.code), Err(ErrorCode::InvalidArgument));
+        assert_eq!(
+            command_of(Some(WriteCommand { operation: None })).map_err(|e| e.code),
+            Err(ErrorCode::InvalidArgument)
+        );
     }
 
     #[test]

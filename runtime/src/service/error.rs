@@ -97,11 +97,9 @@ pub fn wire_error(error: &ClientError, retry: RetryHints) -> WireError {
     let code = code_of(error);
     let wire = WireError::new(code, error.to_string());
     match (code, error) {
-        (_, ClientError::NotLeader(hint)) => wire.with_leader(hint).retry_after(if hint.leader_id.is_some() {
-            0
-        } else {
-            retry.election_ms
-        }),
+        (_, ClientError::NotLeader(hint)) => {
+            wire.with_leader(hint).retry_after(if hint.leader_id.is_some() { 0 } else { retry.election_ms })
+        }
         (ErrorCode::LeaderUnknown | ErrorCode::Unavailable | ErrorCode::MembershipChangeInProgress, _) => {
             wire.retry_after(retry.election_ms)
         }
