@@ -460,7 +460,7 @@ fn section_5_3_a_single_voter_driven_only_when_has_ready_says_so_commits_its_pro
     // be handed the log write of a proposal, even when no peer needs a message.
     let mut node = RaftNode::new(Config::new(1), RecoveredState::bootstrap(Membership::with_voters([1]))).unwrap();
     let mut now = 0;
-    let mut drive = |node: &mut RaftNode, now: u64| {
+    let drive = |node: &mut RaftNode, now: u64| {
         node.tick(now);
         while node.has_ready() {
             let ready = node.ready();
