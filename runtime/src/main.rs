@@ -1,6 +1,7 @@
 //! The `keel` binary: runs a node (`keel node`), a local cluster (`keel dev`), and talks to a
 //! cluster (`keel put`, `get`, `del`, `cas`, `scan`, `watch`, `members`, `member`,
-//! `transfer-leader`, `status`). See the `cli` module and `keel --help`.
+//! `transfer-leader`, `status`), and measures one (`keel bench`). See the `cli` module and
+//! `keel --help`.
 //!
 //! Exit codes: 0 success, 1 the request (or the node) failed, 2 a usage or configuration error.
 

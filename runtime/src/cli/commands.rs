@@ -131,7 +131,9 @@ pub async fn execute(command: Command) -> Result<(), Failure> {
             print(&output::ok(args.format));
         }
         Command::Status { client: args } => status(&args).await?,
-        Command::Node(_) | Command::Dev(_) => unreachable!("node and dev are not client commands"),
+        Command::Node(_) | Command::Dev(_) | Command::Bench(_) => {
+            unreachable!("node, dev and bench are not client commands")
+        }
     }
     Ok(())
 }

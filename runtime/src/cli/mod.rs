@@ -1,9 +1,11 @@
-//! The `keel` command line: run a node (`keel node`), a local cluster (`keel dev`), and talk to
+//! The `keel` command line: run a node (`keel node`), a local cluster (`keel dev`), talk to
 //! a cluster (`put`, `get`, `del`, `cas`, `scan`, `watch`, `members`, `member`,
-//! `transfer-leader`, `status`) through the client library, which follows leader hints.
+//! `transfer-leader`, `status`) through the client library, which follows leader hints, and
+//! measure one (`keel bench`).
 //!
 //! Exit codes: 0 success, 1 the request (or the node) failed, 2 a usage or configuration error.
 
+mod bench;
 mod commands;
 mod node;
 mod output;
@@ -114,6 +116,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure throughput and latency with concurrent closed-loop clients (--local: on a 3-node
+    /// cluster started in this process).
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// `keel member ...`
@@ -233,6 +238,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Node(args) => node::run_node(*args),
         Command::Dev(args) => node::run_dev(args),
+        Command::Bench(args) => bench::run(*args),
         command => commands::run(command),
     }
 }

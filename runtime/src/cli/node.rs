@@ -50,7 +50,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
         eprintln!("Error: cannot start the async runtime: {error}");
         ExitCode::from(EXIT_FAILED)
@@ -149,10 +149,10 @@ pub fn dev_config(id: u32, members: &BTreeMap<u32, String>, dir: &Path) -> Resul
     Ok(server)
 }
 
-/// A fresh directory under the system's temporary directory.
-fn fresh_temp_dir() -> std::io::Result<PathBuf> {
+/// A fresh directory under the system's temporary directory, named after `prefix`.
+pub fn fresh_temp_dir(prefix: &str) -> std::io::Result<PathBuf> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!("keel-dev-{}-{nanos:09}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos:09}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -171,7 +171,7 @@ pub fn run_dev(args: DevArgs) -> ExitCode {
     }
     let (dir, temporary) = match args.dir {
         Some(dir) => (dir, false),
-        None => match fresh_temp_dir() {
+        None => match fresh_temp_dir("keel-dev") {
             Ok(dir) => (dir, true),
             Err(error) => {
                 eprintln!("Error: cannot create a temporary directory: {error}; pass --dir DIR");
@@ -299,7 +299,7 @@ fn print_banner(members: &BTreeMap<u32, String>, dir: &Path, temporary: bool) {
 
 /// The leader's id and term once one of `endpoints` reports leading, polling every 100 ms, or
 /// `None` after [`DEV_LEADER_TIMEOUT`].
-async fn wait_for_leader(endpoints: Vec<String>) -> Option<(u32, u64)> {
+pub async fn wait_for_leader(endpoints: Vec<String>) -> Option<(u32, u64)> {
     let options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(1),
