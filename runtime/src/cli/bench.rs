@@ -418,7 +418,11 @@ async fn run_target(plan: &Plan) -> Result<(Option<PathBuf>, Report), Failure> {
                 Failure::Failed(format!("cannot create a temporary directory for the local cluster: {error}"))
             })?;
             let result = async {
-                let mut local = LocalCluster::start(&dir, *lease_drift_ppm).await?;
+                let bar = progress_bar(plan, None, "{spinner} starting a local 3-node cluster [{elapsed}]");
+                bar.enable_steady_tick(PROGRESS_INTERVAL);
+                let started = LocalCluster::start(&dir, *lease_drift_ppm).await;
+                bar.finish_and_clear();
+                let mut local = started?;
                 let info = ClusterInfo::Local {
                     dir: dir.clone(),
                     endpoints: local.endpoints.clone(),
@@ -685,7 +689,7 @@ async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Arc<KeelClient
     };
     let failure = |error: ClientError| match error {
         ClientError::InvalidEndpoint { .. } | ClientError::NoEndpoints => Failure::Usage(error.to_string()),
-        error => Failure::Failed(format!("{error}; {}", error.advice())),
+        error => Failure::Failed(format!("{error}\nHint: {}", error.advice())),
     };
     let mut clients = Vec::with_capacity(plan.connections);
     for index in 0..plan.connections {
