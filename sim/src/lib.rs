@@ -1,6 +1,10 @@
-//! keel-sim: the future deterministic simulator of Keel.
+//! keel-sim: Keel's deterministic simulators and checkers.
 //!
-//! **Skeleton.** Nothing is implemented yet. This crate will drive `keel-core` directly (a fast
-//! pure-core simulator) and the `keel-runtime` code compiled with `--cfg madsim`; inject network
-//! partitions, message loss and delay, per-node clock skew and drift, crashes, pauses and disk
-//! faults; check every run for linearizability; and replay failures from a seed or a trace file.
+//! - [`history`]: client-visible histories (invocations and completions) shared by the
+//!   simulators, which write them, and the linearizability checker, which reads them.
+//!
+//! The crate drives `keel-core` directly (a fast pure-core simulator) and, later, the
+//! `keel-runtime` code compiled with `--cfg madsim`; it injects network, clock, process and disk
+//! faults, checks every run for linearizability, and replays failures from a seed or a trace.
+
+pub mod history;
