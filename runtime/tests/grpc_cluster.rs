@@ -223,7 +223,17 @@ fn pair(key: &str, value: &str) -> (String, String) {
 }
 
 async fn watch(client: &mut Client, key: &str, prefix: bool, prev_kv: bool) -> Streaming<WatchResponse> {
-    let request = WatchRequest { client_id: 7, key: Bytes::from(key.to_string()), prefix, prev_kv };
+    watch_from(client, key, prefix, prev_kv, 0).await
+}
+
+async fn watch_from(
+    client: &mut Client,
+    key: &str,
+    prefix: bool,
+    prev_kv: bool,
+    start_revision: u64,
+) -> Streaming<WatchResponse> {
+    let request = WatchRequest { client_id: 7, key: Bytes::from(key.to_string()), prefix, prev_kv, start_revision };
     client.watch(request).await.expect("the watch opens").into_inner()
 }
 
@@ -485,6 +495,30 @@ async fn a_lagging_watcher_is_canceled_with_a_resume_revision() {
     let delivered_last = revisions.last().copied().unwrap_or(0);
     assert!(canceled.revision <= delivered_last && canceled.revision + 1 >= delivered_last, "{canceled:?}");
     assert!(canceled.revision < last);
+    // Resuming at the revision after CANCELED replays the missed events from the history, then
+    // continues live: every write appears exactly once, in order.
+    let mut resumed = watch_from(&mut client, "/big/", true, true, canceled.revision + 1).await;
+    assert!(write_ok(&mut client, insert("/big/live", "after")).await);
+    let mut replayed = Vec::new();
+    let live = loop {
+        let event = next_change(&mut resumed).await;
+        assert_eq!(event.event_type(), WatchEventType::Put, "{event:?}");
+        if text(&event.key) == "/big/live" {
+            break event;
+        }
+        replayed.push(event.revision);
+    };
+    let mut all = revisions.into_iter().filter(|revision| *revision <= canceled.revision).collect::<Vec<_>>();
+    all.extend(replayed);
+    all.push(live.revision);
+    assert_eq!(all, ((all[0])..=live.revision).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert_eq!(all.len(), 41, "the 40 writes and the live one");
+    // A start in the future skips what comes before it.
+    let mut future = watch_from(&mut client, "/big/", true, false, live.revision + 2).await;
+    assert!(write_ok(&mut client, insert("/big/skipped", "x")).await);
+    assert!(write_ok(&mut client, insert("/big/seen", "y")).await);
+    let first = next_change(&mut future).await;
+    assert_eq!((text(&first.key), first.revision), ("/big/seen", live.revision + 2));
     for (_, server) in servers {
         server.shutdown().await.expect("clean shutdown");
     }

@@ -104,6 +104,17 @@ pub enum ClientError {
         /// The last failure.
         last: Box<ClientError>,
     },
+    /// The server ended a watch. With [`ErrorCode::WatchLagged`] every event at or below
+    /// `revision` was delivered: resume with `watch_from(.., revision + 1)`. With
+    /// [`ErrorCode::Compacted`] the start revision was below the compaction point `revision`:
+    /// re-read the state and watch from the revision after the read.
+    #[error("{}: the watch was canceled at revision {revision}", code.as_str_name())]
+    WatchCanceled {
+        /// Why: `WATCH_LAGGED`, `COMPACTED`, or the node's error.
+        code: ErrorCode,
+        /// See the variant's docs.
+        revision: u64,
+    },
     /// An endpoint is not a valid `host:port` or URI.
     #[error("invalid endpoint '{endpoint}': {reason}")]
     InvalidEndpoint {
@@ -138,7 +149,7 @@ impl ClientError {
     /// [`ClientError::OutcomeUnknown`].
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Server { code, .. } => Some(*code),
+            Self::Server { code, .. } | Self::WatchCanceled { code, .. } => Some(*code),
             Self::OutcomeUnknown { .. } => Some(ErrorCode::OutcomeUnknown),
             Self::GaveUp { last, .. } => last.code(),
             _ => None,
@@ -180,7 +191,7 @@ impl ClientError {
     /// A short advice for people on what to do next, used by the `keel` command line.
     pub fn advice(&self) -> &'static str {
         match self.root() {
-            Self::Server { code, .. } => advice_for(*code),
+            Self::Server { code, .. } | Self::WatchCanceled { code, .. } => advice_for(*code),
             Self::UnknownCode { .. } => "the server is newer than this client; upgrade the client",
             Self::OutcomeUnknown { .. } => "the write may or may not have been applied: read the key before retrying",
             Self::Unreachable { .. } => {
@@ -213,6 +224,7 @@ fn advice_for(code: ErrorCode) -> &'static str {
         C::UnknownMember => "check the node id with `keel members`",
         C::MemberAlreadyExists => "the node is already a member; see `keel members`",
         C::WatchLagged => "re-read the state and watch again",
+        C::Compacted => "re-read the state (a scan gives its revision) and watch from the revision after it",
         C::Unavailable | C::ShuttingDown => "the node cannot serve now; try another endpoint or retry later",
         C::StorageFailure => "the node's storage failed: check its disk and logs; try another endpoint",
         C::Internal => "a bug in the server: report it with the message above",

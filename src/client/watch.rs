@@ -10,8 +10,8 @@ use crate::proto::error::ErrorCode;
 /// The events of one watch, in revision order. Read them with [`WatchStream::next`].
 ///
 /// The stream ends (`None`) when the server closes it. A server that cancels the watcher (its
-/// bounded buffer overflowed) yields one error with [`ErrorCode::WatchLagged`] and ends: re-read
-/// the state (a scan gives its revision), then watch again and skip events at or below it.
+/// bounded buffer overflowed) yields one [`ClientError::WatchCanceled`] with
+/// [`ErrorCode::WatchLagged`] and ends: resume with [`KeelClient::watch_from`] at its revision + 1.
 #[derive(Debug)]
 pub struct WatchStream {
     endpoint: String,
@@ -46,31 +46,28 @@ impl WatchStream {
     }
 }
 
+/// The error of a CANCELED response (or of any response with an error code).
+fn canceled(response: &WatchResponse) -> ClientError {
+    match ErrorCode::try_from(response.error) {
+        Ok(ErrorCode::Success) => {
+            ClientError::WatchCanceled { code: ErrorCode::WatchLagged, revision: response.revision }
+        }
+        Ok(code) => ClientError::WatchCanceled { code, revision: response.revision },
+        Err(_) => ClientError::UnknownCode {
+            code: response.error,
+            message: format!("the watch was canceled at revision {}", response.revision),
+        },
+    }
+}
+
 /// One response as an event, or the error it carries.
 fn event(endpoint: &str, response: WatchResponse) -> Result<WatchEvent, ClientError> {
-    if response.error != ErrorCode::Success as i32 {
-        let code = ErrorCode::try_from(response.error);
-        let message = format!("the watch was canceled at revision {}", response.revision);
-        return Err(match code {
-            Ok(code) => ClientError::Server { code, message, leader_hint: None, retry_after_ms: 0 },
-            Err(_) => ClientError::UnknownCode { code: response.error, message },
-        });
-    }
     let kind = match WatchEventType::try_from(response.event_type) {
+        _ if response.error != ErrorCode::Success as i32 => return Err(canceled(&response)),
+        Ok(WatchEventType::Canceled) => return Err(canceled(&response)),
         Ok(WatchEventType::Put) => WatchEventKind::Put,
         Ok(WatchEventType::Delete) => WatchEventKind::Delete,
         Ok(WatchEventType::Progress) => WatchEventKind::Progress,
-        Ok(WatchEventType::Canceled) => {
-            return Err(ClientError::Server {
-                code: ErrorCode::WatchLagged,
-                message: format!(
-                    "the server canceled the watch at revision {}: re-read the state and watch again",
-                    response.revision
-                ),
-                leader_hint: None,
-                retry_after_ms: 0,
-            })
-        }
         Err(_) => {
             return Err(ClientError::Protocol {
                 endpoint: endpoint.to_owned(),
@@ -93,7 +90,22 @@ impl KeelClient {
     /// value before the change. Any node can serve a watch: the first endpoint that accepts it
     /// does.
     pub async fn watch(&self, key: impl Into<Bytes>, prefix: bool, prev_kv: bool) -> Result<WatchStream, ClientError> {
-        let request = WatchRequest { client_id: self.options.client_id, key: key.into(), prefix, prev_kv };
+        self.watch_from(key, prefix, prev_kv, 0).await
+    }
+
+    /// Like [`KeelClient::watch`], starting at `start_revision`: the matching events from that
+    /// revision on are replayed from the store's history first, then live ones follow, with no
+    /// gap and no duplicate. Anchor a watch on a scan with `scan.revision + 1`; resume after
+    /// [`ClientError::WatchCanceled`] with `revision + 1`. 0 watches from now on.
+    pub async fn watch_from(
+        &self,
+        key: impl Into<Bytes>,
+        prefix: bool,
+        prev_kv: bool,
+        start_revision: u64,
+    ) -> Result<WatchStream, ClientError> {
+        let request =
+            WatchRequest { client_id: self.options.client_id, key: key.into(), prefix, prev_kv, start_revision };
         self.router
             .run(&self.options, OpKind::Read, |endpoint| {
                 // No per-request deadline: the stream stays open.

@@ -629,7 +629,10 @@ pub fn error_label(error: &ClientError) -> String {
         ClientError::Protocol { .. } => "PROTOCOL".into(),
         ClientError::InvalidRequest(_) => "INVALID_REQUEST".into(),
         ClientError::InvalidEndpoint { .. } | ClientError::NoEndpoints => "INVALID_ENDPOINT".into(),
-        ClientError::Server { .. } | ClientError::OutcomeUnknown { .. } | ClientError::GaveUp { .. } => "OTHER".into(),
+        ClientError::Server { .. }
+        | ClientError::WatchCanceled { .. }
+        | ClientError::OutcomeUnknown { .. }
+        | ClientError::GaveUp { .. } => "OTHER".into(),
     }
 }
 

@@ -120,7 +120,7 @@ pub async fn execute(command: Command) -> Result<(), Failure> {
                 eprintln!("({} keys at revision {})", result.entries.len(), result.revision);
             }
         }
-        Command::Watch { key, prefix, prev_kv, client: args } => watch(key, prefix, prev_kv, &args).await?,
+        Command::Watch { key, prefix, prev_kv, rev, client: args } => watch(key, prefix, prev_kv, rev, &args).await?,
         Command::Members { client: args } => {
             let membership = client(&args)?.members().await?;
             print(&output::members(args.format, &membership));
@@ -151,9 +151,9 @@ async fn member(command: MemberCommand) -> Result<(), Failure> {
 }
 
 /// Prints events until the stream ends or Ctrl-C.
-async fn watch(key: String, prefix: bool, prev_kv: bool, args: &ClientArgs) -> Result<(), Failure> {
+async fn watch(key: String, prefix: bool, prev_kv: bool, rev: u64, args: &ClientArgs) -> Result<(), Failure> {
     let client = client(args)?;
-    let mut stream = client.watch(key.clone(), prefix, prev_kv).await?;
+    let mut stream = client.watch_from(key.clone(), prefix, prev_kv, rev).await?;
     if args.format == Format::Simple {
         eprintln!("watching {key}{} at {} (Ctrl-C to stop)", if prefix { " (prefix)" } else { "" }, stream.endpoint());
     }

@@ -91,6 +91,9 @@ pub enum Command {
         /// Show each key's value before the change.
         #[arg(long)]
         prev_kv: bool,
+        /// Start at this revision: past changes from it on are printed first (0: from now on).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
         #[command(flatten)]
         client: ClientArgs,
     },

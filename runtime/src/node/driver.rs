@@ -351,6 +351,13 @@ impl Driver {
             Request::Status { reply } => {
                 let _ = reply.send(Ok(self.status()));
             }
+            Request::Subscribe { reply } => {
+                let _ = reply.send(Ok((self.events.subscribe(), self.kv.current_revision())));
+            }
+            Request::History { after_revision, limit, reply } => {
+                let history = self.kv.watch(after_revision).map(|events| whole_revisions(events, limit));
+                let _ = reply.send(history.map_err(ClientError::from));
+            }
         }
     }
 
@@ -498,5 +505,46 @@ pub(crate) fn map_core_error(error: CoreError) -> ClientError {
         CoreError::Timeout => ClientError::Timeout,
         CoreError::MembershipChangeInProgress => ClientError::MembershipChangeInProgress,
         other => ClientError::Membership(other.to_string()),
+    }
+}
+
+/// At least `limit` events (fewer only at the end), never splitting a revision: a page ends
+/// with every event of its last revision, so the next page can start after that revision.
+fn whole_revisions(events: impl Iterator<Item = keel_core::kv::KvEvent>, limit: usize) -> Vec<keel_core::kv::KvEvent> {
+    let mut page: Vec<keel_core::kv::KvEvent> = Vec::new();
+    for event in events {
+        if page.len() >= limit && page.last().is_some_and(|last| last.revision != event.revision) {
+            break;
+        }
+        page.push(event);
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_revisions;
+    use keel_core::kv::{KvEvent, KvEventKind};
+
+    fn event(revision: u64) -> KvEvent {
+        KvEvent {
+            revision,
+            kind: KvEventKind::Put,
+            key: "/k".into(),
+            value: "v".into(),
+            prev_value: None,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn history_pages_never_split_a_revision() {
+        let events = [1, 2, 2, 2, 3, 4].map(event);
+        let revisions = |page: Vec<KvEvent>| page.iter().map(|e| e.revision).collect::<Vec<_>>();
+        assert_eq!(revisions(whole_revisions(events.clone().into_iter(), 2)), [1, 2, 2, 2]);
+        assert_eq!(revisions(whole_revisions(events.clone().into_iter(), 5)), [1, 2, 2, 2, 3]);
+        assert_eq!(revisions(whole_revisions(events.into_iter(), 100)), [1, 2, 2, 2, 3, 4]);
     }
 }

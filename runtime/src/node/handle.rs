@@ -56,6 +56,14 @@ pub enum ClientError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The requested revision is older than the store's compaction point: its history is gone.
+    #[error("revision {requested} is compacted (the oldest revision kept is {compacted}); re-read the state and watch from its revision")]
+    Compacted {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's compaction revision.
+        compacted: u64,
+    },
 }
 
 fn describe(hint: &LeaderHint) -> String {
@@ -67,7 +75,10 @@ fn describe(hint: &LeaderHint) -> String {
 
 impl From<KvError> for ClientError {
     fn from(error: KvError) -> Self {
-        Self::Invalid(error.to_string())
+        match error {
+            KvError::Compacted { requested, compacted } => Self::Compacted { requested, compacted },
+            other => Self::Invalid(other.to_string()),
+        }
     }
 }
 
@@ -119,6 +130,8 @@ pub(crate) enum Request {
     ChangeMembership { change: MembershipChange, reply: Reply<Membership> },
     TransferLeader { target: NodeId, reply: Reply<()> },
     Status { reply: Reply<NodeStatus> },
+    Subscribe { reply: Reply<(broadcast::Receiver<KvEvent>, u64)> },
+    History { after_revision: u64, limit: usize, reply: Reply<Vec<KvEvent>> },
 }
 
 /// A cheap, cloneable handle on a running node.
@@ -192,6 +205,19 @@ impl NodeHandle {
     /// watcher buffer behind receives `RecvError::Lagged` and must re-read and re-subscribe.
     pub fn subscribe_events(&self) -> broadcast::Receiver<KvEvent> {
         self.events.subscribe()
+    }
+
+    /// Every event applied from now on, and the store revision at the moment of subscribing:
+    /// taken together on the driver, so every event above that revision is received (or the
+    /// receiver reports a lag) and none at or below it is. This is how a watch anchors itself.
+    pub async fn subscribe_at_revision(&self) -> Result<(broadcast::Receiver<KvEvent>, u64), ClientError> {
+        self.call(|reply| Request::Subscribe { reply }, ClientError::Timeout).await
+    }
+
+    /// At most `limit` past events with a revision above `after_revision`, in order, from this
+    /// node's history. Fails with `ClientError::Compacted` when that history is compacted away.
+    pub async fn history(&self, after_revision: u64, limit: usize) -> Result<Vec<KvEvent>, ClientError> {
+        self.call(|reply| Request::History { after_revision, limit, reply }, ClientError::Timeout).await
     }
 
     /// The latest committed membership and the index of its entry, updated on every change.

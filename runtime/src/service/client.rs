@@ -248,11 +248,11 @@ impl ClientService {
             let _ = output.try_send(Ok(canceled(ErrorCode::Overloaded, 0)));
             return stream;
         };
-        // The revision is read before subscribing: every event at or below it happened before
-        // the stream opened, and every later one is either received or lost to a lag (which
-        // cancels the stream).
-        let start_revision = match self.handle.status().await {
-            Ok(status) => status.revision,
+        // Subscribing and reading the revision happen together on the driver: every event
+        // above `revision` is received (or lost to a lag, which cancels the stream), and every
+        // event at or below it is in the history the watcher replays from.
+        let (events, revision) = match self.handle.subscribe_at_revision().await {
+            Ok(subscription) => subscription,
             Err(error) => {
                 let _ = output.try_send(Ok(canceled(self.client_error(&error).await.code, 0)));
                 return stream;
@@ -261,12 +261,14 @@ impl ClientService {
         let watcher = Watcher {
             filter,
             prev_kv: request.prev_kv,
-            events: self.handle.subscribe_events(),
+            events,
             output,
             closing: self.shared.closer.subscribe(),
             progress_interval: Duration::from_millis(self.shared.config.watch_progress_interval_ms.max(1)),
-            current: start_revision,
-            complete: start_revision,
+            first_revision: request.start_revision,
+            current: revision,
+            complete: revision,
+            handle: self.handle.clone(),
             _slot: slot,
         };
         tokio::spawn(watcher.run());
@@ -406,6 +408,10 @@ fn error_response(error: WireError) -> ClientResponse {
     ClientResponse { error: error.code as i32, success_result: None, metadata: Some(error.metadata) }
 }
 
+/// Past events fetched from the driver at a time while a watch replays history (whole
+/// revisions: a page may exceed this by the rest of its last revision).
+const HISTORY_PAGE_EVENTS: usize = 1024;
+
 /// Which keys a watcher wants.
 #[derive(Clone, Debug)]
 enum KeyFilter {
@@ -448,6 +454,10 @@ struct Watcher {
     output: mpsc::Sender<Result<WatchResponse, Status>>,
     closing: watch::Receiver<bool>,
     progress_interval: Duration,
+    /// Events below this revision are not delivered (0: deliver everything from the start).
+    first_revision: u64,
+    /// The node, to replay history from.
+    handle: NodeHandle,
     /// The latest revision seen (an event's, or the store's when the stream opened).
     current: u64,
     /// Every event at or below this revision was handled (see the module docs).
@@ -457,6 +467,9 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self) {
+        if self.first_revision > 0 && self.first_revision <= self.current && !self.replay().await {
+            return;
+        }
         let mut idle_until = Instant::now() + self.progress_interval;
         loop {
             let step = tokio::select! {
@@ -478,7 +491,7 @@ impl Watcher {
                         self.complete = self.current;
                         self.current = event.revision;
                     }
-                    if !self.filter.matches(&event.key) {
+                    if event.revision < self.first_revision || !self.filter.matches(&event.key) {
                         continue;
                     }
                     let response = self.event_response(event);
@@ -510,6 +523,39 @@ impl Watcher {
                 return;
             }
         }
+    }
+
+    /// Sends the matching past events from `first_revision` through the revision the stream
+    /// opened at, page by page; false when the stream ended (compacted history, node gone, or
+    /// the client left).
+    async fn replay(&mut self) -> bool {
+        let opened_at = self.current;
+        let mut after = self.first_revision - 1;
+        while after < opened_at {
+            let page = match self.handle.history(after, HISTORY_PAGE_EVENTS).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let (code, revision) = match error {
+                        ClientError::Compacted { compacted, .. } => (ErrorCode::Compacted, compacted),
+                        ClientError::ShuttingDown => (ErrorCode::ShuttingDown, after),
+                        _ => (ErrorCode::Unavailable, after),
+                    };
+                    let _ = send_or_stop(&self.output, Ok(canceled(code, revision)), &mut self.closing).await;
+                    return false;
+                }
+            };
+            let Some(last) = page.last().map(|event| event.revision) else { break };
+            for event in page.into_iter().filter(|event| event.revision <= opened_at) {
+                if self.filter.matches(&event.key) {
+                    let response = self.event_response(event);
+                    if !send_or_stop(&self.output, Ok(response), &mut self.closing).await {
+                        return false;
+                    }
+                }
+            }
+            after = last;
+        }
+        true
     }
 
     fn event_response(&self, event: KvEvent) -> WatchResponse {

@@ -89,6 +89,7 @@ pub fn code_of(error: &ClientError) -> ErrorCode {
         ClientError::MembershipChangeInProgress => ErrorCode::MembershipChangeInProgress,
         ClientError::Unavailable(_) => ErrorCode::Unavailable,
         ClientError::ShuttingDown => ErrorCode::ShuttingDown,
+        ClientError::Compacted { .. } => ErrorCode::Compacted,
     }
 }
 
@@ -144,6 +145,7 @@ pub fn grpc_code_of(code: ErrorCode) -> Code {
         ErrorCode::Timeout => Code::DeadlineExceeded,
         ErrorCode::OutcomeUnknown => Code::Unknown,
         ErrorCode::WatchLagged => Code::Aborted,
+        ErrorCode::Compacted => Code::OutOfRange,
         ErrorCode::StorageFailure | ErrorCode::Internal => Code::Internal,
     }
 }
