@@ -2,9 +2,12 @@
 //!
 //! - [`history`]: client-visible histories (invocations and completions) shared by the
 //!   simulators, which write them, and the linearizability checker, which reads them.
+//! - [`pure`]: the pure simulator (VOPR style) that steps keel-core nodes and the KV store with
+//!   a simulated network, disks and clocks (`keel-sim run`, `keel-sim sweep`).
 //!
 //! The crate drives `keel-core` directly (a fast pure-core simulator) and, later, the
 //! `keel-runtime` code compiled with `--cfg madsim`; it injects network, clock, process and disk
 //! faults, checks every run for linearizability, and replays failures from a seed or a trace.
 
 pub mod history;
+pub mod pure;

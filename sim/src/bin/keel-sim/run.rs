@@ -1,0 +1,112 @@
+//! `keel-sim run --seed N`: runs one seed of the pure simulator and reports its verdict, its
+//! trace hash (equal on every run of the same seed and options) and its figures. `--trace FILE`
+//! writes the trace as JSON lines; `--history FILE` writes the client history in the format
+//! `keel-sim check` reads. Exit code 0 when the run found no bug, 1 otherwise.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use keel_sim::pure::{run as run_scenario, RunOutcome, RunVerdict, Scenario};
+
+/// Arguments of `keel-sim run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The seed: it determines the whole run.
+    #[arg(long)]
+    pub seed: u64,
+    /// Override the initial number of voters drawn from the seed (3 or 5 are the usual).
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Override the number of client operations drawn from the seed.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Write the trace as JSON lines to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Write the client history as JSON lines (for `keel-sim check`) to this file.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+}
+
+/// The scenario of a seed with the command line's overrides.
+pub fn scenario_of(seed: u64, nodes: Option<u32>, ops: Option<u64>) -> Scenario {
+    let mut scenario = Scenario::from_seed(seed);
+    if let Some(nodes) = nodes {
+        scenario.node_count = nodes.max(1);
+    }
+    if let Some(ops) = ops {
+        scenario.operation_count = ops;
+    }
+    scenario
+}
+
+/// The command line that reproduces a run.
+pub fn reproduce_command(seed: u64, nodes: Option<u32>, ops: Option<u64>) -> String {
+    let mut command = format!("keel-sim run --seed {seed}");
+    if let Some(nodes) = nodes {
+        command.push_str(&format!(" --nodes {nodes}"));
+    }
+    if let Some(ops) = ops {
+        command.push_str(&format!(" --ops {ops}"));
+    }
+    command
+}
+
+/// Writes `lines` to `path`, one a line.
+pub fn write_lines(path: &PathBuf, lines: &[String]) -> std::io::Result<()> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text)
+}
+
+/// One line describing a run's verdict.
+pub fn describe_verdict(outcome: &RunOutcome) -> String {
+    match &outcome.verdict {
+        RunVerdict::Passed => "PASS".to_string(),
+        RunVerdict::ExpectedLeaseViolation(why) => format!("PASS (expected lease violation: {why})"),
+        RunVerdict::Failed(why) => format!("FAIL: {why}"),
+    }
+}
+
+/// Runs `keel-sim run`.
+pub fn run(arguments: &RunArgs) -> ExitCode {
+    let scenario = scenario_of(arguments.seed, arguments.nodes, arguments.ops);
+    println!("seed {}: {}", arguments.seed, scenario.describe());
+    let started = Instant::now();
+    let outcome = run_scenario(scenario, arguments.trace.is_some());
+    let elapsed = started.elapsed();
+    println!("{}", describe_verdict(&outcome));
+    println!(
+        "trace hash {:016x} ({} events); {} ms simulated in {:.1} ms; {} messages delivered; operations ok {} fail {} info {}",
+        outcome.trace_hash,
+        outcome.trace_events,
+        outcome.simulated_ms,
+        elapsed.as_secs_f64() * 1e3,
+        outcome.messages_delivered,
+        outcome.operations.ok,
+        outcome.operations.fail,
+        outcome.operations.info
+    );
+    for corruption in &outcome.detected_corruptions {
+        println!("detected (expected after a bit flip): {corruption}");
+    }
+    if let (Some(path), Some(lines)) = (&arguments.trace, &outcome.trace_lines) {
+        match write_lines(path, lines) {
+            Ok(()) => println!("trace written to {}", path.display()),
+            Err(error) => eprintln!("could not write the trace to {}: {error}", path.display()),
+        }
+    }
+    if let Some(path) = &arguments.history {
+        let lines: Vec<String> = keel_sim::check::write_jsonl(&outcome.history).lines().map(str::to_string).collect();
+        if let Err(error) = write_lines(path, &lines) {
+            eprintln!("could not write the history to {}: {error}", path.display());
+        }
+    }
+    if outcome.passed() {
+        ExitCode::SUCCESS
+    } else {
+        println!("reproduce with: {}", reproduce_command(arguments.seed, arguments.nodes, arguments.ops));
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,198 @@
+//! Carrying out faults on the simulated cluster: partitions and heals, crashes and restarts
+//! (recovery from the disk, which may truncate a torn tail or detect corruption), pauses and
+//! resumes, clock steps and jumps, bit flips, membership changes and leadership transfers; and
+//! healing everything when the liveness phase begins.
+//!
+//! Data flow: `simulator.rs` calls [`Simulator::handle_faults`] at the start of every step; it
+//! asks the [`super::faults::FaultScheduler`] for due endings and, when due, a new fault drawn
+//! against a [`ClusterView`] of the nodes, and records each one in the trace.
+
+use keel_core::{LearnerKind, MembershipChange, NodeId, RecoveredState};
+
+use super::faults::{ClusterView, Fault};
+use super::network::PartitionKind;
+use super::node::SimNode;
+use super::rng::SimRng;
+use super::simulator::{stream, Phase, Simulator};
+
+/// Most nodes a run ever has: the initial voters plus learners added by membership changes.
+const EXTRA_NODES_MAX: u32 = 2;
+
+impl Simulator {
+    /// Handles faults and fault endings due now.
+    pub(crate) fn handle_faults(&mut self) {
+        while let Some(fault) = self.faults.pop_due(self.now_ms) {
+            self.apply_fault(fault);
+        }
+        if self.phase == Phase::Faults && self.now_ms >= self.faults.next_fault_ms() {
+            let view = self.cluster_view();
+            if let Some(fault) = self.faults.draw(self.now_ms, &view) {
+                self.apply_fault(fault);
+            }
+        }
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        let available: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.is_available()).map(|(id, _)| *id).collect();
+        let initial = self.scenario.node_count;
+        ClusterView {
+            unavailable_count: self.nodes.values().filter(|n| !n.is_available()).count(),
+            flippable: available.iter().copied().filter(|id| *id <= initial).collect(),
+            available,
+            partitioned: self.network.is_partitioned(),
+        }
+    }
+
+    fn apply_fault(&mut self, fault: Fault) {
+        let detail = match &fault {
+            Fault::Partition(kind) => self.partition(*kind),
+            Fault::Heal => {
+                self.network.heal();
+                "heal".to_string()
+            }
+            Fault::Crash(node) => self.crash(*node),
+            Fault::Restart(node) => self.restart(*node),
+            Fault::Pause(node) => self.set_paused(*node, true),
+            Fault::Resume(node) => self.set_paused(*node, false),
+            Fault::StepWallClock(node) => {
+                let offset_ms_max = self.scenario.clock.offset_ms_max;
+                let offset = self.nodes.get_mut(node).expect("known node").step_wall_clock(offset_ms_max);
+                format!("node {node} wall clock stepped to offset {offset} ms")
+            }
+            Fault::JumpClock(node, jump_ms) => {
+                self.nodes.get_mut(node).expect("known node").clock.jump(*jump_ms);
+                format!("node {node} monotonic clock jumps {jump_ms} ms (beyond the drift bound)")
+            }
+            Fault::FlipBit(node) => {
+                let flipped = self.nodes.get_mut(node).expect("known node").flip_bit();
+                let crash = self.crash(*node);
+                format!("bit flip at index {flipped:?} on node {node}; {crash}")
+            }
+            Fault::ChangeMembership => self.change_membership(),
+            Fault::TransferLeadership => self.transfer_leadership(),
+        };
+        self.trace.record("fault", self.now_ms, &[fault_code(&fault)], || detail);
+    }
+
+    fn partition(&mut self, kind: PartitionKind) -> String {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.network.partition(kind, &ids)
+    }
+
+    fn crash(&mut self, node: NodeId) -> String {
+        if self.nodes[&node].raft.is_none() {
+            return format!("node {node} already down");
+        }
+        self.abandon_node(node);
+        self.nodes.get_mut(&node).expect("known node").crash();
+        format!("crash node {node}")
+    }
+
+    fn restart(&mut self, node: NodeId) -> String {
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        if sim_node.raft.is_some() || sim_node.corrupted.is_some() {
+            return format!("node {node} needs no restart");
+        }
+        *self.incarnations.entry(node).or_default() += 1;
+        sim_node.next_tick_ms = self.now_ms;
+        match sim_node.restart() {
+            Ok(()) => format!(
+                "restart node {node} (truncated {} torn entries so far)",
+                sim_node.disk.stats.truncated_on_recovery
+            ),
+            Err(error) => {
+                let message = format!("node {node} refuses to start: {error}");
+                self.detected_corruptions.push(message.clone());
+                message
+            }
+        }
+    }
+
+    fn set_paused(&mut self, node: NodeId, paused: bool) -> String {
+        let sim_node = self.nodes.get_mut(&node).expect("known node");
+        if sim_node.raft.is_none() {
+            return format!("node {node} is down");
+        }
+        sim_node.paused = paused;
+        if !paused {
+            // A resumed process reads its clock before it handles anything else.
+            sim_node.tick(self.now_ms);
+            sim_node.next_tick_ms = self.now_ms + self.scenario.tick_interval_ms;
+        }
+        format!("{} node {node}", if paused { "pause" } else { "resume" })
+    }
+
+    /// Asks the leader for the next membership change: add a fresh learner, promote a learner,
+    /// or remove a voter while more than three remain.
+    fn change_membership(&mut self) -> String {
+        let Some(leader) = self.leader() else { return "membership change: no leader".into() };
+        let membership = self.nodes[&leader].raft.as_ref().expect("leader runs").membership().clone();
+        let next_id = self.nodes.keys().last().copied().unwrap_or(0) + 1;
+        let change = if let Some((learner, _)) = membership.learners.iter().next() {
+            MembershipChange::PromoteLearner { node_id: *learner }
+        } else if membership.voters.len() > 3 && self.now_ms.is_multiple_of(2) {
+            let voters: Vec<NodeId> = membership.voters.iter().copied().filter(|id| *id != leader).collect();
+            MembershipChange::RemoveNode { node_id: voters[(self.now_ms as usize / 2) % voters.len()] }
+        } else if next_id <= self.scenario.node_count + EXTRA_NODES_MAX && membership.voters.len() < 5 {
+            let rng = SimRng::fork(self.scenario.seed, stream::NODE_BASE + u64::from(next_id));
+            let node = SimNode::new(&self.scenario, next_id, RecoveredState::joining(), rng);
+            self.nodes.insert(next_id, node);
+            self.incarnations.insert(next_id, 1);
+            MembershipChange::AddLearner { node_id: next_id, address: String::new(), kind: LearnerKind::Promotable }
+        } else {
+            return "membership change: nothing to change".into();
+        };
+        let raft = self.nodes.get_mut(&leader).and_then(|n| n.raft.as_mut()).expect("leader runs");
+        match raft.change_membership(change.clone()) {
+            Ok(log_id) => format!("membership change {change:?} at {log_id}"),
+            Err(error) => format!("membership change {change:?} refused: {error}"),
+        }
+    }
+
+    fn transfer_leadership(&mut self) -> String {
+        let Some(leader) = self.leader() else { return "transfer: no leader".into() };
+        let raft = self.nodes.get_mut(&leader).and_then(|n| n.raft.as_mut()).expect("leader runs");
+        let voters: Vec<NodeId> = raft.membership().voters.iter().copied().filter(|id| *id != leader).collect();
+        if voters.is_empty() {
+            return "transfer: no other voter".into();
+        }
+        let target = voters[(raft.term() as usize) % voters.len()];
+        match raft.transfer_leadership(target) {
+            Ok(()) => format!("transfer leadership {leader} -> {target}"),
+            Err(error) => format!("transfer {leader} -> {target} refused: {error}"),
+        }
+    }
+
+    /// Ends every fault: links restored, random network faults off, crashed nodes restarted
+    /// (those with detected corruption stay down), paused nodes resumed.
+    pub(crate) fn heal_everything(&mut self) {
+        self.faults.clear();
+        self.network.heal();
+        self.network.set_faults(false);
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if self.nodes[&id].raft.is_none() {
+                let detail = self.restart(id);
+                self.trace.record("heal", self.now_ms, &[u64::from(id)], || detail);
+            } else if self.nodes[&id].paused {
+                self.set_paused(id, false);
+            }
+        }
+    }
+}
+
+fn fault_code(fault: &Fault) -> u64 {
+    match fault {
+        Fault::Partition(kind) => 100 + *kind as u64,
+        Fault::Heal => 1,
+        Fault::Crash(node) => 2_000 + u64::from(*node),
+        Fault::Restart(node) => 3_000 + u64::from(*node),
+        Fault::Pause(node) => 4_000 + u64::from(*node),
+        Fault::Resume(node) => 5_000 + u64::from(*node),
+        Fault::StepWallClock(node) => 6_000 + u64::from(*node),
+        Fault::JumpClock(node, jump) => 7_000 + u64::from(*node) + (jump << 16),
+        Fault::FlipBit(node) => 8_000 + u64::from(*node),
+        Fault::ChangeMembership => 9,
+        Fault::TransferLeadership => 10,
+    }
+}

@@ -1,0 +1,184 @@
+//! Running one seed to the end: the fault phase, the liveness phase (every fault healed; the
+//! cluster must converge, answer every pending operation and accept a probe write within the
+//! bound), and the final checks (acknowledged writes, final state against the reference model,
+//! the weak checks, and linearizability of the client history).
+//!
+//! Data flow: [`run`] builds a [`Simulator`] from a [`Scenario`], steps it until the run ends
+//! and returns a [`RunOutcome`] with the verdict, the trace hash and the figures a report needs.
+
+use keel_core::{Index, NodeId};
+
+use super::clients::{ClientState, Stage};
+use super::invariants::check_acknowledged;
+use super::recorder::OutcomeCounts;
+use super::scenario::Scenario;
+use super::simulator::{Phase, Simulator};
+use super::weak_checks;
+use crate::history::HistoryEvent;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunVerdict {
+    /// Every check passed.
+    Passed,
+    /// A check failed: a bug (in the core, the store, or the simulator).
+    Failed(String),
+    /// Clocks ran beyond the configured drift bound and lease reads returned stale values: the
+    /// violation that mode exists to show. The history without lease reads is linearizable.
+    ExpectedLeaseViolation(String),
+}
+
+/// Everything a report or a test needs from one run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The scenario that ran.
+    pub scenario: Scenario,
+    /// The verdict.
+    pub verdict: RunVerdict,
+    /// The trace hash (equal for two runs of one scenario).
+    pub trace_hash: u64,
+    /// Events in the trace.
+    pub trace_events: u64,
+    /// The trace as JSON lines, when asked for.
+    pub trace_lines: Option<Vec<String>>,
+    /// Messages delivered to nodes.
+    pub messages_delivered: u64,
+    /// Loop steps.
+    pub steps: u64,
+    /// Simulated time at the end.
+    pub simulated_ms: u64,
+    /// Completed client operations by outcome.
+    pub operations: OutcomeCounts,
+    /// Storage corruptions the nodes detected (expected after bit flips).
+    pub detected_corruptions: Vec<String>,
+    /// The client history given to the linearizability checker.
+    pub history: Vec<HistoryEvent>,
+}
+
+impl RunOutcome {
+    /// Whether the run found no bug (an expected lease violation is not one).
+    pub fn passed(&self) -> bool {
+        !matches!(self.verdict, RunVerdict::Failed(_))
+    }
+}
+
+/// Runs `scenario` to its end; `keep_trace_lines` keeps the JSON-lines trace.
+pub fn run(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
+    let mut simulator = Simulator::new(scenario, keep_trace_lines);
+    simulator.run_phases();
+    let verdict = match simulator.violation.clone() {
+        Some(violation) => RunVerdict::Failed(violation),
+        None => simulator.final_checks(),
+    };
+    let history = simulator.recorder.history(false);
+    RunOutcome {
+        verdict,
+        trace_hash: simulator.trace.hash(),
+        trace_events: simulator.trace.events(),
+        trace_lines: simulator.trace.lines().map(<[String]>::to_vec),
+        messages_delivered: simulator.messages_delivered(),
+        steps: simulator.steps,
+        simulated_ms: simulator.now_ms,
+        operations: simulator.recorder.counts,
+        detected_corruptions: simulator.detected_corruptions.clone(),
+        history,
+        scenario: simulator.scenario,
+    }
+}
+
+impl Simulator {
+    fn run_phases(&mut self) {
+        while self.violation.is_none() {
+            self.step();
+            match self.phase {
+                Phase::Faults if !self.workload.wants_more() => self.start_liveness(),
+                Phase::Liveness { started_ms } => {
+                    if self.is_settled() {
+                        return;
+                    }
+                    if self.now_ms > started_ms + self.scenario.liveness_bound_ms {
+                        let pending = self.clients.iter().filter(|c| c.stage != Stage::Idle || c.required > 0).count();
+                        self.violate(format!(
+                            "liveness: {} ms after healing every fault, {pending} clients still wait and the cluster {} converged",
+                            self.scenario.liveness_bound_ms,
+                            if self.is_converged() { "has" } else { "has not" }
+                        ));
+                    }
+                }
+                Phase::Faults => {}
+            }
+        }
+    }
+
+    fn start_liveness(&mut self) {
+        self.phase = Phase::Liveness { started_ms: self.now_ms };
+        self.trace.record("liveness", self.now_ms, &[], String::new);
+        self.heal_everything();
+        let mut probe = ClientState::new(u64::from(self.scenario.client_count));
+        probe.required = 1;
+        probe.next_action_ms = self.now_ms;
+        self.clients.push(probe);
+    }
+
+    fn is_settled(&self) -> bool {
+        self.clients.iter().all(|c| c.stage == Stage::Idle && c.required == 0) && self.is_converged()
+    }
+
+    /// A leader leads, has committed its whole log, and every running member applied it all.
+    fn is_converged(&self) -> bool {
+        let Some(leader) = self.leader() else { return false };
+        let raft = self.nodes[&leader].raft.as_ref().expect("leader runs");
+        let commit = raft.commit_index();
+        if commit < raft.last_log_id().index {
+            return false;
+        }
+        let members = raft.membership().members();
+        self.running_members(&members).iter().all(|(_, applied)| *applied >= commit)
+    }
+
+    fn running_members(&self, members: &std::collections::BTreeSet<NodeId>) -> Vec<(NodeId, Index)> {
+        members
+            .iter()
+            .filter_map(|id| self.nodes.get(id).and_then(|n| n.raft.as_ref()).map(|r| (*id, r.applied_index())))
+            .collect()
+    }
+
+    fn final_checks(&mut self) -> RunVerdict {
+        self.check_nodes_now();
+        if let Some(violation) = self.violation.clone() {
+            return RunVerdict::Failed(violation);
+        }
+        let leader = self.leader().expect("a settled run has a leader");
+        let members = self.nodes[&leader].raft.as_ref().expect("leader runs").membership().members();
+        let applied = self.running_members(&members);
+        if let Err(violation) = check_acknowledged(&self.recorder.acknowledged, &self.committed, &applied) {
+            return RunVerdict::Failed(violation);
+        }
+        if let Err(violation) = self.check_final_state(&applied) {
+            return RunVerdict::Failed(violation);
+        }
+        if let Err(violation) = weak_checks::check(&self.recorder, &self.committed) {
+            return RunVerdict::Failed(violation);
+        }
+        super::linearizability::verdict(&self.recorder, self.scenario.clock.beyond_bound)
+    }
+
+    /// Every running member that applied the whole committed log holds the reference state.
+    fn check_final_state(&self, applied: &[(NodeId, Index)]) -> Result<(), String> {
+        let expected = self.committed.final_state();
+        for (id, index) in applied {
+            if *index != self.committed.last_index() {
+                continue;
+            }
+            let store = &self.nodes[id].kv;
+            let all = store.range(&keel_core::kv::KeyRange::all(), None, 0).map_err(|e| e.to_string())?;
+            let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+            let actual: std::collections::BTreeMap<String, String> =
+                all.kvs.iter().map(|kv| (text(&kv.key), text(&kv.value))).collect();
+            if actual != expected {
+                return Err(format!("node {id}'s final store {actual:?} differs from the reference {expected:?}"));
+            }
+        }
+        Ok(())
+    }
+}
