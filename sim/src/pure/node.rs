@@ -46,6 +46,8 @@ pub struct NodeOutput {
     pub soft_states: Vec<SoftState>,
     /// Problems the node hit that can only come from a bug (an undecodable entry or snapshot).
     pub anomalies: Vec<String>,
+    /// A snapshot from the leader replaced the store (entries it covers are never applied here).
+    pub snapshot_installed: bool,
 }
 
 /// One simulated node.
@@ -213,6 +215,7 @@ impl SimNode {
             Ok(kv) => self.kv = kv,
             Err(error) => output.anomalies.push(format!("node {}: leader's snapshot is corrupt: {error}", self.id)),
         }
+        output.snapshot_installed = true;
         let last = snapshot.meta.last_included;
         let durable = self.disk.install_snapshot(snapshot);
         self.last_snapshot_index = last.index;

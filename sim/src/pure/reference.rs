@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_core::kv::{ApplyResult, KvCommand, KvEventKind};
+use keel_core::kv::{ApplyResult, KvCommand, KvEvent, KvEventKind};
 use keel_core::{Index, LogId, NodeId, Term};
 
 /// One change to one key, as a watch reports it.
@@ -104,14 +104,15 @@ pub struct CommittedLog {
     events: BTreeMap<u64, Vec<EventRecord>>,
 }
 
+/// One store event in the simulator's form.
+pub fn event_record(event: &KvEvent) -> EventRecord {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    EventRecord { revision: event.revision, kind: event.kind, key: text(&event.key), value: text(&event.value) }
+}
+
 /// The events an apply result reports, in the simulator's form.
 pub fn events_of(result: &ApplyResult) -> Vec<EventRecord> {
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    result
-        .events
-        .iter()
-        .map(|e| EventRecord { revision: e.revision, kind: e.kind, key: text(&e.key), value: text(&e.value) })
-        .collect()
+    result.events.iter().map(event_record).collect()
 }
 
 impl CommittedLog {

@@ -214,6 +214,9 @@ impl Simulator {
                 }
             }
         }
+        if output.snapshot_installed {
+            self.catch_up_watches(id);
+        }
         for message in output.messages {
             self.network.send(self.now_ms, message);
         }
