@@ -8,6 +8,12 @@
 #[cfg(not(madsim))]
 mod cli;
 
+/// mimalloc rather than the system allocator: the node allocates per request and per log entry
+/// on several threads, where mimalloc's thread-local free lists are markedly cheaper.
+#[cfg(not(madsim))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -231,7 +231,8 @@ impl Driver {
                 None
             }
         };
-        if let Some(result) = &result {
+        // No fan-out work at all while nobody watches (the common case under write load).
+        if let Some(result) = result.as_ref().filter(|_| self.events.receiver_count() > 0) {
             for event in &result.events {
                 let _ = self.events.send(event.clone());
             }
