@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::retry::{Failure, OpKind};
 use super::{check_code, ClientError, Consistency, KeelClient, KeyValue, ScanResult};
+use crate::proto::client::batch_request::Request as BatchItem;
 use crate::proto::client::client_response::SuccessResult;
 use crate::proto::client::raft_client_service_client::RaftClientServiceClient;
 use crate::proto::client::write_command::{CompareAndSwap, Delete, Insert, Operation};
@@ -69,15 +70,9 @@ impl KeelClient {
         }
         self.router
             .run(&self.options, OpKind::Read, |endpoint| {
-                let request = self.request(request.clone());
+                let request = request.clone();
                 async move {
-                    let mut service = self.service(&endpoint).await?;
-                    let response = service
-                        .handle_client_read(request)
-                        .await
-                        .map_err(|status| self.status_failure(&endpoint, &status))?
-                        .into_inner();
-                    match success(response)? {
+                    match success(self.call_read(&endpoint, request).await?)? {
                         SuccessResult::ReadData(read) => Ok(read
                             .results
                             .into_iter()
@@ -133,21 +128,39 @@ impl KeelClient {
         };
         self.router
             .run(&self.options, OpKind::Write, |endpoint| {
-                let request = self.request(request.clone());
+                let request = request.clone();
                 async move {
-                    let mut service = self.service(&endpoint).await?;
-                    let response = service
-                        .handle_client_write(request)
-                        .await
-                        .map_err(|status| self.status_failure(&endpoint, &status))?
-                        .into_inner();
-                    match success(response)? {
+                    match success(self.call_write(&endpoint, request).await?)? {
                         SuccessResult::WriteResult(result) => Ok(result.succeeded),
                         SuccessResult::ReadData(_) => Err(Failure::Protocol("a write answered with read data".into())),
                     }
                 }
             })
             .await
+    }
+
+    /// One read attempt at `endpoint`: on its batch stream, or as a unary call.
+    async fn call_read(&self, endpoint: &str, request: ClientReadRequest) -> Result<ClientResponse, Failure> {
+        if self.options.batch_stream {
+            return self.batched(endpoint, BatchItem::Read(request)).await;
+        }
+        let mut service = self.service(endpoint).await?;
+        match service.handle_client_read(self.request(request)).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.status_failure(endpoint, &status)),
+        }
+    }
+
+    /// One write attempt at `endpoint`: on its batch stream, or as a unary call.
+    async fn call_write(&self, endpoint: &str, request: ClientWriteRequest) -> Result<ClientResponse, Failure> {
+        if self.options.batch_stream {
+            return self.batched(endpoint, BatchItem::Write(request)).await;
+        }
+        let mut service = self.service(endpoint).await?;
+        match service.handle_client_write(self.request(request)).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.status_failure(endpoint, &status)),
+        }
     }
 
     /// The client service stub of `endpoint`, connecting if needed.

@@ -26,10 +26,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With [`ClientOptions::batch_stream`] on, writes and reads share one multiplexed `Batch`
+//! stream per node (a Keel extension of the native API, see the `batch` module) instead of one
+//! unary call each: the same requests, answers and retries, at a fraction of the CPU per request
+//! when many tasks share one client.
+//!
 //! The client works in the simulator too: built with `--cfg madsim`, its tokio and tonic are
 //! madsim's.
 
 mod admin;
+mod batch;
 mod error;
 mod kv;
 mod options;
@@ -57,6 +63,8 @@ pub struct KeelClient {
     options: ClientOptions,
     /// Open connections by endpoint URI, made on first use and dropped on a transport failure.
     channels: Mutex<BTreeMap<String, Channel>>,
+    /// With [`ClientOptions::batch_stream`]: the open `Batch` stream of each endpoint.
+    batch_streams: Mutex<BTreeMap<String, std::sync::Arc<batch::BatchStream>>>,
 }
 
 impl KeelClient {
@@ -92,7 +100,12 @@ impl KeelClient {
         if normalized.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        Ok(Self { router: Router::new(normalized), options, channels: Mutex::new(BTreeMap::new()) })
+        Ok(Self {
+            router: Router::new(normalized),
+            options,
+            channels: Mutex::new(BTreeMap::new()),
+            batch_streams: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The endpoints the client was given, as URIs.

@@ -27,6 +27,10 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Largest encoded message sent or accepted.
     pub message_bytes_max: usize,
+    /// Send writes and reads over one multiplexed `Batch` stream per node (Keel extension; the
+    /// node must serve it) instead of one unary call each. Worth it when many tasks share the
+    /// client; the answers, errors and retries are the same. Off by default.
+    pub batch_stream: bool,
 }
 
 impl Default for ClientOptions {
@@ -42,6 +46,7 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             message_bytes_max: 16 << 20,
+            batch_stream: false,
         }
     }
 }

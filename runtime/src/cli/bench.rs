@@ -2,7 +2,9 @@
 //!
 //! `--clients` tasks each send one request, wait for its answer, and send the next, through the
 //! client library (which finds the leader and retries what is safe, as any application would).
-//! The clients are spread round-robin over `--connections` gRPC connections. After `--warmup`,
+//! The clients are spread round-robin over `--connections` gRPC connections; the clients of one
+//! connection multiplex their requests over one `Batch` stream per node (many requests per
+//! message, each with its own outcome), or send one unary call each with `--unary`. After `--warmup`,
 //! every request is timed and its latency recorded in an HDR histogram; the run measures for
 //! `--duration` or until `--requests` requests were sent, and reports the throughput (requests
 //! that succeeded per second of the measured window), the latency percentiles, and the failed
@@ -90,9 +92,14 @@ pub struct BenchArgs {
     /// answered.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub clients: u32,
-    /// gRPC connections the clients are spread over, round-robin (at most one per client).
+    /// gRPC connections the clients are spread over, round-robin (at most one per client). The
+    /// clients of one connection multiplex their requests over one `Batch` stream per node.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_024))]
     pub connections: u32,
+    /// Send one unary call per request (seed 000's calls) instead of multiplexing the requests
+    /// over `Batch` streams.
+    #[arg(long)]
+    pub unary: bool,
     /// How long to measure, after the warm-up: e.g. 10s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration, conflicts_with = "requests")]
     pub duration: Duration,
@@ -220,6 +227,8 @@ pub struct Plan {
     pub clients: usize,
     /// gRPC connections.
     pub connections: usize,
+    /// One unary call per request rather than `Batch` streams.
+    pub unary: bool,
     /// When the measurement ends.
     pub length: Length,
     /// Load before measuring.
@@ -279,6 +288,7 @@ impl Plan {
             consistency: args.consistency,
             clients: args.clients as usize,
             connections: args.connections.min(args.clients) as usize,
+            unary: args.unary,
             length,
             warmup: args.warmup,
             key_size: args.key_size as usize,
@@ -688,6 +698,7 @@ async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Arc<KeelClient
     let options = ClientOptions {
         deadline: plan.timeout,
         request_timeout: ClientOptions::default().request_timeout.min(plan.timeout),
+        batch_stream: !plan.unary,
         ..ClientOptions::default()
     };
     let failure = |error: ClientError| match error {

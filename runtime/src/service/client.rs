@@ -33,6 +33,8 @@
 //!   event with the error. On shutdown the stream ends with the gRPC status `UNAVAILABLE`.
 //! * **WatchMembership** sends the committed `MembershipSnapshot` at once, then one per
 //!   committed configuration change; on shutdown it ends with `UNAVAILABLE`.
+//! * **Batch** (Keel extension) carries many writes and reads over one stream, each with its
+//!   request id and its unary call's semantics; its limits are in `batch.rs`.
 //!
 //! # The resume revision of a lagged watcher
 //!
@@ -49,9 +51,9 @@ use keel::proto::client::client_response::SuccessResult;
 use keel::proto::client::raft_client_service_server::{RaftClientService, RaftClientServiceServer};
 use keel::proto::client::write_command::Operation;
 use keel::proto::client::{
-    ClientReadRequest, ClientResponse, ClientResult, ClientWriteRequest, KvEntry, MembershipSnapshot,
-    ReadConsistencyPolicy, ReadResults, ScanRequest, ScanResponse, WatchEventType, WatchMembershipRequest,
-    WatchRequest, WatchResponse, WriteCommand, WriteResult,
+    BatchRequests, BatchResponses, ClientReadRequest, ClientResponse, ClientResult, ClientWriteRequest, KvEntry,
+    MembershipSnapshot, ReadConsistencyPolicy, ReadResults, ScanRequest, ScanResponse, WatchEventType,
+    WatchMembershipRequest, WatchRequest, WatchResponse, WriteCommand, WriteResult,
 };
 use keel::proto::error::ErrorCode;
 use keel_core::kv::{KvCommand, KvEvent, KvEventKind, KvLimits};
@@ -137,6 +139,20 @@ impl ClientService {
     /// How many watch streams are open.
     pub fn open_watchers(&self) -> usize {
         self.shared.slots.open()
+    }
+
+    /// The service's settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.shared.config
+    }
+
+    /// Serves one `Batch` stream of requests (see `batch.rs`): answers stream back as the
+    /// requests complete, tagged with their ids.
+    pub fn open_batch<S>(&self, requests: S) -> BoxStream<BatchResponses>
+    where
+        S: tonic::codegen::tokio_stream::Stream<Item = Result<BatchRequests, Status>> + Send + Unpin + 'static,
+    {
+        super::batch::open(self.clone(), requests, self.shared.closer.subscribe())
     }
 
     /// Carries out one write; errors are in the answer.
@@ -376,6 +392,15 @@ impl RaftClientService for ClientService {
         _request: Request<WatchMembershipRequest>,
     ) -> Result<Response<Self::WatchMembershipStream>, Status> {
         self.open_membership_watch().map(Response::new)
+    }
+
+    type BatchStream = BoxStream<BatchResponses>;
+
+    async fn batch(
+        &self,
+        request: Request<tonic::Streaming<BatchRequests>>,
+    ) -> Result<Response<Self::BatchStream>, Status> {
+        Ok(Response::new(self.open_batch(request.into_inner())))
     }
 }
 

@@ -21,12 +21,15 @@
 //! [`ServiceConfig::read_keys_max`] keys, at most [`ServiceConfig::watchers_max`] watch streams
 //! are open at once, and each stream has an output buffer of
 //! [`ServiceConfig::watch_output_buffer`] messages. A watcher that falls more than the node's
-//! event buffer (`NodeConfig::watch_buffer_events`) behind is canceled with `WATCH_LAGGED`.
+//! event buffer (`NodeConfig::watch_buffer_events`) behind is canceled with `WATCH_LAGGED`. A
+//! `Batch` stream carries at most [`ServiceConfig::batch_requests_max`] requests per message and
+//! [`ServiceConfig::batch_inflight_max`] in flight (see `batch.rs`).
 //!
 //! All tokio and tonic use goes through `madsim-tokio` / `madsim-tonic`, so the services run
 //! unchanged in the simulator (`--cfg madsim`).
 
 pub mod admin;
+mod batch;
 pub mod client;
 pub mod error;
 
@@ -71,6 +74,12 @@ pub struct ServiceConfig {
     /// Suggested retry delay sent with `OVERLOADED`, in milliseconds. `LEADER_UNKNOWN` and
     /// `UNAVAILABLE` suggest the minimum election timeout instead.
     pub overloaded_retry_after_ms: u64,
+    /// Most requests in one message of a `Batch` stream; a larger message ends the stream with
+    /// `RESOURCE_EXHAUSTED` (`REQUEST_TOO_LARGE`).
+    pub batch_requests_max: usize,
+    /// Most requests in flight on one `Batch` stream; a message that would exceed it ends the
+    /// stream with `RESOURCE_EXHAUSTED` (`OVERLOADED`).
+    pub batch_inflight_max: usize,
 }
 
 impl Default for ServiceConfig {
@@ -83,6 +92,8 @@ impl Default for ServiceConfig {
             watch_output_buffer: 256,
             message_bytes_max: crate::transport::DEFAULT_MESSAGE_BYTES_MAX,
             overloaded_retry_after_ms: 100,
+            batch_requests_max: 1_024,
+            batch_inflight_max: 4_096,
         }
     }
 }
@@ -106,6 +117,8 @@ impl ServiceConfig {
             ("read_keys_max", self.read_keys_max),
             ("watchers_max", self.watchers_max),
             ("watch_output_buffer", self.watch_output_buffer),
+            ("batch_requests_max", self.batch_requests_max),
+            ("batch_inflight_max", self.batch_inflight_max),
         ] {
             if value == 0 {
                 return Err(format!("{name} is 0; give at least 1"));

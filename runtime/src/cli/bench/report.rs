@@ -206,6 +206,7 @@ fn config_json(report: &Report) -> Value {
     }
     config.insert("clients".into(), json!(plan.clients));
     config.insert("connections".into(), json!(plan.connections));
+    config.insert("api".into(), json!(if plan.unary { "unary" } else { "batch" }));
     match plan.length {
         Length::Duration(duration) => config.insert("duration_s".into(), json!(duration.as_secs_f64())),
         Length::Requests(requests) => config.insert("requests".into(), json!(requests)),
@@ -285,7 +286,11 @@ fn render_text(report: &Report) -> String {
         ),
     };
     row("workload", workload);
-    row("clients", format!("{} closed-loop, over {} gRPC connection(s) per node", plan.clients, plan.connections));
+    let api = if plan.unary { "one unary call per request" } else { "multiplexed on a Batch stream" };
+    row(
+        "clients",
+        format!("{} closed-loop, over {} gRPC connection(s) per node, {api}", plan.clients, plan.connections),
+    );
     let warmup = if plan.warmup.is_zero() {
         "no warm-up".to_string()
     } else {
