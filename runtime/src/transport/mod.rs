@@ -3,9 +3,10 @@
 //! Data flow: the node's driver hands each outgoing `keel_core::Message` to
 //! [`PeerTransport::send`], which routes it to the sender task of its destination
 //! ([`sender::PeerSender`], one per peer, with a bounded queue that drops the newest message when
-//! full — Raft tolerates lost messages); the task batches queued messages into one `Deliver` call
-//! with a deadline, one call in flight per peer, so order is preserved. On the receiving side
-//! [`server::PeerService`] decodes each batch ([`convert`]) and queues it for its driver.
+//! full — Raft tolerates lost messages); the task batches queued messages and sends them in order
+//! on one long-lived `Stream` call per peer, acknowledged cumulatively, with a deadline on the
+//! acknowledgements. On the receiving side [`server::PeerService`] decodes each batch
+//! ([`convert`]) and queues it for its driver, waiting for room (backpressure) on a stream.
 //!
 //! All tokio and tonic use goes through `madsim-tokio` / `madsim-tonic`, so the same code runs in
 //! the simulator (`--cfg madsim`), where tasks, timers and the network are simulated.
@@ -13,6 +14,7 @@
 pub mod convert;
 pub mod sender;
 pub mod server;
+mod stream;
 
 #[cfg(all(test, not(madsim)))]
 mod tests;

@@ -4,14 +4,16 @@
 //! full, drops it and counts the drop (Raft tolerates lost messages and retransmits what
 //! matters). The peer's task drains the queue in batches (at most
 //! [`TransportConfig::batch_messages_max`] messages and about
-//! [`TransportConfig::batch_bytes_max`] bytes) and sends each batch in one `RaftPeer.Deliver`
-//! call under a deadline, one call in flight at a time, so messages arrive in send order.
+//! [`TransportConfig::batch_bytes_max`] bytes) and sends the batches, in send order, on one
+//! long-lived `RaftPeer.Stream` call (`stream.rs`): a gRPC call per batch would cost more CPU
+//! than the batch itself under load. Up to `STREAM_WINDOW_BATCHES` batches are in flight; the
+//! receiver acknowledges them cumulatively, and only acknowledged messages count as sent.
 //!
-//! Any failure — connection refused, `UNAVAILABLE`, `CANCELLED`, `DEADLINE_EXCEEDED`, a call
-//! that stalls past the deadline, or the receiver's `RESOURCE_EXHAUSTED` — drops the batch, and
-//! the task waits an exponential backoff with jitter before it tries again (reconnecting unless
-//! the receiver answered). The jitter comes from a [`Rng`] seeded from the node and peer ids, so a
-//! simulation replays the same delays from the same seed.
+//! Any failure — connection refused, `UNAVAILABLE`, `CANCELLED`, a stream that cannot be opened
+//! or acknowledges nothing within the call deadline, or one the receiver ends — drops the batch
+//! being sent and every unacknowledged one, tears the connection down, and the task waits an
+//! exponential backoff with jitter before it reconnects. The jitter comes from a [`Rng`] seeded
+//! from the node and peer ids, so a simulation replays the same delays from the same seed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::convert;
+use super::stream::{Delivered, PeerStream};
 
 /// Default limit on the size of one encoded gRPC message, both ways: well above the default
 /// snapshot chunk (1 MiB) and a full batch of entries.
@@ -103,9 +106,9 @@ pub struct TransportStats {
 /// A copy of the [`TransportStats`] counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransportStatsSnapshot {
-    /// Messages the receiver accepted.
+    /// Messages the receiver acknowledged.
     pub sent: u64,
-    /// Successful `Deliver` calls.
+    /// Batches the receiver acknowledged.
     pub batches: u64,
     /// Messages dropped because the peer's queue was full.
     pub dropped_queue_full: u64,
@@ -167,6 +170,7 @@ impl PeerSender {
             queue: receiver,
             carry: None,
             client: None,
+            stream: None,
             stats: Arc::clone(&stats),
             failures: 0,
         };
@@ -206,22 +210,20 @@ impl Drop for PeerSender {
 
 /// Why a batch was not delivered. Only the code and text of a gRPC status are kept.
 #[derive(Debug)]
-enum CallError {
+pub(crate) enum CallError {
     /// The address does not form a valid URI.
     InvalidAddress(String),
     /// The connection could not be established.
     Connect(String),
-    /// The whole call (connecting included) exceeded the deadline.
+    /// The peer did not answer within the deadline (opening the stream, or acknowledging).
     Timeout,
     /// The call failed with a gRPC status.
     Status { code: Code, message: String },
 }
 
-impl CallError {
-    /// Whether the connection is still known to work: the receiver answered, only refused the
-    /// batch (overloaded, or a message it could not decode).
-    fn keeps_connection(&self) -> bool {
-        matches!(self, Self::Status { code: Code::ResourceExhausted | Code::InvalidArgument, .. })
+impl From<tonic::Status> for CallError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status { code: status.code(), message: status.message().to_owned() }
     }
 }
 
@@ -247,31 +249,76 @@ struct SenderTask {
     carry: Option<Message>,
     /// The open connection, if any.
     client: Option<RaftPeerClient<Channel>>,
+    /// The open stream on it, if any.
+    stream: Option<PeerStream>,
     stats: Arc<TransportStats>,
     rng: Rng,
     /// Consecutive failed calls.
     failures: u32,
 }
 
+/// What woke a sender task.
+enum Step {
+    /// A batch to send, or `None` once the queue is closed.
+    Batch(Option<Vec<Message>>),
+    /// An acknowledgement, or the end of the stream.
+    Acknowledged(Result<Delivered, CallError>),
+}
+
 impl SenderTask {
     async fn run(mut self) {
-        while let Some(batch) = self.next_batch().await {
-            let count = batch.len() as u64;
-            match self.deliver(&batch).await {
-                Ok(()) => {
-                    self.stats.sent.fetch_add(count, Ordering::Relaxed);
-                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.config.call_timeout();
+        loop {
+            let taking = self.stream.as_ref().is_none_or(|stream| !stream.is_full());
+            let step = tokio::select! {
+                batch = next_batch(&mut self.queue, &mut self.carry, &self.config), if taking => Step::Batch(batch),
+                delivered = acknowledged(&mut self.stream, timeout), if self.stream.is_some() => {
+                    Step::Acknowledged(delivered)
+                }
+            };
+            match step {
+                Step::Batch(None) => break,
+                Step::Batch(Some(batch)) => self.send(batch).await,
+                Step::Acknowledged(Ok(delivered)) => {
+                    self.stats.sent.fetch_add(delivered.messages, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(delivered.batches, Ordering::Relaxed);
                     if self.failures > 0 {
                         tracing::info!(node = self.node_id, peer = self.peer_id, "peer reachable again");
                     }
                     self.failures = 0;
                 }
-                Err(error) => self.back_off(count, &error).await,
+                Step::Acknowledged(Err(error)) => self.fail_stream(error).await,
             }
         }
     }
 
-    /// Counts the dropped batch and waits before the next attempt.
+    /// Sends `batch` on the stream, opening it (and connecting) first if needed.
+    async fn send(&mut self, batch: Vec<Message>) {
+        let count = batch.len() as u64;
+        let stream = match self.stream.as_mut() {
+            Some(stream) => stream,
+            None => match self.open().await {
+                Ok(stream) => self.stream.insert(stream),
+                Err(error) => return self.back_off(count, &error).await,
+            },
+        };
+        let wire = RaftMessageBatch { messages: batch.iter().map(convert::message_to_wire).collect() };
+        if let Err(error) = stream.send(wire, count) {
+            // Not handed over: dropped with the stream's unacknowledged messages.
+            self.stats.dropped_send_failed.fetch_add(count, Ordering::Relaxed);
+            self.fail_stream(error).await;
+        }
+    }
+
+    /// Tears the stream and its connection down, counting its unacknowledged messages as
+    /// dropped, and waits before the next attempt.
+    async fn fail_stream(&mut self, error: CallError) {
+        let lost = self.stream.take().map_or(0, |stream| stream.unacked_messages());
+        self.client = None;
+        self.back_off(lost, &error).await;
+    }
+
+    /// Counts the dropped messages and the failed call, and waits before the next attempt.
     async fn back_off(&mut self, count: u64, error: &CallError) {
         self.stats.dropped_send_failed.fetch_add(count, Ordering::Relaxed);
         self.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
@@ -286,74 +333,66 @@ impl SenderTask {
         tokio::time::sleep(delay).await;
     }
 
-    /// The next batch in queue order, or `None` once the queue is closed and empty.
-    async fn next_batch(&mut self) -> Option<Vec<Message>> {
-        let first = match self.carry.take() {
-            Some(message) => message,
-            None => self.queue.recv().await?,
-        };
-        let mut bytes = approx_bytes(&first);
-        let mut batch = vec![first];
-        while batch.len() < self.config.batch_messages_max {
-            let Ok(next) = self.queue.try_recv() else { break };
-            let size = approx_bytes(&next);
-            if bytes.saturating_add(size) > self.config.batch_bytes_max {
-                self.carry = Some(next);
-                break;
-            }
-            bytes += size;
-            batch.push(next);
-        }
-        Some(batch)
-    }
-
-    /// One `Deliver` call, connecting first if needed, all under the call deadline.
-    async fn deliver(&mut self, batch: &[Message]) -> Result<(), CallError> {
+    /// Opens the stream, connecting first if needed, each under the call deadline.
+    async fn open(&mut self) -> Result<PeerStream, CallError> {
         let timeout = self.config.call_timeout();
-        let request = RaftMessageBatch { messages: batch.iter().map(convert::message_to_wire).collect() };
-        // On a timeout the client is dropped with the future: the next batch reconnects.
-        let client = self.client.take();
-        let result = tokio::time::timeout(timeout, self.call(client, request, timeout)).await;
-        let (client, outcome) = result.unwrap_or((None, Err(CallError::Timeout)));
-        if outcome.as_ref().map_or_else(CallError::keeps_connection, |()| true) {
-            self.client = client;
-        }
-        outcome
-    }
-
-    /// Connects when `client` is `None`, then calls. Returns the client for reuse.
-    async fn call(
-        &self,
-        client: Option<RaftPeerClient<Channel>>,
-        batch: RaftMessageBatch,
-        timeout: Duration,
-    ) -> (Option<RaftPeerClient<Channel>>, Result<(), CallError>) {
-        let mut client = match client {
+        let mut client = match self.client.take() {
             Some(client) => client,
-            None => match self.connect(timeout).await {
-                Ok(client) => client,
-                Err(error) => return (None, Err(error)),
-            },
+            None => tokio::time::timeout(timeout, connect(&self.address, &self.config))
+                .await
+                .map_err(|_| CallError::Timeout)??,
         };
-        let mut request = tonic::Request::new(batch);
-        // Tells the receiver the deadline (and makes real tonic and madsim enforce it too).
-        request.set_timeout(timeout);
-        let outcome = match client.deliver(request).await {
-            Ok(_) => Ok(()),
-            Err(status) => Err(CallError::Status { code: status.code(), message: status.message().to_owned() }),
-        };
-        (Some(client), outcome)
+        let stream = PeerStream::open(&mut client, timeout).await?;
+        self.client = Some(client);
+        Ok(stream)
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<RaftPeerClient<Channel>, CallError> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
-            .map_err(|error| CallError::InvalidAddress(error.to_string()))?
-            .connect_timeout(timeout);
-        let channel = endpoint.connect().await.map_err(|error| CallError::Connect(error.to_string()))?;
-        Ok(RaftPeerClient::new(channel)
-            .max_decoding_message_size(self.config.message_bytes_max)
-            .max_encoding_message_size(self.config.message_bytes_max))
+}
+
+/// Connects to the peer at `address` (a free function: the task holds a stream that is not
+/// `Sync` under madsim, so no `&SenderTask` may live across an await).
+async fn connect(address: &str, config: &TransportConfig) -> Result<RaftPeerClient<Channel>, CallError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| CallError::InvalidAddress(error.to_string()))?
+        .connect_timeout(config.call_timeout());
+    let channel = endpoint.connect().await.map_err(|error| CallError::Connect(error.to_string()))?;
+    Ok(RaftPeerClient::new(channel)
+        .max_decoding_message_size(config.message_bytes_max)
+        .max_encoding_message_size(config.message_bytes_max))
+}
+
+/// The next acknowledgement of `stream` (never, without one).
+async fn acknowledged(stream: &mut Option<PeerStream>, timeout: Duration) -> Result<Delivered, CallError> {
+    match stream {
+        Some(stream) => stream.acknowledged(timeout).await,
+        None => std::future::pending().await,
     }
+}
+
+/// The next batch in queue order, or `None` once the queue is closed and empty. Cancel-safe:
+/// it waits only for the first message.
+async fn next_batch(
+    queue: &mut mpsc::Receiver<Message>,
+    carry: &mut Option<Message>,
+    config: &TransportConfig,
+) -> Option<Vec<Message>> {
+    let first = match carry.take() {
+        Some(message) => message,
+        None => queue.recv().await?,
+    };
+    let mut bytes = approx_bytes(&first);
+    let mut batch = vec![first];
+    while batch.len() < config.batch_messages_max {
+        let Ok(next) = queue.try_recv() else { break };
+        let size = approx_bytes(&next);
+        if bytes.saturating_add(size) > config.batch_bytes_max {
+            *carry = Some(next);
+            break;
+        }
+        bytes += size;
+        batch.push(next);
+    }
+    Some(batch)
 }
 
 /// Seed of a sender's backoff jitter: distinct per (node, peer) pair, fixed across runs.

@@ -5,12 +5,20 @@
 //! node, and hands the batch to the driver through a bounded queue without waiting: when the
 //! queue is full the call fails with `RESOURCE_EXHAUSTED` and the sender drops the batch (Raft
 //! tolerates lost messages). The call returns as soon as the batch is queued.
+//!
+//! `Stream`, the long-lived form senders use, runs one task per call: it decodes each batch the
+//! same way, waits for room in the driver's queue (backpressure through HTTP/2 flow control
+//! rather than drops), and publishes the count of batches queued on a `watch` channel that the
+//! answer stream turns into cumulative `StreamAck`s (so acknowledgements coalesce and never
+//! queue). A malformed or misaddressed batch ends the call with `INVALID_ARGUMENT`, none of its
+//! messages queued; a stopped node ends it with `UNAVAILABLE`.
 
 use keel::proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
-use keel::proto::raft::{DeliverResponse, RaftMessageBatch};
+use keel::proto::raft::{DeliverResponse, RaftMessageBatch, StreamAck};
 use keel_core::{Message, NodeId};
-use tokio::sync::mpsc;
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, watch};
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, DecodeError};
 pub use super::sender::DEFAULT_MESSAGE_BYTES_MAX;
@@ -75,8 +83,69 @@ pub fn decode_batch(node_id: NodeId, batch: RaftMessageBatch) -> Result<Vec<Mess
         .collect()
 }
 
+/// What a `Stream` call's receiving task reports to its answer stream.
+#[derive(Clone, Debug)]
+enum Progress {
+    /// This many batches are queued for the node.
+    Queued(u64),
+    /// The call ends with this status.
+    Ended(Status),
+}
+
+impl PeerService {
+    /// Queues every batch of `batches` in order, publishing progress, until the stream ends or
+    /// a batch is refused.
+    async fn receive(self, mut batches: Streaming<RaftMessageBatch>, progress: watch::Sender<Progress>) {
+        let mut queued = 0u64;
+        let ended = loop {
+            let batch = match batches.message().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) | Err(_) => return,
+            };
+            let messages = match decode_batch(self.node_id, batch) {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(node = self.node_id, %error, "peer stream refused");
+                    break Status::invalid_argument(error.to_string());
+                }
+            };
+            if !messages.is_empty() && self.inbound.send(messages).await.is_err() {
+                break Status::unavailable("node is shutting down");
+            }
+            queued += 1;
+            progress.send_replace(Progress::Queued(queued));
+        };
+        progress.send_replace(Progress::Ended(ended));
+    }
+}
+
+/// The answer stream of a `Stream` call: the latest progress each time it changes.
+fn acknowledgements(progress: watch::Receiver<Progress>) -> BoxStream<StreamAck> {
+    let stream = futures_util::stream::unfold(Some(progress), |progress| async move {
+        let mut progress = progress?;
+        progress.changed().await.ok()?;
+        let current = progress.borrow_and_update().clone();
+        match current {
+            Progress::Queued(batches) => Some((Ok(StreamAck { batches }), Some(progress))),
+            Progress::Ended(status) => Some((Err(status), None)),
+        }
+    });
+    Box::pin(stream)
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
+    type StreamStream = BoxStream<StreamAck>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let (progress, watcher) = watch::channel(Progress::Queued(0));
+        tokio::spawn(self.clone().receive(request.into_inner(), progress));
+        Ok(Response::new(acknowledgements(watcher)))
+    }
+
     async fn deliver(&self, request: Request<RaftMessageBatch>) -> Result<Response<DeliverResponse>, Status> {
         let messages = match decode_batch(self.node_id, request.into_inner()) {
             Ok(messages) => messages,

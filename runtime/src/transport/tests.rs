@@ -173,7 +173,7 @@ async fn a_stalled_peer_fails_the_call_at_the_deadline() {
 }
 
 #[tokio::test]
-async fn a_full_inbound_queue_answers_resource_exhausted() {
+async fn a_full_inbound_queue_refuses_deliver_and_holds_a_stream_back() {
     let (addr, mut inbound, _server) = serve(2, any_port(), 1);
     let mut client = RaftPeerClient::connect(format!("http://{addr}")).await.expect("connect");
     let batch = || RaftMessageBatch { messages: vec![convert::message_to_wire(&heartbeat(1, 2, 0))] };
@@ -182,14 +182,37 @@ async fn a_full_inbound_queue_answers_resource_exhausted() {
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(status.message(), "inbound queue full; retry later");
 
-    // A sender counts the refused batch as dropped.
+    // A sender's stream waits for room instead of dropping: its batch arrives, in order, once
+    // the driver has drained the queue.
     let stats = Arc::new(TransportStats::default());
     let sender = PeerSender::spawn(1, 2, addr.to_string(), &fast_config(), Arc::clone(&stats));
     assert!(sender.send(heartbeat(1, 2, 1)));
-    wait_until(|| stats.snapshot().dropped_send_failed == 1).await;
-
     assert_eq!(inbound.recv().await, Some(vec![heartbeat(1, 2, 0)]));
+    assert_eq!(inbound.recv().await, Some(vec![heartbeat(1, 2, 1)]));
+    wait_until(|| stats.snapshot().sent == 1).await;
+    assert_eq!((stats.snapshot().dropped_send_failed, stats.snapshot().failed_calls), (0, 0));
     client.deliver(batch()).await.expect("accepted again once the driver has drained the queue");
+}
+
+#[tokio::test]
+async fn a_malformed_batch_on_a_stream_ends_it_with_invalid_argument() {
+    let (addr, mut inbound, _server) = serve(2, any_port(), 16);
+    let mut client = RaftPeerClient::connect(format!("http://{addr}")).await.expect("connect");
+    let good = convert::message_to_wire(&heartbeat(1, 2, 0));
+    let malformed = RaftMessage { body: None, ..good.clone() };
+    let batches =
+        vec![RaftMessageBatch { messages: vec![good.clone()] }, RaftMessageBatch { messages: vec![good, malformed] }];
+    let mut acks = client.stream(futures_util::stream::iter(batches)).await.expect("the stream opens").into_inner();
+    let status = loop {
+        match acks.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream must end with a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(inbound.recv().await, Some(vec![heartbeat(1, 2, 0)]), "the batch before it was queued");
+    assert!(inbound.try_recv().is_err(), "nothing of the malformed batch was queued");
 }
 
 #[tokio::test]
