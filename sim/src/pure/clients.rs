@@ -283,18 +283,28 @@ impl Simulator {
     }
 
     /// `node` installed a snapshot, skipping the entries it covers: its open watch streams
-    /// catch up from the restored store's history, after the last revision each delivered.
+    /// catch up from the restored store's history, after the last revision each delivered. A
+    /// stream whose missed events were compacted away ends there (as etcd cancels such a watch).
     pub(crate) fn catch_up_watches(&mut self, node: NodeId) {
+        let mut compacted = Vec::new();
         let store = &self.nodes[&node].kv;
-        for client in &self.clients {
+        for (index, client) in self.clients.iter().enumerate() {
             let Stage::Watching(at, stream) = client.stage else { continue };
             if at != node {
                 continue;
             }
             let watch = &mut self.recorder.watches[stream];
             let after = watch.events.last().map_or(watch.after_revision, |e| e.revision);
-            let Ok(missed) = store.watch(after) else { continue };
-            watch.events.extend(missed.map(|e| event_record(&e)).filter(|e| e.key.starts_with(&watch.prefix)));
+            match store.watch(after) {
+                Ok(missed) => {
+                    watch.events.extend(missed.map(|e| event_record(&e)).filter(|e| e.key.starts_with(&watch.prefix)))
+                }
+                Err(_) => compacted.push((index, stream, after)),
+            }
+        }
+        for (index, stream, through) in compacted {
+            self.recorder.watches[stream].covered_through = Some(through);
+            self.finish(index, EventType::Ok, None);
         }
     }
 

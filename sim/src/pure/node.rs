@@ -50,6 +50,9 @@ pub struct NodeOutput {
     pub snapshot_installed: bool,
 }
 
+/// Revisions of history a leader keeps when it compacts the store.
+pub const REVISIONS_KEPT: u64 = 200;
+
 /// One simulated node.
 #[derive(Debug)]
 pub struct SimNode {
@@ -168,6 +171,19 @@ impl SimNode {
         }
         let command = KvCommand::Expire { now_ms: cutoff };
         self.raft.as_mut()?.propose(envelope::encode(wall, &command)).ok()
+    }
+
+    /// Leader: proposes a compaction of the store's history once more than twice
+    /// [`REVISIONS_KEPT`] revisions are held, keeping the latest [`REVISIONS_KEPT`]; this bounds
+    /// snapshots, as an operator's periodic compaction does.
+    pub fn maybe_propose_compaction(&mut self, true_ms: u64) -> Option<LogId> {
+        let (current, compacted) = (self.kv.current_revision(), self.kv.compacted_revision());
+        if self.role() != Some(Role::Leader) || current < compacted + 2 * REVISIONS_KEPT {
+            return None;
+        }
+        let command = KvCommand::Compact { revision: current - REVISIONS_KEPT };
+        let stamp = self.clock.wall_ms(true_ms);
+        self.raft.as_mut()?.propose(envelope::encode(stamp, &command)).ok()
     }
 
     /// Completes the disk syncs due at `true_ms` and reports durability to the core.

@@ -180,6 +180,7 @@ impl Simulator {
             if let Some(log_id) = node.maybe_propose_expiry(now) {
                 expiries.push(log_id);
             }
+            node.maybe_propose_compaction(now);
         }
         for log_id in expiries {
             self.trace.record("expire-proposed", now, &[log_id.term, log_id.index], String::new);
