@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::envelope;
 use super::handle::{ClientError, NodeStatus, PeerStatus, ReadConsistency, Reply, Request};
-use super::storage_worker::{StorageWorker, WorkerEvent};
+use super::storage_worker::{StorageWorker, WorkerState};
 use super::{MessageSink, NodeConfig, NodeError};
 use crate::clock::Clock;
 
@@ -43,7 +43,7 @@ pub(crate) struct Driver {
     pub kv: KvStore,
     pub clock: Arc<dyn Clock>,
     pub storage: StorageWorker,
-    pub storage_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    pub storage_events: watch::Receiver<WorkerState>,
     pub sink: Box<dyn MessageSink>,
     pub requests: mpsc::Receiver<Request>,
     pub inbound: mpsc::Receiver<Vec<Message>>,
@@ -55,8 +55,11 @@ pub(crate) struct Driver {
     waiting: BTreeMap<Index, (u64, u64, Waiter, u64)>,
     reads: BTreeMap<u64, ReadWaiter>,
     next_read_id: u64,
-    last_snapshot_index: Index,
+    /// The applied index at which the next snapshot is taken (staggered per node, see
+    /// [`first_snapshot_index`]).
+    next_snapshot_index: Index,
     next_expire_ms: u64,
+    next_history_compaction_ms: u64,
     peers_known: Option<Membership>,
 }
 
@@ -67,13 +70,13 @@ impl Driver {
         raft: RaftNode,
         kv: KvStore,
         clock: Arc<dyn Clock>,
-        storage: (StorageWorker, mpsc::UnboundedReceiver<WorkerEvent>),
+        storage: (StorageWorker, watch::Receiver<WorkerState>),
         sink: Box<dyn MessageSink>,
         channels: (mpsc::Receiver<Request>, mpsc::Receiver<Vec<Message>>),
         broadcast: (broadcast::Sender<keel_core::kv::KvEvent>, watch::Sender<(Index, Membership)>),
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let last_snapshot_index = raft.first_log_index().saturating_sub(1);
+        let next_snapshot_index = first_snapshot_index(&config, raft.first_log_index().saturating_sub(1));
         Self {
             config,
             raft,
@@ -90,8 +93,9 @@ impl Driver {
             waiting: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_read_id: 1,
-            last_snapshot_index,
+            next_snapshot_index,
             next_expire_ms: 0,
+            next_history_compaction_ms: 0,
             peers_known: None,
         }
     }
@@ -105,7 +109,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
-                Some(event) = self.storage_events.recv() => self.on_storage_event(event)?,
+                Ok(()) = self.storage_events.changed() => self.on_storage_event()?,
                 Some(batch) = self.inbound.recv() => self.on_peer_batch(batch),
                 Some(request) = self.requests.recv() => self.on_request(request),
                 _ = ticker.tick() => self.on_tick(),
@@ -120,8 +124,8 @@ impl Driver {
     /// Takes further queued inputs without waiting, so that one `Ready` covers them all.
     fn drain_inputs(&mut self) -> Result<(), NodeError> {
         for _ in 0..self.config.batch_inputs_max {
-            if let Ok(event) = self.storage_events.try_recv() {
-                self.on_storage_event(event)?;
+            if self.storage_events.has_changed().unwrap_or(false) {
+                self.on_storage_event()?;
             } else if let Ok(batch) = self.inbound.try_recv() {
                 self.on_peer_batch(batch);
             } else if let Ok(request) = self.requests.try_recv() {
@@ -133,14 +137,15 @@ impl Driver {
         Ok(())
     }
 
-    fn on_storage_event(&mut self, event: WorkerEvent) -> Result<(), NodeError> {
-        match event {
-            WorkerEvent::Persisted(log_id) => {
-                self.raft.persisted(log_id);
-                Ok(())
-            }
-            WorkerEvent::Failed(error) => Err(NodeError::Storage(error.to_string())),
-        }
+    /// Takes the storage worker's latest report.
+    fn on_storage_event(&mut self) -> Result<(), NodeError> {
+        let report = match &*self.storage_events.borrow_and_update() {
+            WorkerState::Started => return Ok(()),
+            WorkerState::Persisted(log_id) => Ok(*log_id),
+            WorkerState::Failed(error) => Err(NodeError::Storage(error.to_string())),
+        };
+        self.raft.persisted(report?);
+        Ok(())
     }
 
     fn on_peer_batch(&mut self, batch: Vec<Message>) {
@@ -154,6 +159,7 @@ impl Driver {
         self.raft.tick(now);
         self.expire_waiters(now);
         self.propose_expiry();
+        self.propose_history_compaction();
     }
 
     /// Carries out the core's effects in the contract's order.
@@ -173,7 +179,7 @@ impl Driver {
             self.install_snapshot(snapshot).await?;
         }
         if let Some(write) = ready.log_write {
-            self.storage.append(write).map_err(NodeError::Storage)?;
+            self.storage.append(write).await.map_err(NodeError::Storage)?;
         }
         for message in ready.messages {
             self.sink.send(message);
@@ -189,7 +195,7 @@ impl Driver {
         metrics::gauge!(crate::metrics::TERM).set(self.raft.term() as f64);
         metrics::gauge!(crate::metrics::COMMIT_INDEX).set(self.raft.commit_index() as f64);
         metrics::gauge!(crate::metrics::APPLIED_INDEX).set(self.raft.applied_index() as f64);
-        self.maybe_snapshot()?;
+        self.maybe_snapshot().await?;
         self.sync_peers();
         Ok(())
     }
@@ -201,7 +207,7 @@ impl Driver {
         let last_included = snapshot.meta.last_included;
         self.storage.install_snapshot(snapshot).await.map_err(NodeError::Storage)?;
         self.kv = kv;
-        self.last_snapshot_index = last_included.index;
+        self.next_snapshot_index = last_included.index + self.config.snapshot_interval_entries;
         self.raft.snapshot_installed(last_included);
         self.publish_membership();
         Ok(())
@@ -295,9 +301,9 @@ impl Driver {
         self.sink.set_peers(peers);
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
+    async fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let applied = self.raft.applied_index();
-        if applied < self.last_snapshot_index + self.config.snapshot_interval_entries {
+        if applied < self.next_snapshot_index {
             return Ok(());
         }
         let data = self.kv.snapshot();
@@ -308,8 +314,8 @@ impl Driver {
                 return Ok(());
             }
         };
-        self.last_snapshot_index = applied;
-        self.storage.compact(keel_core::Snapshot { meta, data }).map_err(NodeError::Storage)
+        self.next_snapshot_index = applied + self.config.snapshot_interval_entries;
+        self.storage.compact(keel_core::Snapshot { meta, data }).await.map_err(NodeError::Storage)
     }
 
     /// Leader: proposes the deletion of expired keys through the log, stamped with this
@@ -327,6 +333,27 @@ impl Driver {
         let command = KvCommand::Expire { now_ms: cutoff };
         if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
             tracing::debug!("expiry not proposed: {error}");
+        }
+    }
+
+    /// Leader: once the store keeps more than twice `history_retention_revisions` revisions of
+    /// history, proposes compacting it down to the latest `history_retention_revisions`, through
+    /// the log so that every replica compacts at the same point. Without it the history (and so
+    /// every snapshot) would grow with every write forever.
+    fn propose_history_compaction(&mut self) {
+        let now = self.clock.now_ms();
+        let retention = self.config.history_retention_revisions;
+        if retention == 0 || self.raft.role() != Role::Leader || now < self.next_history_compaction_ms {
+            return;
+        }
+        self.next_history_compaction_ms = now + self.config.expire_interval_ms;
+        let current = self.kv.current_revision();
+        if current.saturating_sub(self.kv.compacted_revision()) <= retention.saturating_mul(2) {
+            return;
+        }
+        let command = KvCommand::Compact { revision: current - retention };
+        if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
+            tracing::debug!("history compaction not proposed: {error}");
         }
     }
 
@@ -486,6 +513,16 @@ impl Driver {
             has_quorum,
         }
     }
+}
+
+/// The applied index of a node's first snapshot after `base`: one interval later, plus a
+/// quarter interval per step of `id % 4`, so that the nodes of a cluster, which apply the same
+/// entries at about the same time, do not all snapshot (and compact their logs) at once. Later
+/// snapshots follow every interval, keeping the offsets.
+fn first_snapshot_index(config: &NodeConfig, base: Index) -> Index {
+    let interval = config.snapshot_interval_entries;
+    let stagger = interval / 4 * (u64::from(config.raft.id) % 4);
+    base + interval + stagger
 }
 
 /// Maps a core refusal to the client's error.

@@ -50,8 +50,15 @@ pub struct NodeConfig {
     pub batch_inputs_max: usize,
     /// Deadline of a client request.
     pub request_timeout_ms: u64,
-    /// A snapshot is taken (and the log compacted) every this many applied entries.
+    /// A snapshot is taken (and the log compacted) every this many applied entries; a node's
+    /// first one comes a quarter interval later per step of `id % 4`, so that the nodes of a
+    /// cluster do not all snapshot at once.
     pub snapshot_interval_entries: u64,
+    /// Revisions of key-value history kept for reads at a past revision and watches from one:
+    /// the leader proposes a compaction down to the latest this many once twice as many have
+    /// accumulated (checked every `expire_interval_ms`). 0 keeps the whole history (it, and
+    /// every snapshot, then grow with every write).
+    pub history_retention_revisions: u64,
     /// How often the leader checks for expired keys.
     pub expire_interval_ms: u64,
     /// Bound on the wall-clock offset between nodes; subtracted from expiry times so that keys
@@ -75,6 +82,7 @@ impl NodeConfig {
             batch_inputs_max: 4_096,
             request_timeout_ms: 5_000,
             snapshot_interval_entries: 100_000,
+            history_retention_revisions: 10_000,
             expire_interval_ms: 1_000,
             clock_offset_ms_max: 500,
             watch_buffer_events: 4_096,

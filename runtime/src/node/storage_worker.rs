@@ -7,13 +7,20 @@
 //! when their acknowledgement arrives. A storage error is fatal: the worker reports it and stops,
 //! because retrying a failed fsync can silently lose data.
 //!
+//! Bounds, and why they cannot deadlock: the driver queues operations on a channel of
+//! [`OPERATIONS_QUEUED_MAX`]; when it is full the driver waits for room (backpressure: a disk that
+//! falls that far behind slows the node down instead of queueing without bound). The worker
+//! reports back through a `watch` channel holding only its latest [`WorkerState`] (durable log
+//! ids coalesce: the latest covers the earlier ones), so it never waits for the driver, and the
+//! driver waiting for the worker always ends.
+//!
 //! In production the worker is an OS thread (fjall blocks); under `--cfg madsim` it is a task,
 //! since the simulated storage never blocks and madsim forbids OS threads.
 
 use std::sync::Arc;
 
 use keel_core::{HardState, LogId, LogWrite, Snapshot};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 
@@ -22,14 +29,23 @@ use crate::storage::{Storage, StorageError};
 /// Most operations carried out before one sync (bounds the latency of a group commit).
 const GROUP_OPERATIONS_MAX: usize = 1_024;
 
-/// What the worker reports to the driver on its own.
-#[derive(Debug)]
-pub enum WorkerEvent {
-    /// Every log write issued so far is durable up to this log id.
+/// Operations queued for the worker at most; the driver waits for room beyond.
+pub const OPERATIONS_QUEUED_MAX: usize = 4_096;
+
+/// What the worker reports to the driver on its own: only the latest state is kept.
+#[derive(Debug, Default)]
+pub enum WorkerState {
+    /// Nothing made durable since the start.
+    #[default]
+    Started,
+    /// Every log write issued before the last sync is durable up to this log id.
     Persisted(LogId),
     /// Storage failed; the node must stop.
     Failed(StorageError),
 }
+
+/// The worker's side of the report channel.
+type Reports = watch::Sender<WorkerState>;
 
 enum Operation {
     HardState(HardState, oneshot::Sender<Result<(), String>>),
@@ -40,49 +56,48 @@ enum Operation {
 
 /// The driver's handle on the worker.
 pub struct StorageWorker {
-    operations: mpsc::UnboundedSender<Operation>,
+    operations: mpsc::Sender<Operation>,
 }
 
 impl StorageWorker {
     /// Starts the worker; its events arrive on the returned receiver.
     /// Sync latency is measured on `clock` (the runtime's clock port).
-    pub fn start(
-        storage: Box<dyn Storage + Send>,
-        clock: Arc<dyn Clock>,
-    ) -> (Self, mpsc::UnboundedReceiver<WorkerEvent>) {
-        let (operations, receiver) = mpsc::unbounded_channel();
-        let (events, events_rx) = mpsc::unbounded_channel();
-        spawn_worker(storage, receiver, events, clock);
-        (Self { operations }, events_rx)
+    pub fn start(storage: Box<dyn Storage + Send>, clock: Arc<dyn Clock>) -> (Self, watch::Receiver<WorkerState>) {
+        let (operations, receiver) = mpsc::channel(OPERATIONS_QUEUED_MAX);
+        let (reports, reports_rx) = watch::channel(WorkerState::Started);
+        spawn_worker(storage, receiver, reports, clock);
+        (Self { operations }, reports_rx)
     }
 
     /// Writes and syncs the hard state (and everything issued before it). The error is the
     /// storage failure's message; the node must stop.
     pub async fn save_hard_state(&self, hard_state: HardState) -> Result<(), String> {
         let (reply, done) = oneshot::channel();
-        self.send(Operation::HardState(hard_state, reply))?;
+        self.send(Operation::HardState(hard_state, reply)).await?;
         done.await.map_err(|_| stopped())?
     }
 
     /// Installs a snapshot received from the leader, durably.
     pub async fn install_snapshot(&self, snapshot: Snapshot) -> Result<(), String> {
         let (reply, done) = oneshot::channel();
-        self.send(Operation::Install(snapshot, reply))?;
+        self.send(Operation::Install(snapshot, reply)).await?;
         done.await.map_err(|_| stopped())?
     }
 
-    /// Queues a log write; its durability is reported as [`WorkerEvent::Persisted`].
-    pub fn append(&self, write: LogWrite) -> Result<(), String> {
-        self.send(Operation::Append(write))
+    /// Queues a log write, waiting while the queue is full; its durability is reported as
+    /// [`WorkerState::Persisted`].
+    pub async fn append(&self, write: LogWrite) -> Result<(), String> {
+        self.send(Operation::Append(write)).await
     }
 
-    /// Queues a compaction after `snapshot_taken` (failures arrive as [`WorkerEvent::Failed`]).
-    pub fn compact(&self, snapshot: Snapshot) -> Result<(), String> {
-        self.send(Operation::Compact(snapshot))
+    /// Queues a compaction after `snapshot_taken`, waiting while the queue is full (failures
+    /// arrive as [`WorkerState::Failed`]).
+    pub async fn compact(&self, snapshot: Snapshot) -> Result<(), String> {
+        self.send(Operation::Compact(snapshot)).await
     }
 
-    fn send(&self, operation: Operation) -> Result<(), String> {
-        self.operations.send(operation).map_err(|_| stopped())
+    async fn send(&self, operation: Operation) -> Result<(), String> {
+        self.operations.send(operation).await.map_err(|_| stopped())
     }
 }
 
@@ -91,12 +106,7 @@ fn stopped() -> String {
 }
 
 /// Carries out a group of operations, then syncs once if any log write was issued.
-fn run_group(
-    storage: &mut dyn Storage,
-    group: Vec<Operation>,
-    events: &mpsc::UnboundedSender<WorkerEvent>,
-    clock: &dyn Clock,
-) -> bool {
+fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, reports: &Reports, clock: &dyn Clock) -> bool {
     let mut appended = 0u64;
     for operation in group {
         let result = match operation {
@@ -117,7 +127,7 @@ fn run_group(
             Operation::Compact(snapshot) => storage.compact(&snapshot),
         };
         if let Err(error) = result {
-            let _ = events.send(WorkerEvent::Failed(error));
+            reports.send_replace(WorkerState::Failed(error));
             return false;
         }
     }
@@ -129,10 +139,10 @@ fn run_group(
         metrics::histogram!(crate::metrics::SYNC_BATCH_WRITES).record(appended as f64);
         match synced {
             Ok(log_id) => {
-                let _ = events.send(WorkerEvent::Persisted(log_id));
+                reports.send_replace(WorkerState::Persisted(log_id));
             }
             Err(error) => {
-                let _ = events.send(WorkerEvent::Failed(error));
+                reports.send_replace(WorkerState::Failed(error));
                 return false;
             }
         }
@@ -140,7 +150,7 @@ fn run_group(
     true
 }
 
-fn drain(first: Operation, receiver: &mut mpsc::UnboundedReceiver<Operation>) -> Vec<Operation> {
+fn drain(first: Operation, receiver: &mut mpsc::Receiver<Operation>) -> Vec<Operation> {
     let mut group = vec![first];
     while group.len() < GROUP_OPERATIONS_MAX {
         match receiver.try_recv() {
@@ -154,38 +164,73 @@ fn drain(first: Operation, receiver: &mut mpsc::UnboundedReceiver<Operation>) ->
 #[cfg(not(madsim))]
 fn spawn_worker(
     mut storage: Box<dyn Storage + Send>,
-    mut receiver: mpsc::UnboundedReceiver<Operation>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    mut receiver: mpsc::Receiver<Operation>,
+    reports: Reports,
     clock: Arc<dyn Clock>,
 ) {
-    let thread_events = events.clone();
+    let thread_reports = reports.clone();
     let spawned = std::thread::Builder::new().name("keel-storage".into()).spawn(move || {
         while let Some(first) = receiver.blocking_recv() {
             let group = drain(first, &mut receiver);
-            if !run_group(storage.as_mut(), group, &thread_events, clock.as_ref()) {
+            if !run_group(storage.as_mut(), group, &thread_reports, clock.as_ref()) {
                 break;
             }
         }
     });
     if let Err(error) = spawned {
         let reason = format!("cannot start the storage thread: {error}");
-        let _ = events.send(WorkerEvent::Failed(StorageError::InvalidRequest(reason)));
+        reports.send_replace(WorkerState::Failed(StorageError::InvalidRequest(reason)));
     }
 }
 
 #[cfg(madsim)]
 fn spawn_worker(
     mut storage: Box<dyn Storage + Send>,
-    mut receiver: mpsc::UnboundedReceiver<Operation>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    mut receiver: mpsc::Receiver<Operation>,
+    reports: Reports,
     clock: Arc<dyn Clock>,
 ) {
     tokio::spawn(async move {
         while let Some(first) = receiver.recv().await {
             let group = drain(first, &mut receiver);
-            if !run_group(storage.as_mut(), group, &events, clock.as_ref()) {
+            if !run_group(storage.as_mut(), group, &reports, clock.as_ref()) {
                 break;
             }
         }
     });
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use keel_core::{Entry, EntryPayload};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::storage::MemoryStorage;
+
+    fn write(index: u64) -> LogWrite {
+        let entry = Entry { log_id: LogId::new(1, index), payload: EntryPayload::Noop };
+        LogWrite { first_index: index, entries: vec![entry] }
+    }
+
+    /// More writes than the queue holds: the sender waits for room instead of failing, the
+    /// worker never waits for the reader of its reports, and the last report covers every write.
+    #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait_and_reports_coalesce() {
+        let mut storage = MemoryStorage::new();
+        storage.load().expect("an empty disk loads");
+        let (worker, mut reports) = StorageWorker::start(Box::new(storage), SystemClock::new());
+        let last = (OPERATIONS_QUEUED_MAX * 2 + 7) as u64;
+        for index in 1..=last {
+            worker.append(write(index)).await.expect("queued, after waiting for room if needed");
+        }
+        loop {
+            if let WorkerState::Persisted(log_id) = &*reports.borrow_and_update() {
+                if log_id.index == last {
+                    break;
+                }
+            }
+            reports.changed().await.expect("the worker keeps running");
+        }
+    }
 }
