@@ -22,6 +22,7 @@
 //! * [`storage::codec`] is the versioned, checksummed record format both backends store.
 
 pub mod clock;
+pub mod embedded;
 pub mod metrics;
 pub mod node;
 pub mod server;

@@ -150,16 +150,8 @@ enum Listen {
 /// docs), the server fails, or the node stops on a fatal error.
 pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     config.validate()?;
-    #[cfg(not(madsim))]
-    let listen = {
-        let incoming = tonic::transport::server::TcpIncoming::bind(config.listen_addr).map_err(|error| {
-            ServerError::Serve { address: config.listen_addr.to_string(), message: error.to_string() }
-        })?;
-        Listen::Incoming(incoming.with_nodelay(Some(true)))
-    };
-    #[cfg(madsim)]
-    let listen = Listen::Address(config.listen_addr);
-    run(config, listen, shutdown).await
+    let listen = bind(&config)?;
+    run(config, listen, shutdown, None).await
 }
 
 /// Like [`serve`], on a listener the caller has bound already (for example to an ephemeral port
@@ -173,7 +165,33 @@ pub async fn serve_with_listener(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    run(config, Listen::Incoming(incoming), shutdown).await
+    run(config, Listen::Incoming(incoming), shutdown, None).await
+}
+
+/// Like [`serve`], and hands the running node's [`NodeHandle`] to `started` as soon as the node
+/// has started (before it is elected or serves anything): the embedded mode, see
+/// [`crate::embedded`].
+pub async fn serve_embedded(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    started: oneshot::Sender<NodeHandle>,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let listen = bind(&config)?;
+    run(config, listen, shutdown, Some(started)).await
+}
+
+/// Binds `config.listen_addr` (under madsim, only records it: madsim-tonic binds when serving).
+fn bind(config: &ServerConfig) -> Result<Listen, ServerError> {
+    #[cfg(not(madsim))]
+    {
+        let incoming = tonic::transport::server::TcpIncoming::bind(config.listen_addr).map_err(|error| {
+            ServerError::Serve { address: config.listen_addr.to_string(), message: error.to_string() }
+        })?;
+        Ok(Listen::Incoming(incoming.with_nodelay(Some(true))))
+    }
+    #[cfg(madsim)]
+    Ok(Listen::Address(config.listen_addr))
 }
 
 /// How the serving phase ended.
@@ -183,17 +201,30 @@ enum Ending {
     NodeStopped,
 }
 
-async fn run(config: ServerConfig, listen: Listen, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+async fn run(
+    config: ServerConfig,
+    listen: Listen,
+    shutdown: impl Future<Output = ()>,
+    started: Option<oneshot::Sender<NodeHandle>>,
+) -> Result<(), ServerError> {
     let id = config.node.raft.id;
     let storage = open_storage(&config)?;
     let transport = PeerTransport::new(id, config.transport.clone());
     let node = Node::start(config.node.clone(), storage, SystemClock::new(), Box::new(transport))?;
     let handle = node.handle();
+    if let Some(started) = started {
+        // The embedder may have given up waiting; the node serves anyway until shut down.
+        let _ = started.send(handle.clone());
+    }
     let client = ClientService::new(handle.clone(), &config.node, config.service.clone());
     let closer = client.closer();
     let admin = AdminService::new(handle.clone(), &config.node, &config.service);
     let peer = peer_service_with_limit(id, node.inbound(), config.transport.message_bytes_max);
-    let router = Server::builder().add_service(peer).add_service(client.into_server()).add_service(admin.into_server());
+    #[cfg(not(madsim))]
+    let mut builder = Server::builder().layer(crate::service::DecodeErrorLayer);
+    #[cfg(madsim)]
+    let mut builder = Server::builder();
+    let router = builder.add_service(peer).add_service(client.into_server()).add_service(admin.into_server());
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let signal = async move {

@@ -209,6 +209,7 @@ impl Driver {
         self.kv = kv;
         self.next_snapshot_index = last_included.index + self.config.snapshot_interval_entries;
         self.raft.snapshot_installed(last_included);
+        tracing::info!(index = last_included.index, term = last_included.term, "installed the leader's snapshot");
         self.publish_membership();
         Ok(())
     }

@@ -31,6 +31,8 @@
 pub mod admin;
 mod batch;
 pub mod client;
+#[cfg(not(madsim))]
+mod decode_status;
 pub mod error;
 
 use std::pin::Pin;
@@ -44,6 +46,8 @@ use tonic::Status;
 
 pub use admin::{AdminServer, AdminService};
 pub use client::{ClientServer, ClientService};
+#[cfg(not(madsim))]
+pub use decode_status::DecodeErrorLayer;
 
 use crate::node::{NodeConfig, ReadConsistency};
 
