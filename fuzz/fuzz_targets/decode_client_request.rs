@@ -10,8 +10,7 @@ use prost::Message;
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = ClientWriteRequest::decode(data) {
         let encoded = request.encode_to_vec();
-        let again = ClientWriteRequest::decode(encoded.as_slice())
-            .expect("re-encoding a decoded request must decode");
+        let again = ClientWriteRequest::decode(encoded.as_slice()).expect("re-encoding a decoded request must decode");
         assert_eq!(again, request);
     }
 });
