@@ -2,6 +2,7 @@
 //!
 //! - [`history`]: client-visible histories (invocations and completions) shared by the
 //!   simulators, which write them, and the linearizability checker, which reads them.
+//! - [`check`]: the linearizability checker for the KV model (also `keel-sim check FILE`).
 //! - [`pure`]: the pure simulator (VOPR style) that steps keel-core nodes and the KV store with
 //!   a simulated network, disks and clocks (`keel-sim run`, `keel-sim sweep`).
 //!
@@ -9,5 +10,6 @@
 //! `keel-runtime` code compiled with `--cfg madsim`; it injects network, clock, process and disk
 //! faults, checks every run for linearizability, and replays failures from a seed or a trace.
 
+pub mod check;
 pub mod history;
 pub mod pure;

@@ -1,0 +1,38 @@
+//! `keel-sim`: the simulator's command line. This file only parses the command line and hands
+//! over to one module per subcommand.
+
+mod check;
+mod run;
+mod sweep;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keel's deterministic simulator and its tools.
+#[derive(Debug, Parser)]
+#[command(name = "keel-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands, each in its own module.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a Jepsen-style JSON-lines history for linearizability (exit 0 linearizable, 1 not
+    /// linearizable, 2 malformed input, 3 unknown: a limit was reached).
+    Check(check::CheckArgs),
+    /// Run one seed of the pure simulator (exit 0 no bug found, 1 a check failed).
+    Run(run::RunArgs),
+    /// Run a range of seeds in parallel, with a progress bar and a summary (exit 1 if any failed).
+    Sweep(sweep::SweepArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check(arguments) => check::run(&arguments),
+        Command::Run(arguments) => run::run(&arguments),
+        Command::Sweep(arguments) => sweep::run(&arguments),
+    }
+}
