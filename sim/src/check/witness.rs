@@ -122,6 +122,7 @@ pub(crate) fn counterexample(
 type Probe<'probe> = dyn FnMut(&[PairedOperation]) -> Option<bool> + 'probe;
 
 /// The value an operation may have written: a write's (if it did not fail) or a CAS's new one.
+/// A failed CAS counts too, so that a counterexample reading its value shows the CAS that failed.
 fn written_value<'history>(events: &'history [HistoryEvent], operation: &PairedOperation) -> Option<&'history str> {
     let failed = operation.completion.is_some_and(|index| events[index].event_type == EventType::Fail);
     match &events[operation.invoke].function {
