@@ -346,7 +346,6 @@ impl SenderTask {
         self.client = Some(client);
         Ok(stream)
     }
-
 }
 
 /// Connects to the peer at `address` (a free function: the task holds a stream that is not
