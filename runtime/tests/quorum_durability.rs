@@ -119,9 +119,11 @@ fn start(size: NodeId, tweak: impl Fn(&mut NodeConfig)) -> (BTreeMap<NodeId, Nod
     let (mut nodes, mut gates) = (BTreeMap::new(), BTreeMap::new());
     for id in 1..=size {
         let mut config = NodeConfig::new(id, members.clone());
+        // Long election timeouts: a follower held at its gate cannot save a new term, so no
+        // election may start during a test, however loaded the machine is.
         config.raft.heartbeat_interval_ms = 20;
-        config.raft.election_timeout_ms_min = 200;
-        config.raft.election_timeout_ms_max = 400;
+        config.raft.election_timeout_ms_min = 1_000;
+        config.raft.election_timeout_ms_max = 2_000;
         tweak(&mut config);
         let gate = Arc::new(Gate::default());
         let storage = Box::new(GatedStorage { inner: MemoryStorage::new(), gate: Arc::clone(&gate) });
@@ -171,9 +173,17 @@ async fn a_write_is_acknowledged_only_once_a_quorum_has_synced_it() {
     let (nodes, gates) = start(3, |_| {});
     let (leader_id, handle) = leader(&nodes).await;
     let followers: Vec<NodeId> = nodes.keys().copied().filter(|id| *id != leader_id).collect();
+    // Every disk first catches up, so that no follower is left behind the gate with an older
+    // entry (its later appends would queue behind that sync).
+    wait_for("every follower synced the leader's log", || {
+        let (appended, _, _) = gates[&leader_id].snapshot();
+        std::future::ready(followers.iter().all(|id| gates[id].snapshot().1 >= appended).then_some(()))
+    })
+    .await;
     for id in &followers {
         gates[id].set_closed(true);
     }
+    let before = gates[&leader_id].snapshot().0;
     let mut write = Box::pin(handle.write(put("/k", "v")));
     assert!((&mut write).now_or_never().is_none());
     // Both followers have the entry and are stuck syncing it; the leader has synced it.
@@ -183,7 +193,9 @@ async fn a_write_is_acknowledged_only_once_a_quorum_has_synced_it() {
             let (follower_appended, _, waiting) = gates[id].snapshot();
             follower_appended >= appended && waiting
         });
-        std::future::ready((synced >= appended && appended > 0 && followers_ready).then_some(appended))
+        // The leader's own append of the new entry may land after the followers' (it replicates
+        // while it writes): wait for it too.
+        std::future::ready((synced >= appended && appended > before && followers_ready).then_some(appended))
     })
     .await;
     for id in &followers {
