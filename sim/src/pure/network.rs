@@ -53,7 +53,8 @@ pub struct NetworkStats {
 pub struct Network {
     faults: NetworkFaults,
     rng: SimRng,
-    in_flight: BTreeMap<(u64, u64), Message>,
+    /// Boxed: a message is large, and the queue's nodes shift their values on every removal.
+    in_flight: BTreeMap<(u64, u64), Box<Message>>,
     sequence: u64,
     cut: BTreeSet<(NodeId, NodeId)>,
     faults_on: bool,
@@ -94,7 +95,7 @@ impl Network {
 
     fn enqueue(&mut self, at_ms: u64, message: Message) {
         self.sequence += 1;
-        self.in_flight.insert((at_ms, self.sequence), message);
+        self.in_flight.insert((at_ms, self.sequence), Box::new(message));
     }
 
     fn delay_ms(&mut self) -> u64 {
@@ -124,7 +125,7 @@ impl Network {
                 self.stats.dropped += 1;
                 continue;
             }
-            return Some(message);
+            return Some(*message);
         }
     }
 

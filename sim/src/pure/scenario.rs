@@ -153,7 +153,7 @@ impl Scenario {
             operation_count: rng.between(200, 1_000),
             client_count: rng.between(2, 6) as u32,
             key_count: rng.between(2, 6) as u32,
-            tick_interval_ms: 5,
+            tick_interval_ms: 10,
             heartbeat_interval_ms: 20,
             election_timeout_ms_min: 200,
             lease_reads: rng.chance(700_000),
