@@ -31,6 +31,7 @@
 pub mod admin;
 mod batch;
 pub mod client;
+mod watcher;
 #[cfg(not(madsim))]
 mod decode_status;
 pub mod error;
