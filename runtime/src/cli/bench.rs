@@ -23,7 +23,6 @@
 //! warnings too). The progress bar goes to standard error, and only when it is a terminal and
 //! the output is not JSON.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,19 +32,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use keel::client::{ClientError, ClientOptions, Consistency, KeelClient};
-use keel_core::LeaseConfig;
-use keel_runtime::server::{serve_with_listener, ServerError};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::node::{dev_config, fresh_temp_dir, init_logging, multi_thread_runtime, shutdown_signal, wait_for_leader};
+use super::node::{fresh_temp_dir, init_logging, multi_thread_runtime, shutdown_signal};
 use super::{ClientArgs, ConsistencyArg, Format, EXIT_FAILED, EXIT_USAGE};
 
+mod load;
+mod local;
 mod report;
 
+#[cfg(test)]
+use load::{error_label, Op};
+use load::Tally;
+use load::{client_loop, Shared, Workset, MEASURE, STOP, WARMUP};
+use local::LocalCluster;
 pub use report::{render, ClusterInfo, ErrorCount, Report};
 
 /// Nodes of the `--local` cluster.
@@ -455,241 +457,6 @@ async fn run_target(plan: &Plan) -> Result<(Option<PathBuf>, Report), Failure> {
             }
         }
     }
-}
-
-/// A cluster of [`LOCAL_NODES`] nodes on loopback ports, run in this process.
-struct LocalCluster {
-    endpoints: Vec<String>,
-    leader: (u32, u64),
-    stop: watch::Sender<bool>,
-    nodes: JoinSet<(u32, Result<(), ServerError>)>,
-}
-
-impl LocalCluster {
-    /// Starts the nodes on free loopback ports, with `keel dev`'s configuration, and waits for a
-    /// leader.
-    async fn start(dir: &Path, lease_drift_ppm: Option<u64>) -> Result<Self, Failure> {
-        let mut listeners = Vec::new();
-        for id in 1..=LOCAL_NODES {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|error| Failure::Failed(format!("cannot listen on a loopback port: {error}")))?;
-            listeners.push((id, listener));
-        }
-        let mut members = BTreeMap::new();
-        for (id, listener) in &listeners {
-            let address = listener
-                .local_addr()
-                .map_err(|error| Failure::Failed(format!("cannot read a local address: {error}")))?;
-            members.insert(*id, address.to_string());
-        }
-        let mut configs = Vec::new();
-        for (id, listener) in listeners {
-            let mut config = dev_config(id, &members, dir).map_err(Failure::Usage)?;
-            if let Some(ppm) = lease_drift_ppm {
-                config.node.raft.check_quorum = true;
-                config.node.raft.lease = Some(LeaseConfig { clock_drift_ppm_max: ppm });
-                config.validate().map_err(|error| Failure::Usage(format!("--lease-drift-ppm {ppm}: {error}")))?;
-            }
-            configs.push((id, listener, config));
-        }
-        let (stop, stop_rx) = watch::channel(false);
-        let mut nodes = JoinSet::new();
-        for (id, listener, config) in configs {
-            let mut stop = stop_rx.clone();
-            nodes.spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                };
-                (id, serve_with_listener(config, listener, shutdown).await)
-            });
-        }
-        let endpoints: Vec<String> = members.values().cloned().collect();
-        let mut cluster = Self { endpoints: endpoints.clone(), leader: (0, 0), stop, nodes };
-        tokio::select! {
-            leader = wait_for_leader(endpoints) => match leader {
-                Some(leader) => cluster.leader = leader,
-                None => {
-                    let _ = cluster.stop().await;
-                    return Err(Failure::Failed("the local cluster elected no leader in 30 s".into()));
-                }
-            },
-            Some(joined) = cluster.nodes.join_next() => {
-                let message = match joined {
-                    Ok((id, Err(error))) => format!("local node {id} stopped: {error}"),
-                    Ok((id, Ok(()))) => format!("local node {id} stopped unexpectedly"),
-                    Err(error) => format!("a local node task failed: {error}"),
-                };
-                let _ = cluster.stop().await;
-                return Err(Failure::Failed(message));
-            }
-        }
-        Ok(cluster)
-    }
-
-    /// Stops the nodes and waits for them (bounded); fails if one stopped with an error.
-    async fn stop(&mut self) -> Result<(), Failure> {
-        let _ = self.stop.send(true);
-        let mut errors = Vec::new();
-        let stopping = async {
-            while let Some(joined) = self.nodes.join_next().await {
-                match joined {
-                    Ok((_, Ok(()))) => {}
-                    Ok((id, Err(error))) => errors.push(format!("local node {id} stopped with an error: {error}")),
-                    Err(error) => errors.push(format!("a local node task failed: {error}")),
-                }
-            }
-        };
-        if tokio::time::timeout(LOCAL_STOP_TIMEOUT, stopping).await.is_err() {
-            errors.push(format!("the local nodes did not stop within {} s", LOCAL_STOP_TIMEOUT.as_secs()));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Failure::Failed(errors.join("; ")))
-        }
-    }
-}
-
-/// Which operation a request was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Read,
-    Write,
-}
-
-/// Phases shared by the clients.
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
-
-/// State shared by the clients and the coordinator.
-struct Shared {
-    phase: AtomicU8,
-    /// Measured requests started (bounded by `limit` in `--requests` mode).
-    started: AtomicU64,
-    /// Measured requests answered, and those that failed (for the progress bar).
-    answered: AtomicU64,
-    failed: AtomicU64,
-    limit: Option<u64>,
-}
-
-/// What every client needs to build requests.
-struct Workset {
-    keys: Vec<Bytes>,
-    value: Bytes,
-    read_ratio: f64,
-    consistency: Consistency,
-}
-
-/// An empty latency histogram, in microseconds.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
-}
-
-/// What some clients measured.
-pub struct Tally {
-    reads: Histogram<u64>,
-    writes: Histogram<u64>,
-    errors: BTreeMap<String, ErrorCount>,
-}
-
-impl Tally {
-    fn new() -> Self {
-        Self { reads: histogram(), writes: histogram(), errors: BTreeMap::new() }
-    }
-
-    fn record(&mut self, op: Op, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        match op {
-            Op::Read => self.reads.saturating_record(micros),
-            Op::Write => self.writes.saturating_record(micros),
-        }
-    }
-
-    fn fail(&mut self, error: &ClientError) {
-        let entry = self
-            .errors
-            .entry(error_label(error))
-            .or_insert_with(|| ErrorCount { count: 0, example: error.to_string() });
-        entry.count += 1;
-    }
-
-    fn merge(&mut self, other: Tally) {
-        // Same bounds: adding cannot fail.
-        let _ = self.reads.add(&other.reads);
-        let _ = self.writes.add(&other.writes);
-        for (label, count) in other.errors {
-            let entry = self.errors.entry(label).or_insert(ErrorCount { count: 0, example: count.example });
-            entry.count += count.count;
-        }
-    }
-}
-
-/// The name a failure is counted under: the cluster's error code without its `ERROR_CODE_`
-/// prefix, or what went wrong on the way.
-pub fn error_label(error: &ClientError) -> String {
-    if let Some(code) = error.code() {
-        return code.as_str_name().trim_start_matches("ERROR_CODE_").to_owned();
-    }
-    match error.root() {
-        ClientError::Unreachable { .. } => "UNREACHABLE".into(),
-        ClientError::Rpc { code, .. } => format!("GRPC_{code:?}").to_uppercase(),
-        ClientError::UnknownCode { code, .. } => format!("UNKNOWN_CODE_{code}"),
-        ClientError::Protocol { .. } => "PROTOCOL".into(),
-        ClientError::InvalidRequest(_) => "INVALID_REQUEST".into(),
-        ClientError::InvalidEndpoint { .. } | ClientError::NoEndpoints => "INVALID_ENDPOINT".into(),
-        ClientError::Server { .. }
-        | ClientError::WatchCanceled { .. }
-        | ClientError::OutcomeUnknown { .. }
-        | ClientError::GaveUp { .. } => "OTHER".into(),
-    }
-}
-
-/// One closed-loop client: sends requests until the phase says stop (or the request budget is
-/// spent), timing those sent while measuring.
-async fn client_loop(index: usize, client: Arc<KeelClient>, shared: Arc<Shared>, work: Arc<Workset>) -> Tally {
-    let mut rng = Rng::new(0x5eed_0000 ^ index as u64);
-    let mut tally = Tally::new();
-    let keys = work.keys.len() as u64;
-    loop {
-        let measured = match shared.phase.load(Ordering::Acquire) {
-            WARMUP => false,
-            MEASURE => {
-                if let Some(limit) = shared.limit {
-                    if shared.started.fetch_add(1, Ordering::Relaxed) >= limit {
-                        break;
-                    }
-                }
-                true
-            }
-            _ => break,
-        };
-        let key = work.keys[rng.below(keys) as usize].clone();
-        let op = if work.read_ratio > 0.0 && (work.read_ratio >= 1.0 || rng.unit() < work.read_ratio) {
-            Op::Read
-        } else {
-            Op::Write
-        };
-        let start = Instant::now();
-        let result = match op {
-            Op::Read => client.get([key], work.consistency).await.map(drop),
-            Op::Write => client.put(key, work.value.clone(), None).await,
-        };
-        let latency = start.elapsed();
-        if !measured {
-            continue;
-        }
-        match result {
-            Ok(()) => tally.record(op, latency),
-            Err(error) => {
-                tally.fail(&error);
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        shared.answered.fetch_add(1, Ordering::Relaxed);
-    }
-    tally
 }
 
 /// The clients' connections: `plan.connections` clients of the library, each with its own
