@@ -18,6 +18,8 @@ const PROTOS: &[&str] = &[
     "proto/keel/client.proto",
     "proto/keel/raft.proto",
     "proto/keel/admin.proto",
+    "proto/etcd/kv.proto",
+    "proto/etcd/rpc.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

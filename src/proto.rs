@@ -46,5 +46,20 @@ pub mod client {
     tonic::include_proto!("keel.client");
 }
 
+pub mod mvccpb {
+    //! etcd's MVCC messages (package `mvccpb`): `KeyValue` and `Event`, as the etcd v3 API
+    //! (`etcdserverpb`) carries them. Keel's own description of etcd's wire format.
+
+    tonic::include_proto!("mvccpb");
+}
+
+pub mod etcdserverpb {
+    //! The etcd v3 gRPC API (package `etcdserverpb`): the `KV`, `Watch`, `Lease`, `Cluster` and
+    //! `Maintenance` services with etcd's names and field numbers, so that `etcdctl` and etcd
+    //! client libraries talk to Keel unmodified. Served by `keel_runtime::etcd`.
+
+    tonic::include_proto!("etcdserverpb");
+}
+
 #[cfg(test)]
 mod tests;
