@@ -52,6 +52,23 @@ pub enum OpResponse {
     },
     /// A read inside a transaction.
     Range(RangeResult),
+    /// A nested transaction: which branch ran, and one response per operation of it.
+    Txn {
+        /// Whether every compare of the nested transaction held.
+        succeeded: bool,
+        /// The responses of the branch taken.
+        responses: Vec<OpResponse>,
+    },
+}
+
+/// The branches a transaction takes, decided before any of its operations runs: every compare,
+/// nested ones included, sees the state before the transaction (etcd's "compare to path").
+#[derive(Debug)]
+struct TxnPlan<'a> {
+    succeeded: bool,
+    ops: &'a [TxnOp],
+    /// The plans of the nested transactions among `ops`, in order.
+    nested: Vec<TxnPlan<'a>>,
 }
 
 /// The revision a command in progress writes, and the number of its next change.
@@ -120,8 +137,10 @@ impl KvStore {
                 (succeeded, None, responses)
             }
             KvCommand::Txn { compares, success, failure } => {
-                let (succeeded, responses) = self.txn(&mut pending, proposed_at_ms, compares, success, failure);
-                (succeeded, None, responses)
+                match self.txn(&mut pending, proposed_at_ms, compares, success, failure) {
+                    Ok((succeeded, responses)) => (succeeded, None, responses),
+                    Err(error) => (false, Some(error), Vec::new()),
+                }
             }
             KvCommand::Compact { revision } => match self.compact(*revision) {
                 Ok(()) => (true, None, Vec::new()),
@@ -178,12 +197,16 @@ impl KvStore {
             Some(value) => CompareTarget::Value(value.clone()),
             None => CompareTarget::Version(0),
         };
-        let compares = [Compare { key: key.clone(), target, op: CompareOp::Equal }];
+        let compares = [Compare { key: key.clone(), range_end: Bytes::new(), target, op: CompareOp::Equal }];
         let success = [TxnOp::Put { key: key.clone(), value: new_value.clone(), ttl_ms }];
         let failure = [TxnOp::Range { start: key.clone(), end: Bytes::new(), limit: 0 }];
-        self.txn(pending, proposed_at_ms, &compares, &success, &failure)
+        let plan = self.plan(&compares, &success, &failure);
+        (plan.succeeded, self.run_plan(pending, proposed_at_ms, &plan))
     }
 
+    /// A transaction: decides every branch on the state before it, checks the branch's
+    /// operations (a [`TxnOp::PutSameValue`] needs a live key), then runs them in order. A
+    /// refused transaction changes nothing.
     fn txn(
         &mut self,
         pending: &mut PendingRevision,
@@ -191,17 +214,75 @@ impl KvStore {
         compares: &[Compare],
         success: &[TxnOp],
         failure: &[TxnOp],
-    ) -> (bool, Vec<OpResponse>) {
-        let succeeded = compares.iter().all(|compare| compare.evaluate(self.latest(&compare.key).as_ref()));
-        let ops = if succeeded { success } else { failure };
-        let responses = ops.iter().map(|op| self.apply_op(pending, proposed_at_ms, op)).collect();
-        (succeeded, responses)
+    ) -> Result<(bool, Vec<OpResponse>), KvError> {
+        let plan = self.plan(compares, success, failure);
+        self.check_plan(&plan)?;
+        Ok((plan.succeeded, self.run_plan(pending, proposed_at_ms, &plan)))
     }
 
-    fn apply_op(&mut self, pending: &mut PendingRevision, proposed_at_ms: u64, op: &TxnOp) -> OpResponse {
+    fn plan<'a>(&self, compares: &[Compare], success: &'a [TxnOp], failure: &'a [TxnOp]) -> TxnPlan<'a> {
+        let succeeded = compares.iter().all(|compare| self.compare_holds(compare));
+        let ops = if succeeded { success } else { failure };
+        let nested = ops
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Txn { compares, success, failure } => Some(self.plan(compares, success, failure)),
+                _ => None,
+            })
+            .collect();
+        TxnPlan { succeeded, ops, nested }
+    }
+
+    /// Whether a compare holds now: for a range, on every live key of it (on a missing key when
+    /// the range holds none).
+    fn compare_holds(&self, compare: &Compare) -> bool {
+        if compare.range_end.is_empty() {
+            return compare.evaluate(self.latest(&compare.key).as_ref());
+        }
+        let range = KeyRange::new(compare.key.clone(), compare.range_end.clone());
+        let live = self.range_latest(&range, self.current_revision, 0).kvs;
+        if live.is_empty() {
+            return compare.evaluate(None);
+        }
+        live.iter().all(|kv| compare.evaluate(Some(kv)))
+    }
+
+    fn check_plan(&self, plan: &TxnPlan<'_>) -> Result<(), KvError> {
+        for op in plan.ops {
+            if let TxnOp::PutSameValue { key } = op {
+                if self.latest(key).is_none() {
+                    return Err(KvError::KeyNotFound);
+                }
+            }
+        }
+        plan.nested.iter().try_for_each(|nested| self.check_plan(nested))
+    }
+
+    fn run_plan(&mut self, pending: &mut PendingRevision, proposed_at_ms: u64, plan: &TxnPlan<'_>) -> Vec<OpResponse> {
+        let mut nested = plan.nested.iter();
+        plan.ops.iter().map(|op| self.apply_op(pending, proposed_at_ms, op, &mut nested)).collect()
+    }
+
+    /// Runs one operation; a nested transaction takes the next of `nested`, the plans made for
+    /// the nested transactions of the same branch, in order.
+    fn apply_op<'p>(
+        &mut self,
+        pending: &mut PendingRevision,
+        proposed_at_ms: u64,
+        op: &TxnOp,
+        nested: &mut impl Iterator<Item = &'p TxnPlan<'p>>,
+    ) -> OpResponse {
         match op {
             TxnOp::Put { key, value, ttl_ms } => {
                 self.put(pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms))
+            }
+            TxnOp::PutSameValue { key } => {
+                let value = self.latest(key).map(|kv| kv.value).unwrap_or_default();
+                self.put(pending, key, &value, None)
+            }
+            TxnOp::Txn { .. } => {
+                let inner = nested.next().expect("the plan holds one nested plan per nested transaction");
+                OpResponse::Txn { succeeded: inner.succeeded, responses: self.run_plan(pending, proposed_at_ms, inner) }
             }
             TxnOp::Delete { key } => self.delete_range(pending, &KeyRange::key(key.clone())),
             TxnOp::DeleteRange { start, end } => self.delete_range(pending, &KeyRange::new(start.clone(), end.clone())),

@@ -155,11 +155,20 @@ pub enum KvCommand {
     },
 }
 
-/// One condition of a [`KvCommand::Txn`] on the current state of one key (etcd `Compare`).
+/// Deepest nesting of transactions inside transactions ([`TxnOp::Txn`]) a command may have:
+/// checked by validation and by decoding, so that no command can exhaust the stack.
+pub const TXN_NESTING_MAX: usize = 16;
+
+/// One condition of a [`KvCommand::Txn`] on the current state of one key, or of every live key
+/// of a range (etcd `Compare`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
-    /// The key examined.
+    /// The key examined (the start of the range when `range_end` is set).
     pub key: Bytes,
+    /// Empty: only `key` is examined. Otherwise every live key of the [`KeyRange`] `key` /
+    /// `range_end` must satisfy the condition; a range with no live key is examined as one
+    /// missing key (as in etcd).
+    pub range_end: Bytes,
     /// What is compared, and the operand.
     pub target: CompareTarget,
     /// How the key's field is compared with the operand (`field op operand`).
@@ -178,6 +187,9 @@ pub enum CompareTarget {
     CreateRevision(u64),
     /// The mod revision.
     ModRevision(u64),
+    /// The id of the lease the key is attached to. Keel keys carry no lease yet, so this field
+    /// is 0 for every key, live or missing.
+    Lease(u64),
 }
 
 /// The comparison of a [`Compare`].
@@ -216,6 +228,7 @@ impl Compare {
             CompareTarget::Version(operand) => field(|kv| kv.version).cmp(operand),
             CompareTarget::CreateRevision(operand) => field(|kv| kv.create_revision).cmp(operand),
             CompareTarget::ModRevision(operand) => field(|kv| kv.mod_revision).cmp(operand),
+            CompareTarget::Lease(operand) => 0.cmp(operand),
         };
         self.op.holds(ordering)
     }
@@ -244,6 +257,25 @@ pub enum TxnOp {
         start: Bytes,
         /// End of the range; see [`KeyRange`].
         end: Bytes,
+    },
+    /// Put `key` again with its current value (etcd's `ignore_value`): a new version, the value
+    /// unchanged, no time to live. The key must be live before the transaction, or the whole
+    /// transaction is refused with [`super::KvError::KeyNotFound`] and changes nothing; if an
+    /// earlier operation of the same transaction deleted it, the value written is empty.
+    PutSameValue {
+        /// The key (not empty).
+        key: Bytes,
+    },
+    /// A nested transaction. Its compares, like every compare of the command, are evaluated
+    /// against the state before the outermost transaction (as in etcd); its operations run in
+    /// place, at the same revision.
+    Txn {
+        /// Conditions of the nested transaction.
+        compares: Vec<Compare>,
+        /// Operations run when every compare holds.
+        success: Vec<TxnOp>,
+        /// Operations run otherwise.
+        failure: Vec<TxnOp>,
     },
     /// Read a range of the state as it is at this point of the transaction (earlier operations
     /// of the transaction included). Reading at a past revision is not offered inside a

@@ -11,23 +11,31 @@
 //! tag 2 Delete         key:bytes
 //! tag 3 DeleteRange    start:bytes end:bytes
 //! tag 4 CompareAndSwap key:bytes expected_value:option<bytes> new_value:bytes ttl_ms:option<u64>
-//! tag 5 Txn            compares:list<compare> success:list<op> failure:list<op>
+//! tag 5 Txn            compares:list<compare> success:list<op> failure:list<op>   (read only)
 //! tag 6 Compact        revision:u64
 //! tag 7 Expire         now_ms:u64
+//! tag 8 Txn            compares:list<compare8> success:list<op> failure:list<op>
 //! compare      = key:bytes target:u8 operand op:u8
-//!                target 1 Value (operand bytes), 2 Version, 3 CreateRevision, 4 ModRevision (operand u64)
+//!                target 1 Value (operand bytes), 2 Version, 3 CreateRevision, 4 ModRevision,
+//!                5 Lease (operand u64)
 //!                op 1 Equal, 2 NotEqual, 3 Less, 4 Greater
+//! compare8     = key:bytes range_end:bytes target:u8 operand op:u8
 //! op           = tag:u8 body
 //!                tag 1 Put key:bytes value:bytes ttl_ms:option<u64>; 2 Delete key:bytes;
-//!                tag 3 DeleteRange start:bytes end:bytes; 4 Range start:bytes end:bytes limit:u64
+//!                tag 3 DeleteRange start:bytes end:bytes; 4 Range start:bytes end:bytes limit:u64;
+//!                tag 5 Txn compares:list<compare8> success:list<op> failure:list<op>;
+//!                tag 6 PutSameValue key:bytes
 //! ```
 //!
-//! Tags start at 1 so that zeroed memory never decodes as a command. A later format adds a new
-//! version number and keeps decoding version 1.
+//! Tag 5 is how transactions were written before compares had a range end; it is still read
+//! (its compares get an empty `range_end`), and transactions are now always written as tag 8.
+//! Nested transactions deeper than `TXN_NESTING_MAX` are refused when decoding, so that no input
+//! can exhaust the stack. Tags start at 1 so that zeroed memory never decodes as a command. A
+//! later format adds a new version number and keeps decoding version 1.
 
 use bytes::Bytes;
 
-use super::command::{Compare, CompareOp, CompareTarget, KvCommand, TxnOp};
+use super::command::{Compare, CompareOp, CompareTarget, KvCommand, TxnOp, TXN_NESTING_MAX};
 use super::error::KvDecodeError;
 use super::wire::{ByteCounter, Reader, Sink};
 
@@ -77,9 +85,10 @@ impl KvCommand {
                 new_value: reader.bytes("new_value")?,
                 ttl_ms: reader.option_u64("ttl_ms")?,
             },
-            5 => read_txn(&mut reader)?,
+            5 => txn_command(read_txn(&mut reader, false, 1)?),
             6 => KvCommand::Compact { revision: reader.u64("revision")? },
             7 => KvCommand::Expire { now_ms: reader.u64("now_ms")? },
+            8 => txn_command(read_txn(&mut reader, true, 1)?),
             tag => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag }),
         };
         reader.finish()?;
@@ -110,13 +119,8 @@ impl KvCommand {
                 out.put_option_u64(*ttl_ms);
             }
             KvCommand::Txn { compares, success, failure } => {
-                out.put_u8(5);
-                out.put_count(compares.len());
-                for compare in compares {
-                    write_compare(out, compare);
-                }
-                write_ops(out, success);
-                write_ops(out, failure);
+                out.put_u8(8);
+                write_txn(out, compares, success, failure);
             }
             KvCommand::Compact { revision } => {
                 out.put_u8(6);
@@ -136,8 +140,18 @@ fn write_put(out: &mut impl Sink, key: &[u8], value: &[u8], ttl_ms: Option<u64>)
     out.put_option_u64(ttl_ms);
 }
 
+fn write_txn(out: &mut impl Sink, compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) {
+    out.put_count(compares.len());
+    for compare in compares {
+        write_compare(out, compare);
+    }
+    write_ops(out, success);
+    write_ops(out, failure);
+}
+
 fn write_compare(out: &mut impl Sink, compare: &Compare) {
     out.put_bytes(&compare.key);
+    out.put_bytes(&compare.range_end);
     match &compare.target {
         CompareTarget::Value(value) => {
             out.put_u8(1);
@@ -153,6 +167,10 @@ fn write_compare(out: &mut impl Sink, compare: &Compare) {
         }
         CompareTarget::ModRevision(operand) => {
             out.put_u8(4);
+            out.put_u64(*operand);
+        }
+        CompareTarget::Lease(operand) => {
+            out.put_u8(5);
             out.put_u64(*operand);
         }
     }
@@ -187,29 +205,51 @@ fn write_ops(out: &mut impl Sink, ops: &[TxnOp]) {
                 out.put_bytes(end);
                 out.put_u64(*limit);
             }
+            TxnOp::Txn { compares, success, failure } => {
+                out.put_u8(5);
+                write_txn(out, compares, success, failure);
+            }
+            TxnOp::PutSameValue { key } => {
+                out.put_u8(6);
+                out.put_bytes(key);
+            }
         }
     }
 }
 
-fn read_txn(reader: &mut Reader<'_>) -> Result<KvCommand, KvDecodeError> {
+/// A transaction's body at nesting `depth`; `ranged` compares carry a range end (tag 8 and
+/// nested transactions), the others (tag 5) do not.
+fn read_txn(reader: &mut Reader<'_>, ranged: bool, depth: usize) -> Result<TxnParts, KvDecodeError> {
+    if depth > TXN_NESTING_MAX {
+        return Err(KvDecodeError::TooDeep { offset: reader.offset(), max: TXN_NESTING_MAX });
+    }
     let count = reader.count("compares", COMPARE_BYTES_MIN)?;
     let mut compares = Vec::with_capacity(count);
     for _ in 0..count {
-        compares.push(read_compare(reader)?);
+        compares.push(read_compare(reader, ranged)?);
     }
-    let success = read_ops(reader, "success ops")?;
-    let failure = read_ops(reader, "failure ops")?;
-    Ok(KvCommand::Txn { compares, success, failure })
+    let success = read_ops(reader, "success ops", depth)?;
+    let failure = read_ops(reader, "failure ops", depth)?;
+    Ok((compares, success, failure))
 }
 
-fn read_compare(reader: &mut Reader<'_>) -> Result<Compare, KvDecodeError> {
+/// A transaction's compares, success operations and failure operations.
+type TxnParts = (Vec<Compare>, Vec<TxnOp>, Vec<TxnOp>);
+
+fn txn_command((compares, success, failure): TxnParts) -> KvCommand {
+    KvCommand::Txn { compares, success, failure }
+}
+
+fn read_compare(reader: &mut Reader<'_>, ranged: bool) -> Result<Compare, KvDecodeError> {
     let key = reader.bytes("compare key")?;
+    let range_end = if ranged { reader.bytes("compare range_end")? } else { Bytes::new() };
     let offset = reader.offset();
     let target = match reader.u8("compare target")? {
         1 => CompareTarget::Value(reader.bytes("compare value")?),
         2 => CompareTarget::Version(reader.u64("compare version")?),
         3 => CompareTarget::CreateRevision(reader.u64("compare create_revision")?),
         4 => CompareTarget::ModRevision(reader.u64("compare mod_revision")?),
+        5 => CompareTarget::Lease(reader.u64("compare lease")?),
         tag => return Err(KvDecodeError::UnknownTag { field: "compare target", offset, tag }),
     };
     let offset = reader.offset();
@@ -220,30 +260,38 @@ fn read_compare(reader: &mut Reader<'_>) -> Result<Compare, KvDecodeError> {
         4 => CompareOp::Greater,
         tag => return Err(KvDecodeError::UnknownTag { field: "compare op", offset, tag }),
     };
-    Ok(Compare { key, target, op })
+    Ok(Compare { key, range_end, target, op })
 }
 
-fn read_ops(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<TxnOp>, KvDecodeError> {
+fn read_ops(reader: &mut Reader<'_>, field: &'static str, depth: usize) -> Result<Vec<TxnOp>, KvDecodeError> {
     let count = reader.count(field, TXN_OP_BYTES_MIN)?;
     let mut ops = Vec::with_capacity(count);
     for _ in 0..count {
-        let offset = reader.offset();
-        let op = match reader.u8("txn op tag")? {
-            1 => TxnOp::Put {
-                key: reader.bytes("put key")?,
-                value: reader.bytes("put value")?,
-                ttl_ms: reader.option_u64("put ttl_ms")?,
-            },
-            2 => TxnOp::Delete { key: reader.bytes("delete key")? },
-            3 => TxnOp::DeleteRange { start: reader.bytes("delete start")?, end: reader.bytes("delete end")? },
-            4 => TxnOp::Range {
-                start: reader.bytes("range start")?,
-                end: reader.bytes("range end")?,
-                limit: reader.u64("range limit")?,
-            },
-            tag => return Err(KvDecodeError::UnknownTag { field: "txn op", offset, tag }),
-        };
-        ops.push(op);
+        ops.push(read_op(reader, depth)?);
     }
     Ok(ops)
+}
+
+fn read_op(reader: &mut Reader<'_>, depth: usize) -> Result<TxnOp, KvDecodeError> {
+    let offset = reader.offset();
+    Ok(match reader.u8("txn op tag")? {
+        1 => TxnOp::Put {
+            key: reader.bytes("put key")?,
+            value: reader.bytes("put value")?,
+            ttl_ms: reader.option_u64("put ttl_ms")?,
+        },
+        2 => TxnOp::Delete { key: reader.bytes("delete key")? },
+        3 => TxnOp::DeleteRange { start: reader.bytes("delete start")?, end: reader.bytes("delete end")? },
+        4 => TxnOp::Range {
+            start: reader.bytes("range start")?,
+            end: reader.bytes("range end")?,
+            limit: reader.u64("range limit")?,
+        },
+        5 => {
+            let (compares, success, failure) = read_txn(reader, true, depth + 1)?;
+            TxnOp::Txn { compares, success, failure }
+        }
+        6 => TxnOp::PutSameValue { key: reader.bytes("put key")? },
+        tag => return Err(KvDecodeError::UnknownTag { field: "txn op", offset, tag }),
+    })
 }

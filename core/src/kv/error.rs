@@ -41,6 +41,14 @@ pub enum KvError {
     },
     /// A time to live of zero was given.
     ZeroTtl,
+    /// Transactions are nested deeper than [`super::TXN_NESTING_MAX`].
+    TxnTooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// A transaction puts a key "with its current value" ([`super::TxnOp::PutSameValue`]) but
+    /// the key does not exist: the whole transaction is refused when applied.
+    KeyNotFound,
     /// The requested revision was compacted away.
     Compacted {
         /// The revision asked for.
@@ -75,6 +83,12 @@ impl std::fmt::Display for KvError {
                 write!(f, "the request is {size} bytes encoded, above the limit of {max} bytes; split it")
             }
             Self::ZeroTtl => write!(f, "a time to live of 0 was given; give none for a key that never expires"),
+            Self::TxnTooDeep { max } => {
+                write!(f, "transactions are nested more than {max} deep; flatten the transaction")
+            }
+            Self::KeyNotFound => {
+                write!(f, "the key to put with its current value does not exist; put it with a value first")
+            }
             Self::Compacted { requested, compacted } => write!(
                 f,
                 "revision {requested} has been compacted (compacted revision {compacted}); \
@@ -128,6 +142,13 @@ pub enum KvDecodeError {
         /// The claimed count.
         count: u64,
     },
+    /// Transactions are nested deeper than [`super::TXN_NESTING_MAX`].
+    TooDeep {
+        /// Where the too deeply nested transaction starts.
+        offset: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Bytes are left after a complete value.
     TrailingBytes {
         /// Where they start.
@@ -149,6 +170,9 @@ impl std::fmt::Display for KvDecodeError {
             Self::UnknownTag { field, offset, tag } => write!(f, "unknown {field} tag {tag} at byte {offset}"),
             Self::TooManyItems { field, offset, count } => {
                 write!(f, "{field} at byte {offset} claims {count} items, more than the remaining bytes can hold")
+            }
+            Self::TooDeep { offset, max } => {
+                write!(f, "the transaction at byte {offset} is nested more than {max} deep")
             }
             Self::TrailingBytes { offset, count } => {
                 write!(f, "{count} unexpected bytes after the end of the value at byte {offset}")

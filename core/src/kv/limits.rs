@@ -2,7 +2,7 @@
 //! are never checked when applying: a committed command is applied the same way on every
 //! replica whatever limits each is configured with.
 
-use super::command::{Compare, CompareTarget, KvCommand, TxnOp};
+use super::command::{Compare, CompareTarget, KvCommand, TxnOp, TXN_NESTING_MAX};
 use super::error::KvError;
 
 /// Limits on the commands accepted for proposal.
@@ -42,7 +42,7 @@ impl KvLimits {
                     self.check_value(expected)?;
                 }
             }
-            KvCommand::Txn { compares, success, failure } => self.check_txn(compares, success, failure)?,
+            KvCommand::Txn { compares, success, failure } => self.check_txn(compares, success, failure, 1)?,
             KvCommand::Compact { .. } | KvCommand::Expire { .. } => {}
         }
         let size = command.encoded_len();
@@ -91,14 +91,29 @@ impl KvLimits {
         self.check_key_size(end)
     }
 
-    fn check_txn(&self, compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) -> Result<(), KvError> {
+    /// A transaction at nesting `depth` (1 for the outermost): list lengths, compares, and every
+    /// operation of both branches, nested transactions included.
+    fn check_txn(
+        &self,
+        compares: &[Compare],
+        success: &[TxnOp],
+        failure: &[TxnOp],
+        depth: usize,
+    ) -> Result<(), KvError> {
+        if depth > TXN_NESTING_MAX {
+            return Err(KvError::TxnTooDeep { max: TXN_NESTING_MAX });
+        }
         for (list, count) in [("compares", compares.len()), ("success", success.len()), ("failure", failure.len())] {
             if count > self.txn_ops_max {
                 return Err(KvError::TooManyTxnOps { list, count, max: self.txn_ops_max });
             }
         }
         for compare in compares {
-            self.check_key(&compare.key)?;
+            if compare.range_end.is_empty() {
+                self.check_key(&compare.key)?;
+            } else {
+                self.check_range(&compare.key, &compare.range_end)?;
+            }
             if let CompareTarget::Value(value) = &compare.target {
                 self.check_value(value)?;
             }
@@ -106,8 +121,9 @@ impl KvLimits {
         for op in success.iter().chain(failure) {
             match op {
                 TxnOp::Put { key, value, ttl_ms } => self.check_put(key, value, *ttl_ms)?,
-                TxnOp::Delete { key } => self.check_key(key)?,
+                TxnOp::Delete { key } | TxnOp::PutSameValue { key } => self.check_key(key)?,
                 TxnOp::DeleteRange { start, end } | TxnOp::Range { start, end, .. } => self.check_range(start, end)?,
+                TxnOp::Txn { compares, success, failure } => self.check_txn(compares, success, failure, depth + 1)?,
             }
         }
         Ok(())

@@ -123,7 +123,7 @@ mod wire;
 mod tests;
 
 pub use apply::{ApplyResult, OpResponse};
-pub use command::{prefix_range_end, Compare, CompareOp, CompareTarget, KeyRange, KvCommand, TxnOp};
+pub use command::{prefix_range_end, Compare, CompareOp, CompareTarget, KeyRange, KvCommand, TxnOp, TXN_NESTING_MAX};
 pub use error::{KvDecodeError, KvError, KvSnapshotError};
 pub use event::{KvEvent, KvEventKind, Watch};
 pub use limits::{validate, KvLimits};

@@ -115,9 +115,12 @@ pub fn kv_code_of(error: &KvError) -> ErrorCode {
         KvError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
         KvError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
         KvError::CommandTooLarge { .. } | KvError::TooManyTxnOps { .. } => ErrorCode::RequestTooLarge,
-        KvError::EmptyKey | KvError::ZeroTtl | KvError::Compacted { .. } | KvError::FutureRevision { .. } => {
-            ErrorCode::InvalidArgument
-        }
+        KvError::EmptyKey
+        | KvError::ZeroTtl
+        | KvError::TxnTooDeep { .. }
+        | KvError::KeyNotFound
+        | KvError::Compacted { .. }
+        | KvError::FutureRevision { .. } => ErrorCode::InvalidArgument,
     }
 }
 

@@ -16,14 +16,30 @@ fn arb_compare() -> impl Strategy<Value = Compare> {
         any::<u64>().prop_map(CompareTarget::Version),
         any::<u64>().prop_map(CompareTarget::CreateRevision),
         any::<u64>().prop_map(CompareTarget::ModRevision),
+        any::<u64>().prop_map(CompareTarget::Lease),
     ];
     let op =
         prop_oneof![Just(CompareOp::Equal), Just(CompareOp::NotEqual), Just(CompareOp::Less), Just(CompareOp::Greater)];
-    (arb_bytes(), target, op).prop_map(|(key, target, op)| Compare { key, target, op })
+    (arb_bytes(), arb_bytes(), target, op).prop_map(|(key, range_end, target, op)| Compare {
+        key,
+        range_end,
+        target,
+        op,
+    })
 }
 
+/// Any operation, nested transactions (up to three deep) included.
 fn arb_op() -> impl Strategy<Value = TxnOp> {
+    arb_flat_op().prop_recursive(3, 12, 3, |inner| {
+        let ops = move || proptest::collection::vec(inner.clone(), 0..3);
+        (proptest::collection::vec(arb_compare(), 0..2), ops(), ops())
+            .prop_map(|(compares, success, failure)| TxnOp::Txn { compares, success, failure })
+    })
+}
+
+fn arb_flat_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
+        arb_bytes().prop_map(|key| TxnOp::PutSameValue { key }),
         (arb_bytes(), arb_bytes(), any::<Option<u64>>()).prop_map(|(key, value, ttl_ms)| TxnOp::Put {
             key,
             value,
@@ -143,7 +159,7 @@ fn validation_enforces_the_limits() {
         failure: vec![TxnOp::Put { key: b("k"), value: b("v"), ttl_ms: Some(0) }],
     };
     assert_eq!(limits.validate(&bad_op), Err(KvError::ZeroTtl));
-    let compare = Compare { key: b(""), target: CompareTarget::Version(0), op: CompareOp::Equal };
+    let compare = Compare { key: b(""), range_end: b(""), target: CompareTarget::Version(0), op: CompareOp::Equal };
     let bad_compare = KvCommand::Txn { compares: vec![compare], success: vec![], failure: vec![] };
     assert_eq!(limits.validate(&bad_compare), Err(KvError::EmptyKey));
 
@@ -152,4 +168,40 @@ fn validation_enforces_the_limits() {
     assert_eq!(validate(&KvCommand::Put { key: b("k"), value: Bytes::from(vec![0; 1 << 20]), ttl_ms: None }), Ok(()));
     let too_big = KvCommand::Put { key: b("k"), value: Bytes::from(vec![0; (1 << 20) + 1]), ttl_ms: None };
     assert!(matches!(validate(&too_big), Err(KvError::ValueTooLarge { .. })));
+}
+
+#[test]
+fn transactions_written_before_ranged_compares_still_decode() {
+    // Tag 5: one compare (key "k", Version == 3) without a range end, one Delete "k" on success.
+    let mut old = vec![1, 5, 1, 0, 0, 0, 1, 0, 0, 0, b'k', 2, 3, 0, 0, 0, 0, 0, 0, 0, 1];
+    old.extend_from_slice(&[1, 0, 0, 0, 2, 1, 0, 0, 0, b'k', 0, 0, 0, 0]);
+    let expected = KvCommand::Txn {
+        compares: vec![Compare {
+            key: b("k"),
+            range_end: b(""),
+            target: CompareTarget::Version(3),
+            op: CompareOp::Equal,
+        }],
+        success: vec![TxnOp::Delete { key: b("k") }],
+        failure: vec![],
+    };
+    assert_eq!(KvCommand::decode(&old), Ok(expected.clone()));
+    assert_eq!(expected.encode()[1], 8, "transactions are written with the ranged format");
+}
+
+#[test]
+fn nesting_beyond_the_limit_is_refused_by_validation_and_decoding() {
+    let nest = |depth: usize| {
+        let mut ops = vec![TxnOp::Delete { key: b("k") }];
+        for _ in 1..depth {
+            ops = vec![TxnOp::Txn { compares: vec![], success: ops, failure: vec![] }];
+        }
+        KvCommand::Txn { compares: vec![], success: ops, failure: vec![] }
+    };
+    let deepest = nest(crate::kv::TXN_NESTING_MAX);
+    assert_eq!(validate(&deepest), Ok(()));
+    assert_eq!(KvCommand::decode(&deepest.encode()), Ok(deepest));
+    let too_deep = nest(crate::kv::TXN_NESTING_MAX + 1);
+    assert_eq!(validate(&too_deep), Err(KvError::TxnTooDeep { max: crate::kv::TXN_NESTING_MAX }));
+    assert!(matches!(KvCommand::decode(&too_deep.encode()), Err(KvDecodeError::TooDeep { .. })));
 }

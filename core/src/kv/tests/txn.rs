@@ -11,7 +11,7 @@ fn cas(key: &str, expected: Option<&str>, new_value: &str) -> KvCommand {
 }
 
 fn compare(key: &str, target: CompareTarget, op: CompareOp) -> Compare {
-    Compare { key: b(key), target, op }
+    Compare { key: b(key), range_end: Bytes::new(), target, op }
 }
 
 fn txn_put(key: &str, value: &str) -> TxnOp {
@@ -139,4 +139,85 @@ fn delete_range_follows_the_etcd_range_convention() {
     let from = apply(&mut store, KvCommand::DeleteRange { start: b(""), end: Bytes::from_static(&[0]) });
     assert_eq!(super::deleted_keys(&from), vec![b("d")]);
     assert_eq!(store.range(&crate::kv::KeyRange::all(), None, 0).unwrap().count, 0);
+}
+
+fn ranged(key: &str, range_end: &str, target: CompareTarget, op: CompareOp) -> Compare {
+    Compare { key: b(key), range_end: b(range_end), target, op }
+}
+
+fn txn(compares: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp>) -> KvCommand {
+    KvCommand::Txn { compares, success, failure }
+}
+
+#[test]
+fn a_ranged_compare_holds_only_when_every_live_key_of_the_range_satisfies_it() {
+    let mut store = KvStore::new();
+    apply(&mut store, put("a/1", "x")); // 1
+    apply(&mut store, put("a/2", "x")); // 2
+    apply(&mut store, put("b", "y")); // 3
+    let holds = |store: &KvStore, compare: Compare| {
+        let mut store = store.clone();
+        apply(&mut store, txn(vec![compare], vec![], vec![])).succeeded
+    };
+    use CompareOp::{Equal, Greater, Less};
+    assert!(holds(&store, ranged("a/", "a0", CompareTarget::Value(b("x")), Equal)));
+    assert!(!holds(&store, ranged("a/", "c", CompareTarget::Value(b("x")), Equal)), "b holds y");
+    assert!(holds(&store, ranged("a/", "a0", CompareTarget::ModRevision(3), Less)));
+    assert!(!holds(&store, ranged("a/", "\0", CompareTarget::ModRevision(3), Less)), "\\0: from the key on");
+    assert!(holds(&store, ranged("", "\0", CompareTarget::CreateRevision(0), Greater)), "every key");
+    // An empty range is examined as one missing key: version 0, and value compares fail.
+    assert!(holds(&store, ranged("x", "y", CompareTarget::Version(0), Equal)));
+    assert!(!holds(&store, ranged("x", "y", CompareTarget::Value(b("")), Greater)));
+}
+
+#[test]
+fn lease_compares_see_lease_zero_on_every_key() {
+    let mut store = KvStore::new();
+    apply(&mut store, put("k", "v"));
+    for key in ["k", "missing"] {
+        let zero = compare(key, CompareTarget::Lease(0), CompareOp::Equal);
+        assert!(apply(&mut store, txn(vec![zero], vec![], vec![])).succeeded);
+        let other = compare(key, CompareTarget::Lease(7), CompareOp::Equal);
+        assert!(!apply(&mut store, txn(vec![other], vec![], vec![])).succeeded);
+    }
+}
+
+#[test]
+fn nested_transactions_decide_on_the_state_before_the_outer_one_and_share_its_revision() {
+    let mut store = KvStore::new();
+    apply(&mut store, put("k", "old")); // 1
+    let inner = TxnOp::Txn {
+        // Sees "old", although the outer transaction wrote "new" before it.
+        compares: vec![compare("k", CompareTarget::Value(b("old")), CompareOp::Equal)],
+        success: vec![txn_put("inner", "saw old")],
+        failure: vec![txn_put("inner", "saw new")],
+    };
+    let result = apply(&mut store, txn(vec![], vec![txn_put("k", "new"), inner], vec![]));
+    assert!(result.succeeded);
+    assert_eq!(result.revision, 2, "one revision for the whole transaction");
+    assert_eq!(result.events.len(), 2);
+    assert_eq!(value(&store, "inner").as_deref(), Some("saw old"));
+    let [OpResponse::Put { .. }, OpResponse::Txn { succeeded: true, responses }] = &result.responses[..] else {
+        panic!("{:?}", result.responses)
+    };
+    assert!(matches!(&responses[..], [OpResponse::Put { prev: None }]));
+}
+
+#[test]
+fn put_same_value_keeps_the_value_and_refuses_a_missing_key_without_changing_anything() {
+    let mut store = KvStore::new();
+    apply(&mut store, put("k", "v")); // 1
+    let touched = apply(&mut store, txn(vec![], vec![TxnOp::PutSameValue { key: b("k") }], vec![]));
+    assert!(touched.succeeded && touched.error.is_none());
+    let kv = store.get(b"k", None).unwrap().unwrap();
+    assert_eq!((kv.value, kv.version, kv.mod_revision), (b("v"), 2, 2));
+    let ops = vec![txn_put("other", "1"), TxnOp::PutSameValue { key: b("missing") }];
+    let refused = apply(&mut store, txn(vec![], ops, vec![]));
+    assert_eq!(refused.error, Some(crate::kv::KvError::KeyNotFound));
+    assert!(!refused.succeeded && refused.events.is_empty() && refused.responses.is_empty());
+    assert_eq!((store.current_revision(), value(&store, "other")), (2, None), "nothing of it applied");
+    // Only the branch taken is checked.
+    let failing = compare("k", CompareTarget::Version(99), CompareOp::Equal);
+    let other_branch = apply(&mut store, txn(vec![failing], vec![TxnOp::PutSameValue { key: b("missing") }], vec![]));
+    assert!(other_branch.error.is_none());
 }
