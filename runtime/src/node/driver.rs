@@ -35,6 +35,7 @@ enum Waiter {
 enum ReadWaiter {
     Keys(Vec<Bytes>, Reply<Vec<Option<keel_core::kv::KeyValue>>>),
     Scan(Bytes, Reply<keel_core::kv::RangeResult>),
+    Range(KeyRange, Option<u64>, Reply<super::handle::RangeAnswer>),
 }
 
 pub(crate) struct Driver {
@@ -363,6 +364,9 @@ impl Driver {
             Request::Write { command, reply } => self.on_write(command, reply),
             Request::Read { keys, consistency, reply } => self.on_read(ReadWaiter::Keys(keys, reply), consistency),
             Request::Scan { prefix, consistency, reply } => self.on_read(ReadWaiter::Scan(prefix, reply), consistency),
+            Request::Range { range, revision, consistency, reply } => {
+                self.on_read(ReadWaiter::Range(range, revision, reply), consistency)
+            }
             Request::ChangeMembership { change, reply } => {
                 let deadline = self.deadline();
                 match self.raft.change_membership(change) {
@@ -450,6 +454,11 @@ impl Driver {
                 let answer = confirmed.and_then(|_| {
                     self.kv.range(&KeyRange::prefix(prefix.clone()), None, usize::MAX).map_err(ClientError::from)
                 });
+                let _ = reply.send(answer);
+            }
+            ReadWaiter::Range(range, revision, reply) => {
+                let current = self.kv.current_revision();
+                let answer = confirmed.map(|_| self.kv.range(&range, revision, 0).map(|kvs| (kvs, current)));
                 let _ = reply.send(answer);
             }
         }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{ApplyResult, KeyValue, KvCommand, KvError, KvEvent, RangeResult};
+use keel_core::kv::{ApplyResult, KeyRange, KeyValue, KvCommand, KvError, KvEvent, RangeResult};
 use keel_core::{Index, LeaderHint, Membership, MembershipChange, NodeId, Role};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -122,11 +122,16 @@ pub struct NodeStatus {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// The answer to [`NodeHandle::range`]: the keys read and the store's current revision, or why
+/// the revision asked for cannot be read (compacted, or in the future).
+pub type RangeAnswer = Result<(RangeResult, u64), KvError>;
+
 /// A request to the driver.
 pub(crate) enum Request {
     Write { command: KvCommand, reply: Reply<ApplyResult> },
     Read { keys: Vec<Bytes>, consistency: ReadConsistency, reply: Reply<Vec<Option<KeyValue>>> },
     Scan { prefix: Bytes, consistency: ReadConsistency, reply: Reply<RangeResult> },
+    Range { range: KeyRange, revision: Option<u64>, consistency: ReadConsistency, reply: Reply<RangeAnswer> },
     ChangeMembership { change: MembershipChange, reply: Reply<Membership> },
     TransferLeader { target: NodeId, reply: Reply<()> },
     Status { reply: Reply<NodeStatus> },
@@ -184,6 +189,19 @@ impl NodeHandle {
     /// Every live key under `prefix`, with the revision they were read at.
     pub async fn scan(&self, prefix: Bytes, consistency: ReadConsistency) -> Result<RangeResult, ClientError> {
         self.call(|reply| Request::Scan { prefix, consistency, reply }, ClientError::Timeout).await
+    }
+
+    /// Every live key of `range` (etcd's range conventions) at `revision` (`None`: the latest),
+    /// confirmed with `consistency`, together with the store's current revision (which a read
+    /// at a past revision does not show). A revision that is compacted or not reached yet is the
+    /// inner `KvError`, kept apart so that the etcd API can answer with etcd's own errors.
+    pub async fn range(
+        &self,
+        range: KeyRange,
+        revision: Option<u64>,
+        consistency: ReadConsistency,
+    ) -> Result<RangeAnswer, ClientError> {
+        self.call(|reply| Request::Range { range, revision, consistency, reply }, ClientError::Timeout).await
     }
 
     /// Changes the membership; returns the configuration once the change is applied.
