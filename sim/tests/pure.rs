@@ -51,7 +51,7 @@ fn a_seed_run_twice_gives_the_same_trace() {
         assert_eq!(first.trace_events, second.trace_events);
         assert_eq!(first.history, second.history);
         let lines = second.trace_lines.expect("lines were kept");
-        assert_eq!(lines.len() as u64, second.trace_events);
+        assert_eq!(lines.len() as u64, second.trace_events + 1, "every event, then the `end` line");
     }
     assert_ne!(run(small(3), false).trace_hash, run(small(4), false).trace_hash);
 }

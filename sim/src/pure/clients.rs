@@ -21,6 +21,7 @@ use super::node::AppliedEntry;
 use super::recorder::{EventualRead, ScanRecord, WatchStream};
 use super::reference::{event_record, EventRecord};
 use super::simulator::{Phase, Simulator};
+use super::trace::EventKind;
 use super::workload::{Operation, OperationKind, ReadKind};
 use crate::history::{EventType, ProcessId};
 
@@ -109,7 +110,7 @@ impl Simulator {
             self.clients[index].next_action_ms = u64::MAX;
             return;
         };
-        self.trace.record("invoke", self.now_ms, &[process, operation.id], || format!("{operation:?}"));
+        self.trace.record(EventKind::Invoke, self.now_ms, &[process, operation.id], || format!("{operation:?}"));
         self.recorder.invoke(&operation, self.now_ms);
         let client = &mut self.clients[index];
         client.operation = Some(operation);
@@ -130,7 +131,7 @@ impl Simulator {
             client.required -= 1;
         }
         let code = event_type as u64;
-        self.trace.record("complete", self.now_ms, &[operation.process, operation.id, code], || {
+        self.trace.record(EventKind::Complete, self.now_ms, &[operation.process, operation.id, code], || {
             format!("{event_type:?} {read_value:?}")
         });
         self.recorder.complete(&operation, event_type, read_value.clone(), self.now_ms);
@@ -204,7 +205,8 @@ impl Simulator {
         };
         match self.nodes.get_mut(&target).expect("picked").propose(self.now_ms, &command) {
             Ok(log_id) => {
-                self.trace.record("propose", self.now_ms, &[u64::from(target), log_id.term, log_id.index], String::new);
+                let fields = [operation.process, u64::from(target), log_id.term, log_id.index];
+                self.trace.record(EventKind::Propose, self.now_ms, &fields, String::new);
                 self.waiting_writes.insert((target, log_id.index), index);
                 let client = &mut self.clients[index];
                 client.stage = Stage::WaitingWrite(target, log_id);

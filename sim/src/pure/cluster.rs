@@ -5,7 +5,7 @@
 //!
 //! Data flow: `simulator.rs` calls [`Simulator::handle_faults`] at the start of every step; it
 //! asks the [`super::faults::FaultScheduler`] for due endings and, when due, a new fault drawn
-//! against a [`ClusterView`] of the nodes, and records each one in the trace.
+//! against a [`ClusterView`] of the nodes, and records each one (and each end of one) in the trace.
 
 use keel_core::{LearnerKind, MembershipChange, NodeId, RecoveredState};
 
@@ -14,6 +14,7 @@ use super::network::PartitionKind;
 use super::node::SimNode;
 use super::rng::SimRng;
 use super::simulator::{stream, Phase, Simulator};
+use super::trace::{fault_fields, EventKind};
 
 /// Most nodes a run ever has: the initial voters plus learners added by membership changes.
 const EXTRA_NODES_MAX: u32 = 2;
@@ -71,7 +72,23 @@ impl Simulator {
             Fault::ChangeMembership => self.change_membership(),
             Fault::TransferLeadership => self.transfer_leadership(),
         };
-        self.trace.record("fault", self.now_ms, &[fault_code(&fault)], || detail);
+        let mut fields = fault_fields(&fault);
+        if matches!(fault, Fault::Partition(_)) {
+            fields[2] = self.cut_mask();
+        }
+        self.trace.record(EventKind::Fault, self.now_ms, &fields, || detail);
+    }
+
+    /// The nodes that lost a link (in either direction), as a bit mask by node id.
+    fn cut_mask(&self) -> u64 {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut mask = 0u64;
+        for a in &ids {
+            for b in ids.iter().filter(|b| self.network.is_cut(*a, **b)) {
+                mask |= (1 << a) | (1 << b);
+            }
+        }
+        mask
     }
 
     fn partition(&mut self, kind: PartitionKind) -> String {
@@ -167,32 +184,17 @@ impl Simulator {
     /// (those with detected corruption stay down), paused nodes resumed.
     pub(crate) fn heal_everything(&mut self) {
         self.faults.clear();
-        self.network.heal();
+        if self.network.is_partitioned() {
+            self.apply_fault(Fault::Heal);
+        }
         self.network.set_faults(false);
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.nodes[&id].raft.is_none() {
-                let detail = self.restart(id);
-                self.trace.record("heal", self.now_ms, &[u64::from(id)], || detail);
+                self.apply_fault(Fault::Restart(id));
             } else if self.nodes[&id].paused {
-                self.set_paused(id, false);
+                self.apply_fault(Fault::Resume(id));
             }
         }
-    }
-}
-
-fn fault_code(fault: &Fault) -> u64 {
-    match fault {
-        Fault::Partition(kind) => 100 + *kind as u64,
-        Fault::Heal => 1,
-        Fault::Crash(node) => 2_000 + u64::from(*node),
-        Fault::Restart(node) => 3_000 + u64::from(*node),
-        Fault::Pause(node) => 4_000 + u64::from(*node),
-        Fault::Resume(node) => 5_000 + u64::from(*node),
-        Fault::StepWallClock(node) => 6_000 + u64::from(*node),
-        Fault::JumpClock(node, jump) => 7_000 + u64::from(*node) + (jump << 16),
-        Fault::FlipBit(node) => 8_000 + u64::from(*node),
-        Fault::ChangeMembership => 9,
-        Fault::TransferLeadership => 10,
     }
 }

@@ -10,7 +10,8 @@
 //! entry is checked against the independently rebuilt committed history (`reference.rs`); nodes
 //! are checked from the outside (`invariants.rs`); the client history (`recorder.rs`) is checked
 //! for linearizability (`linearizability.rs`) and the weaker promises (`weak_checks.rs`); every
-//! event feeds the trace hash (`trace.rs`).
+//! event feeds the trace hash and, when asked, the trace file (`trace.rs`, its header in
+//! `header.rs`), which `replay.rs` re-executes and verifies line by line.
 
 pub mod clients;
 pub mod clock;
@@ -18,6 +19,7 @@ mod cluster;
 pub mod disk;
 pub mod envelope;
 pub mod faults;
+pub mod header;
 pub mod invariants;
 pub mod linearizability;
 pub mod network;
@@ -25,6 +27,7 @@ pub mod node;
 pub mod outcome;
 pub mod recorder;
 pub mod reference;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod simulator;
@@ -32,5 +35,5 @@ pub mod trace;
 pub mod weak_checks;
 pub mod workload;
 
-pub use outcome::{run, RunOutcome, RunVerdict};
+pub use outcome::{run, run_traced, RunOutcome, RunVerdict};
 pub use scenario::Scenario;

@@ -3,8 +3,9 @@
 //!
 //! Data flow: the simulator hands every message a node's `Ready` produced to [`Network::send`],
 //! which decides its fate (dropped, delivered once or twice, delayed or held back) from the
-//! network's random stream; [`Network::pop_due`] hands back, in order, the messages whose delivery
-//! time has come. Partitions are a set of cut directed links, consulted both when a message is sent
+//! network's random stream, and says what it decided ([`SendFate`], for the trace);
+//! [`Network::pop_due`] hands back, in order and with their ids, the messages whose delivery time
+//! has come. Partitions are a set of cut directed links, consulted both when a message is sent
 //! and when it arrives (a link cut while a message is in flight loses it). The queue is bounded:
 //! past `in_flight_max` messages a new one is dropped (a full send buffer), and counted.
 
@@ -14,6 +15,7 @@ use keel_core::{Message, NodeId};
 
 use super::rng::SimRng;
 use super::scenario::NetworkFaults;
+use super::trace::DropReason;
 
 /// Most messages in flight at once; more are dropped as if a send buffer were full.
 pub const IN_FLIGHT_MAX: usize = 100_000;
@@ -48,6 +50,33 @@ pub struct NetworkStats {
     pub reordered: u64,
 }
 
+/// What the network did with a message handed to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendFate {
+    /// Dropped at once.
+    Dropped(DropReason),
+    /// Queued under `id` for delivery at `at_ms`; `copy` is a duplicate's id and delivery time.
+    Queued {
+        /// The message's id (its sequence number in the queue).
+        id: u64,
+        /// When it is due.
+        at_ms: u64,
+        /// A duplicate copy, if the network made one.
+        copy: Option<(u64, u64)>,
+    },
+}
+
+/// A message whose delivery time has come.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The id it was queued under.
+    pub id: u64,
+    /// The message.
+    pub message: Message,
+    /// Its link was cut while it was in flight: it is lost (and counted as dropped).
+    pub cut: bool,
+}
+
 /// The network of one run.
 #[derive(Debug)]
 pub struct Network {
@@ -76,26 +105,36 @@ impl Network {
         }
     }
 
-    /// Hands `message` to the network at `now_ms`.
-    pub fn send(&mut self, now_ms: u64, message: Message) {
+    /// Hands `message` to the network at `now_ms` and says what became of it.
+    pub fn send(&mut self, now_ms: u64, message: Message) -> SendFate {
         self.stats.sent += 1;
         let lost = self.faults_on && self.rng.chance(self.faults.loss_per_million);
-        if lost || self.is_cut(message.from, message.to) || self.in_flight.len() >= IN_FLIGHT_MAX {
+        let reason = if lost {
+            Some(DropReason::Loss)
+        } else if self.is_cut(message.from, message.to) {
+            Some(DropReason::Cut)
+        } else {
+            (self.in_flight.len() >= IN_FLIGHT_MAX).then_some(DropReason::QueueFull)
+        };
+        if let Some(reason) = reason {
             self.stats.dropped += 1;
-            return;
+            return SendFate::Dropped(reason);
         }
+        let mut copy = None;
         if self.faults_on && self.rng.chance(self.faults.duplicate_per_million) {
             self.stats.duplicated += 1;
             let at = now_ms + self.delay_ms();
-            self.enqueue(at, message.clone());
+            copy = Some((self.enqueue(at, message.clone()), at));
         }
-        let at = now_ms + self.delay_ms();
-        self.enqueue(at, message);
+        let at_ms = now_ms + self.delay_ms();
+        SendFate::Queued { id: self.enqueue(at_ms, message), at_ms, copy }
     }
 
-    fn enqueue(&mut self, at_ms: u64, message: Message) {
+    /// Queues `message` for `at_ms`; returns its id.
+    fn enqueue(&mut self, at_ms: u64, message: Message) -> u64 {
         self.sequence += 1;
         self.in_flight.insert((at_ms, self.sequence), Box::new(message));
+        self.sequence
     }
 
     fn delay_ms(&mut self) -> u64 {
@@ -112,21 +151,19 @@ impl Network {
         self.in_flight.first_key_value().map(|((at, _), _)| *at)
     }
 
-    /// The next message due at or before `now_ms`, in (time, send order); messages over links
-    /// cut since they were sent are dropped on the way.
-    pub fn pop_due(&mut self, now_ms: u64) -> Option<Message> {
-        loop {
-            let entry = self.in_flight.first_entry()?;
-            if entry.key().0 > now_ms {
-                return None;
-            }
-            let message = entry.remove();
-            if self.is_cut(message.from, message.to) {
-                self.stats.dropped += 1;
-                continue;
-            }
-            return Some(*message);
+    /// The next message due at or before `now_ms`, in (time, send order); one over a link cut
+    /// since it was sent comes back marked `cut` (lost, and counted as dropped).
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<Arrival> {
+        let entry = self.in_flight.first_entry()?;
+        if entry.key().0 > now_ms {
+            return None;
         }
+        let ((_, id), message) = entry.remove_entry();
+        let cut = self.is_cut(message.from, message.to);
+        if cut {
+            self.stats.dropped += 1;
+        }
+        Some(Arrival { id, message: *message, cut })
     }
 
     /// Messages in flight.
@@ -246,12 +283,13 @@ mod tests {
             network.send(i, message(1, 2));
         }
         network.cut_link(1, 3);
-        network.send(0, message(1, 3));
+        assert_eq!(network.send(0, message(1, 3)), SendFate::Dropped(DropReason::Cut));
         let mut last = 0;
         let mut delivered = 0;
         for now in 0..100 {
-            while let Some(m) = network.pop_due(now) {
-                assert_eq!(m.to, 2);
+            while let Some(arrival) = network.pop_due(now) {
+                assert!(!arrival.cut);
+                assert_eq!(arrival.message.to, 2);
                 assert!(now >= last);
                 last = now;
                 delivered += 1;

@@ -5,14 +5,18 @@
 //!
 //! Data flow: [`run`] builds a [`Simulator`] from a [`Scenario`], steps it until the run ends
 //! and returns a [`RunOutcome`] with the verdict, the trace hash and the figures a report needs.
+//! [`run_traced`] does the same with a given [`Trace`]: one that verifies a recorded trace stops
+//! the run at the first difference (`keel-sim replay`).
 
 use keel_core::{Index, NodeId};
 
 use super::clients::{ClientState, Stage};
+use super::header::TraceHeader;
 use super::invariants::check_acknowledged;
 use super::recorder::OutcomeCounts;
 use super::scenario::Scenario;
 use super::simulator::{Phase, Simulator};
+use super::trace::{Divergence, EventKind, Trace};
 use super::weak_checks;
 use crate::history::HistoryEvent;
 
@@ -39,7 +43,7 @@ pub struct RunOutcome {
     pub trace_hash: u64,
     /// Events in the trace.
     pub trace_events: u64,
-    /// The trace as JSON lines, when asked for.
+    /// The trace as JSON lines (events and the `end` line, without the header), when asked for.
     pub trace_lines: Option<Vec<String>>,
     /// Messages delivered to nodes.
     pub messages_delivered: u64,
@@ -55,27 +59,59 @@ pub struct RunOutcome {
     pub history: Vec<HistoryEvent>,
 }
 
+impl RunVerdict {
+    /// One line for people: `PASS`, `PASS (expected lease violation: ..)` or `FAIL: ..`.
+    pub fn describe(&self) -> String {
+        match self {
+            RunVerdict::Passed => "PASS".to_string(),
+            RunVerdict::ExpectedLeaseViolation(why) => format!("PASS (expected lease violation: {why})"),
+            RunVerdict::Failed(why) => format!("FAIL: {why}"),
+        }
+    }
+}
+
 impl RunOutcome {
     /// Whether the run found no bug (an expected lease violation is not one).
     pub fn passed(&self) -> bool {
         !matches!(self.verdict, RunVerdict::Failed(_))
     }
+
+    /// The trace file's text (header, events, `end` line), when the trace lines were kept.
+    pub fn trace_file(&self) -> Option<String> {
+        let lines = self.trace_lines.as_ref()?;
+        let mut text = TraceHeader::new(&self.scenario).line();
+        text.push('\n');
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        Some(text)
+    }
 }
 
 /// Runs `scenario` to its end; `keep_trace_lines` keeps the JSON-lines trace.
 pub fn run(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
-    let mut simulator = Simulator::new(scenario, keep_trace_lines);
+    run_traced(scenario, Trace::new(keep_trace_lines)).0
+}
+
+/// Runs `scenario` to its end with `trace`; a verifying trace stops the run where it diverges
+/// (the verdict is then a failure) and the divergence comes back with the outcome.
+pub fn run_traced(scenario: Scenario, trace: Trace) -> (RunOutcome, Option<Divergence>) {
+    let mut simulator = Simulator::with_trace(scenario, trace);
     simulator.run_phases();
     let verdict = match simulator.violation.clone() {
+        _ if simulator.trace.diverged() => RunVerdict::Failed("the run diverged from the recorded trace".into()),
         Some(violation) => RunVerdict::Failed(violation),
         None => simulator.final_checks(),
     };
+    simulator.trace.finish(simulator.now_ms, &verdict.describe());
     let history = simulator.recorder.history(false);
-    RunOutcome {
+    let divergence = simulator.trace.divergence().cloned();
+    let outcome = RunOutcome {
         verdict,
         trace_hash: simulator.trace.hash(),
         trace_events: simulator.trace.events(),
-        trace_lines: simulator.trace.lines().map(<[String]>::to_vec),
+        trace_lines: simulator.trace.take_lines(),
         messages_delivered: simulator.messages_delivered(),
         steps: simulator.steps,
         simulated_ms: simulator.now_ms,
@@ -83,12 +119,13 @@ pub fn run(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
         detected_corruptions: simulator.detected_corruptions.clone(),
         history,
         scenario: simulator.scenario,
-    }
+    };
+    (outcome, divergence)
 }
 
 impl Simulator {
     fn run_phases(&mut self) {
-        while self.violation.is_none() {
+        while self.violation.is_none() && !self.trace.diverged() {
             self.step();
             match self.phase {
                 Phase::Faults if !self.workload.wants_more() => self.start_liveness(),
@@ -112,7 +149,7 @@ impl Simulator {
 
     fn start_liveness(&mut self) {
         self.phase = Phase::Liveness { started_ms: self.now_ms };
-        self.trace.record("liveness", self.now_ms, &[], String::new);
+        self.trace.record(EventKind::Liveness, self.now_ms, &[], String::new);
         self.heal_everything();
         let mut probe = ClientState::new(u64::from(self.scenario.client_count));
         probe.required = 1;

@@ -8,7 +8,7 @@
 use super::rng::SimRng;
 
 /// Network faults and timing for one run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkFaults {
     /// Shortest one-way delay of a message.
     pub delay_ms_min: u64,
@@ -27,7 +27,7 @@ pub struct NetworkFaults {
 }
 
 /// Disk faults and timing for one run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskFaults {
     /// Shortest time a sync takes.
     pub sync_delay_ms_min: u64,
@@ -44,7 +44,7 @@ pub struct DiskFaults {
 }
 
 /// Clock behaviour for one run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClockFaults {
     /// The drift bound configured for leases (also the bound the clocks keep unless `beyond_bound`).
     pub drift_ppm_max: u64,
@@ -58,7 +58,7 @@ pub struct ClockFaults {
 }
 
 /// Which process and cluster-management events the scheduler injects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessFaults {
     /// Crash (losing unsynced writes) and later restart nodes.
     pub crashes: bool,
@@ -71,7 +71,7 @@ pub struct ProcessFaults {
 }
 
 /// Everything one run does, derived from the seed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scenario {
     /// The run's seed.
     pub seed: u64,

@@ -6,24 +6,25 @@
 //!
 //! Data flow per step: faults → message deliveries → ticks (and leaders' expiry proposals) →
 //! disk syncs → clients → every node's `Ready` (whose outputs feed the network, the clients, the
-//! committed history and the checkers) → periodic invariant checks. Client handling lives in
+//! committed history and the checkers) → periodic invariant checks. Every send, delivery, drop,
+//! tick and change of a node's state goes into the trace (`trace.rs`). Client handling lives in
 //! `clients.rs`, fault handling in `cluster.rs`, the liveness phase and final checks in
 //! `outcome.rs`.
 
 use std::collections::BTreeMap;
 
-use keel_core::{Index, Membership, NodeId, ReadId, RecoveredState, Role};
+use keel_core::{Index, Membership, Message, NodeId, ReadId, RecoveredState, Role};
 
 use super::clients::ClientState;
 use super::faults::FaultScheduler;
 use super::invariants::Invariants;
-use super::network::Network;
+use super::network::{Arrival, Network, SendFate};
 use super::node::{NodeOutput, SimNode};
 use super::recorder::Recorder;
 use super::reference::{events_of, CommittedLog};
 use super::rng::SimRng;
 use super::scenario::Scenario;
-use super::trace::Trace;
+use super::trace::{message_kind, role_code, DropReason, EventKind, Trace};
 use super::workload::Workload;
 
 /// Random streams of one run, one per concern.
@@ -78,6 +79,11 @@ pub struct Simulator {
 impl Simulator {
     /// A fresh cluster of `scenario.node_count` voters, with its clients and fault scheduler.
     pub fn new(scenario: Scenario, keep_trace_lines: bool) -> Self {
+        Self::with_trace(scenario, Trace::new(keep_trace_lines))
+    }
+
+    /// [`Simulator::new`] with a given trace (one that verifies a recorded trace, for replay).
+    pub fn with_trace(scenario: Scenario, trace: Trace) -> Self {
         let seed = scenario.seed;
         let membership = Membership::with_voters(1..=scenario.node_count);
         let mut nodes = BTreeMap::new();
@@ -99,7 +105,7 @@ impl Simulator {
             recorder: Recorder::default(),
             committed: CommittedLog::default(),
             invariants: Invariants::default(),
-            trace: Trace::new(keep_trace_lines),
+            trace,
             waiting_writes: BTreeMap::new(),
             waiting_reads: BTreeMap::new(),
             next_read_id: 0,
@@ -114,7 +120,7 @@ impl Simulator {
     /// Records the first safety violation; the run stops at the end of the step.
     pub(crate) fn violate(&mut self, violation: String) {
         if self.violation.is_none() {
-            self.trace.record("violation", self.now_ms, &[], || violation.clone());
+            self.trace.record(EventKind::Violation, self.now_ms, &[], || violation.clone());
             self.violation = Some(violation);
         }
     }
@@ -158,15 +164,44 @@ impl Simulator {
     }
 
     fn deliver_messages(&mut self) {
-        while let Some(message) = self.network.pop_due(self.now_ms) {
-            let Some(node) = self.nodes.get_mut(&message.to).filter(|n| n.is_available()) else {
-                self.network.stats.dropped += 1;
+        while let Some(Arrival { id, message, cut }) = self.network.pop_due(self.now_ms) {
+            let ends = [id, u64::from(message.from), u64::from(message.to)];
+            let node = self.nodes.get_mut(&message.to).filter(|n| n.is_available());
+            let Some(node) = node.filter(|_| !cut) else {
+                let reason = if cut { DropReason::CutInFlight } else { DropReason::ReceiverDown };
+                if !cut {
+                    self.network.stats.dropped += 1;
+                }
+                self.trace.record(
+                    EventKind::Drop,
+                    self.now_ms,
+                    &[ends[0], ends[1], ends[2], reason as u64],
+                    String::new,
+                );
                 continue;
             };
             self.network.stats.delivered += 1;
-            let fields = [u64::from(message.from), u64::from(message.to), message.term, message_kind_code(&message)];
-            self.trace.record("deliver", self.now_ms, &fields, || format!("{message:?}"));
+            self.trace.record(EventKind::Deliver, self.now_ms, &ends, String::new);
             node.raft.as_mut().expect("available").step(message);
+        }
+    }
+
+    /// Hands `message` to the network and records what became of it.
+    fn send(&mut self, message: Message) {
+        let (from, to, term, kind) =
+            (u64::from(message.from), u64::from(message.to), message.term, message_kind(&message.body));
+        let detail = if self.trace.formats_lines() { format!("{:?}", message.body) } else { String::new() };
+        match self.network.send(self.now_ms, message) {
+            SendFate::Dropped(reason) => {
+                self.trace.record(EventKind::Send, self.now_ms, &[0, from, to, term, kind, 0, reason as u64], || detail)
+            }
+            SendFate::Queued { id, at_ms, copy } => {
+                self.trace.record(EventKind::Send, self.now_ms, &[id, from, to, term, kind, at_ms, 0], || detail);
+                if let Some((copy_id, copy_at_ms)) = copy {
+                    let fields = [copy_id, from, to, term, kind, copy_at_ms, 0];
+                    self.trace.record(EventKind::Send, self.now_ms, &fields, || format!("duplicate of {id}"));
+                }
+            }
         }
     }
 
@@ -176,6 +211,8 @@ impl Simulator {
         let mut expiries = Vec::new();
         for node in self.nodes.values_mut().filter(|n| n.is_available() && n.next_tick_ms <= now) {
             node.tick(now);
+            let clock = node.clock.monotonic_ms(now);
+            self.trace.record(EventKind::Tick, now, &[u64::from(node.id), clock], String::new);
             node.next_tick_ms = now + interval;
             if let Some(log_id) = node.maybe_propose_expiry(now) {
                 expiries.push(log_id);
@@ -183,23 +220,33 @@ impl Simulator {
             node.maybe_propose_compaction(now);
         }
         for log_id in expiries {
-            self.trace.record("expire-proposed", now, &[log_id.term, log_id.index], String::new);
+            self.trace.record(EventKind::ExpireProposed, now, &[log_id.term, log_id.index], String::new);
             self.recorder.expiry_proposed(log_id, now);
         }
     }
 
-    /// Carries out every node's pending `Ready` and routes what it produced.
+    /// Carries out every node's pending `Ready`, routes what it produced, and records every
+    /// node's state if it changed.
     pub(crate) fn process_all_ready(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            let mut output = NodeOutput::default();
             let node = self.nodes.get_mut(&id).expect("listed");
-            if !node.is_available() {
-                continue;
+            if node.is_available() {
+                let mut output = NodeOutput::default();
+                node.process_ready(self.now_ms, &mut output);
+                self.route_output(id, output);
             }
-            node.process_ready(self.now_ms, &mut output);
-            self.route_output(id, output);
+            self.record_state(id);
         }
+    }
+
+    /// Records node `id`'s role, term, known leader and commit index (all 0 while it is down).
+    fn record_state(&mut self, id: NodeId) {
+        let state = self.nodes[&id].raft.as_ref().map_or([0; 4], |raft| {
+            let leader = raft.leader_id().map_or(0, u64::from);
+            [role_code(Some(raft.role())), raft.term(), leader, raft.commit_index()]
+        });
+        self.trace.record_state(self.now_ms, id, state);
     }
 
     fn route_output(&mut self, id: NodeId, output: NodeOutput) {
@@ -209,7 +256,6 @@ impl Simulator {
         for soft_state in &output.soft_states {
             if soft_state.role == Role::Leader {
                 let term = soft_state.leader.term;
-                self.trace.record("leader", self.now_ms, &[u64::from(id), term], String::new);
                 if let Err(violation) = self.invariants.observe_leader(id, term) {
                     self.violate(violation);
                 }
@@ -219,13 +265,13 @@ impl Simulator {
             self.catch_up_watches(id);
         }
         for message in output.messages {
-            self.network.send(self.now_ms, message);
+            self.send(message);
         }
         let term = self.nodes[&id].raft.as_ref().map_or(0, |r| r.term());
         for applied in output.applied {
             let events = applied.result.as_ref().map(events_of).unwrap_or_default();
             let log_id = applied.log_id;
-            self.trace.record("apply", self.now_ms, &[u64::from(id), log_id.term, log_id.index], String::new);
+            self.trace.record(EventKind::Apply, self.now_ms, &[u64::from(id), log_id.term, log_id.index], String::new);
             if matches!(applied.command, Some((_, keel_core::kv::KvCommand::Expire { .. }))) {
                 self.recorder.expiry_applied(log_id, &events, self.now_ms);
             }
@@ -263,9 +309,4 @@ impl Simulator {
         let leaders = self.nodes.iter().filter(|(_, n)| n.is_available() && n.role() == Some(Role::Leader));
         leaders.max_by_key(|(_, n)| n.raft.as_ref().map(|r| r.term())).map(|(id, _)| *id)
     }
-}
-
-/// A small number per message kind, for the trace hash.
-fn message_kind_code(message: &keel_core::Message) -> u64 {
-    message.body.kind().bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)))
 }

@@ -1,0 +1,52 @@
+//! Replaying a trace file: the run is rebuilt from the header's scenario and executed again with
+//! a trace that compares every event it produces, in order, with the recorded line; the run stops
+//! at the first difference. A trace replays identically exactly when the simulator (and the core
+//! it drives) behave as when the trace was written.
+//!
+//! Data flow: `keel-sim replay FILE` reads the file with [`super::header::TraceFile::parse`],
+//! calls [`replay`] and prints the [`ReplayReport`].
+
+use super::header::{TraceFile, SIMULATOR_VERSION};
+use super::outcome::{run_traced, RunVerdict};
+use super::trace::{Divergence, Trace};
+
+/// What a replay found.
+#[derive(Clone, Debug)]
+pub struct ReplayReport {
+    /// Events compared equal before the end or the first difference (the `end` line included).
+    pub lines_verified: usize,
+    /// Where the replay first differed, if it did.
+    pub divergence: Option<Divergence>,
+    /// The replayed run's verdict.
+    pub verdict: RunVerdict,
+    /// The replayed run's trace hash.
+    pub trace_hash: u64,
+    /// The simulator that wrote the trace, when it is not this one (a difference may come from
+    /// the change of version).
+    pub other_version: Option<String>,
+}
+
+impl ReplayReport {
+    /// Whether the replay reproduced every recorded line.
+    pub fn identical(&self) -> bool {
+        self.divergence.is_none()
+    }
+}
+
+/// Re-executes `file`'s run and verifies it line by line.
+pub fn replay(file: &TraceFile) -> ReplayReport {
+    let expected: Vec<String> = file.lines.iter().map(|line| line.text.clone()).collect();
+    let first_line = file.lines.first().map_or(2, |line| line.number);
+    let (outcome, divergence) = run_traced(file.header.scenario.clone(), Trace::verifying(expected, first_line));
+    let verified = match &divergence {
+        Some(divergence) => divergence.line - first_line,
+        None => file.lines.len(),
+    };
+    ReplayReport {
+        lines_verified: verified,
+        divergence,
+        verdict: outcome.verdict,
+        trace_hash: outcome.trace_hash,
+        other_version: (file.header.simulator != SIMULATOR_VERSION).then(|| file.header.simulator.clone()),
+    }
+}
