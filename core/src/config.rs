@@ -52,6 +52,9 @@ pub struct Config {
     pub preferred_leader: Option<NodeId>,
     /// Seed of the generator that randomizes election timeouts (determinism: never global).
     pub rng_seed: u64,
+    /// A classic Raft bug this node plants (feature `planted-bugs`, for the simulator only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<crate::PlantedBug>,
 }
 
 impl Config {
@@ -77,6 +80,8 @@ impl Config {
             promote_lag_entries_max: 1_000,
             preferred_leader: None,
             rng_seed: u64::from(id),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 
@@ -131,6 +136,9 @@ impl Config {
         let Some(lease) = self.lease else { return 0 };
         let timeout = self.election_timeout_ms_min;
         let drift = timeout.saturating_mul(2 * lease.clock_drift_ppm_max) / 1_000_000;
+        // PLANTED BUG (lease-ignores-drift): the lease assumes clocks that never drift.
+        #[cfg(feature = "planted-bugs")]
+        let drift = if crate::planted::planted!(self, LeaseIgnoresDrift) { 0 } else { drift };
         timeout.saturating_sub(drift).saturating_sub(2 * self.heartbeat_interval_ms)
     }
 }

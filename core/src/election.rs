@@ -74,6 +74,12 @@ impl RaftNode {
     }
 
     fn vote_for(&mut self, candidate: NodeId) {
+        // PLANTED BUG (double-vote): the vote is overwritten without the single-vote assertion.
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::planted!(self.config, DoubleVote) {
+            self.voted_for = Some(candidate);
+            return;
+        }
         invariants::check_single_vote(self.term, self.voted_for, candidate);
         self.voted_for = Some(candidate);
     }
@@ -88,6 +94,9 @@ impl RaftNode {
         let can_vote = self.voted_for == Some(from)
             || (self.voted_for.is_none() && self.leader_id.is_none())
             || (pre_vote && term > self.term);
+        // PLANTED BUG (double-vote): a vote already given in this term does not stop another.
+        #[cfg(feature = "planted-bugs")]
+        let can_vote = can_vote || (crate::planted::planted!(self.config, DoubleVote) && self.leader_id.is_none());
         let granted = can_vote && up_to_date;
         if granted && !pre_vote {
             self.vote_for(from);

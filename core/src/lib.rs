@@ -19,6 +19,10 @@
 //! leader; membership changes with learners and joint consensus; compaction and chunked,
 //! resumable snapshot transfer. Safety invariants are asserted in release builds (`invariants`).
 //!
+//! Cargo feature `planted-bugs` (off by default, for the simulator only): `Config::planted_bug`
+//! makes a node plant one of seven classic Raft bugs (`PlantedBug`), each a small block marked
+//! `PLANTED BUG` in the module where the correct rule lives; without the feature none is compiled.
+//!
 //! ## Driving three nodes by hand
 //!
 //! ```
@@ -75,6 +79,8 @@ mod log;
 mod membership;
 mod message;
 mod node;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod progress;
 mod quorum;
 mod read_index;
@@ -92,6 +98,8 @@ pub use error::Error;
 pub use membership::{LearnerKind, Membership, MembershipChange, MembershipError};
 pub use message::{ConflictHint, Message, MessageBody, ReadId, ReadIndexAnswer};
 pub use node::{RaftNode, RecoveredState};
+#[cfg(feature = "planted-bugs")]
+pub use planted::PlantedBug;
 pub use progress::ProgressState;
 pub use quorum::is_quorum;
 pub use read_index::ReadPolicy;

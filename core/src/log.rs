@@ -33,6 +33,9 @@ pub(crate) struct RaftLog {
     applied: Index,
     /// First index changed since the last `take_write`.
     unpersisted_from: Option<Index>,
+    /// PLANTED BUG (no-truncate-conflict) switched on: conflicting entries are kept.
+    #[cfg(feature = "planted-bugs")]
+    pub keep_conflicts: bool,
 }
 
 impl RaftLog {
@@ -47,7 +50,15 @@ impl RaftLog {
             handed_out: applied,
             applied,
             unpersisted_from: None,
+            #[cfg(feature = "planted-bugs")]
+            keep_conflicts: false,
         }
+    }
+
+    /// PLANTED BUG (no-truncate-conflict) switch: the same log, keeping conflicting entries.
+    #[cfg(feature = "planted-bugs")]
+    pub fn keeping_conflicts(self, keep_conflicts: bool) -> Self {
+        Self { keep_conflicts, ..self }
     }
 
     pub fn compacted(&self) -> LogId {
@@ -137,6 +148,11 @@ impl RaftLog {
             match self.term_at(entry.log_id.index) {
                 Some(term) if term == entry.log_id.term => continue,
                 Some(_) => {
+                    // PLANTED BUG (no-truncate-conflict): the conflicting entry and its suffix stay.
+                    #[cfg(feature = "planted-bugs")]
+                    if self.keep_conflicts {
+                        continue;
+                    }
                     self.truncate_from(entry.log_id.index);
                     truncated = Some(entry.log_id.index);
                 }

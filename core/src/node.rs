@@ -126,6 +126,9 @@ impl RaftNode {
             }
         }
         let log = RaftLog::recovered(compacted, recovered.entries, recovered.applied);
+        // PLANTED BUG (no-truncate-conflict) switch: see `RaftLog::append_from_leader`.
+        #[cfg(feature = "planted-bugs")]
+        let log = log.keeping_conflicts(crate::planted::planted!(config, NoTruncateConflict));
         let rng = Rng::new(config.rng_seed);
         let mut node = Self {
             id: config.id,
@@ -217,6 +220,17 @@ impl RaftNode {
     /// Term and vote as they must be persisted.
     pub fn hard_state(&self) -> HardState {
         HardState { term: self.term, voted_for: self.voted_for }
+    }
+
+    /// The hard state handed out in `Ready` for syncing: [`RaftNode::hard_state`].
+    fn hard_state_to_persist(&self) -> HardState {
+        let hard_state = self.hard_state();
+        // PLANTED BUG (vote-not-persisted): a vote granted to another node never reaches the disk.
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::planted!(self.config, VoteNotPersisted) && hard_state.voted_for != Some(self.id) {
+            return HardState { voted_for: None, ..hard_state };
+        }
+        hard_state
     }
 
     /// The hint to attach to a rejection so that a client can find the leader.
@@ -426,7 +440,7 @@ impl RaftNode {
         !self.out.is_empty()
             || self.log.has_unpersisted_changes()
             || self.log.has_committed_to_hand_out()
-            || self.hard_state() != self.reported_hard_state
+            || self.hard_state_to_persist() != self.reported_hard_state
             || self.leader.as_ref().is_some_and(|l| self.leader_has_work(l))
             || !self.reads.to_forward.is_empty()
     }
@@ -438,7 +452,7 @@ impl RaftNode {
         } else {
             self.flush_forwarded_reads();
         }
-        let hard_state = self.hard_state();
+        let hard_state = self.hard_state_to_persist();
         if hard_state != self.reported_hard_state {
             self.reported_hard_state = hard_state;
             self.out.hard_state = Some(hard_state);

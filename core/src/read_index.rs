@@ -130,6 +130,13 @@ impl RaftNode {
             return;
         }
         let lease_held = self.config.lease.is_some() && leader.transfer.is_none() && now < leader.reads.lease_expiry_ms;
+        // PLANTED BUG (read-without-quorum): every read is served as if leadership were confirmed.
+        #[cfg(feature = "planted-bugs")]
+        let (policy, lease_held) = if crate::planted::planted!(self.config, ReadWithoutQuorum) {
+            (ReadPolicy::Lease, true)
+        } else {
+            (policy, lease_held)
+        };
         if policy == ReadPolicy::Lease && lease_held {
             self.read_confirmed(vec![(origin, commit)]);
             return;

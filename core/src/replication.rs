@@ -162,6 +162,10 @@ impl RaftNode {
     pub(crate) fn maybe_commit(&mut self) {
         let Some(leader) = self.leader.as_ref() else { return };
         let persisted = self.log.persisted();
+        // PLANTED BUG (ack-before-sync): the leader counts its own entries before they are durable.
+        #[cfg(feature = "planted-bugs")]
+        let persisted =
+            if crate::planted::planted!(self.config, AckBeforeSync) { self.log.last_index() } else { persisted };
         let quorum_index = quorum::committed_index(self.configs.effective(), |id| {
             if id == self.id {
                 persisted
@@ -170,7 +174,11 @@ impl RaftNode {
             }
         });
         let old_commit = self.log.committed();
-        if quorum_index <= old_commit || self.log.term_at(quorum_index) != Some(self.term) {
+        let of_current_term = self.log.term_at(quorum_index) == Some(self.term);
+        // PLANTED BUG (commit-previous-term): an earlier term's entry commits by counting replicas.
+        #[cfg(feature = "planted-bugs")]
+        let of_current_term = of_current_term || crate::planted::planted!(self.config, CommitPreviousTerm);
+        if quorum_index <= old_commit || !of_current_term {
             return;
         }
         crate::invariants::check_commit_is_quorum_durable(quorum_index, quorum_index, old_commit);
@@ -224,6 +232,9 @@ impl RaftNode {
                     self.log.commit_to(commit);
                 }
                 let ack = self.log.persisted().min(self.follower.match_hint);
+                // PLANTED BUG (ack-before-sync): the follower acknowledges what is only in memory.
+                #[cfg(feature = "planted-bugs")]
+                let ack = if crate::planted::planted!(self.config, AckBeforeSync) { last_new } else { ack };
                 if ack >= last_new {
                     self.follower.acked = self.follower.acked.max(ack);
                     self.send_append_success(from, ack);
