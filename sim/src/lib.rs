@@ -4,7 +4,9 @@
 //!   simulators, which write them, and the linearizability checker, which reads them.
 //! - [`check`]: the linearizability checker for the KV model (also `keel-sim check FILE`).
 //! - [`pure`]: the pure simulator (VOPR style) that steps keel-core nodes and the KV store with
-//!   a simulated network, disks and clocks (`keel-sim run`, `keel-sim sweep`).
+//!   a simulated network, disks and clocks (`keel-sim run`, `keel-sim sweep`), its trace files
+//!   and their replay (`keel-sim replay`).
+//! - [`render`]: space-time diagrams of trace files (`keel-sim render`).
 //!
 //! The crate drives `keel-core` directly (a fast pure-core simulator) and, later, the
 //! `keel-runtime` code compiled with `--cfg madsim`; it injects network, clock, process and disk
@@ -13,3 +15,4 @@
 pub mod check;
 pub mod history;
 pub mod pure;
+pub mod render;

@@ -2,6 +2,8 @@
 //! over to one module per subcommand.
 
 mod check;
+mod render;
+mod replay;
 mod run;
 mod sweep;
 
@@ -27,6 +29,11 @@ enum Command {
     Run(run::RunArgs),
     /// Run a range of seeds in parallel, with a progress bar and a summary (exit 1 if any failed).
     Sweep(sweep::SweepArgs),
+    /// Re-execute a trace file's run and verify it event by event (exit 0 identical, 1 diverged
+    /// at the printed line, 2 unreadable or malformed trace).
+    Replay(replay::ReplayArgs),
+    /// Draw a trace file as a self-contained HTML space-time diagram (exit 2 on a bad trace).
+    Render(render::RenderArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +41,7 @@ fn main() -> ExitCode {
         Command::Check(arguments) => check::run(&arguments),
         Command::Run(arguments) => run::run(&arguments),
         Command::Sweep(arguments) => sweep::run(&arguments),
+        Command::Replay(arguments) => replay::run(&arguments),
+        Command::Render(arguments) => render::run(&arguments),
     }
 }
