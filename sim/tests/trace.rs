@@ -3,7 +3,7 @@
 //! truncated or malformed file is refused with the line named, and runs are deterministic.
 
 use keel_sim::pure::header::{TraceFile, TraceFileError};
-use keel_sim::pure::replay::replay;
+use keel_sim::pure::replay::{check_determinism, replay};
 use keel_sim::pure::{run, Scenario};
 
 /// A seed's scenario, small enough for a debug build.
@@ -109,4 +109,17 @@ fn several_seeds_give_equal_trace_hashes_on_two_runs() {
         assert_eq!(first.trace_events, second.trace_events, "seed {seed}");
         assert_eq!(first.verdict, second.verdict, "seed {seed}");
     }
+}
+
+#[test]
+fn the_determinism_self_check_passes_on_a_real_run_and_catches_a_different_one() {
+    let first = run(small(21), false);
+    let note = check_determinism(&first, run).expect("the simulator is deterministic");
+    assert!(note.contains(&format!("{:016x}", first.trace_hash)), "{note}");
+    let other_seed = |mut scenario: Scenario, keep| {
+        scenario.seed += 1;
+        run(scenario, keep)
+    };
+    let why = check_determinism(&first, other_seed).expect_err("another run differs");
+    assert!(why.starts_with("nondeterministic: seed 21"), "{why}");
 }

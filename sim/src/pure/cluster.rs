@@ -79,16 +79,25 @@ impl Simulator {
         self.trace.record(EventKind::Fault, self.now_ms, &fields, || detail);
     }
 
-    /// The nodes that lost a link (in either direction), as a bit mask by node id.
+    /// The nodes a partition cut off, as a bit mask by node id: those that lost their link (in
+    /// either direction) to more than half of the others; when none did, every node that lost one.
     fn cut_mask(&self) -> u64 {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let mut mask = 0u64;
+        let (mut cut_off, mut touched) = (0u64, 0u64);
         for a in &ids {
-            for b in ids.iter().filter(|b| self.network.is_cut(*a, **b)) {
-                mask |= (1 << a) | (1 << b);
+            let lost = ids.iter().filter(|b| self.network.is_cut(*a, **b) || self.network.is_cut(**b, *a)).count();
+            if lost > 0 {
+                touched |= 1 << a;
+            }
+            if 2 * lost > ids.len() - 1 {
+                cut_off |= 1 << a;
             }
         }
-        mask
+        if cut_off == 0 {
+            touched
+        } else {
+            cut_off
+        }
     }
 
     fn partition(&mut self, kind: PartitionKind) -> String {

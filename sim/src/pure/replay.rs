@@ -4,10 +4,13 @@
 //! it drives) behave as when the trace was written.
 //!
 //! Data flow: `keel-sim replay FILE` reads the file with [`super::header::TraceFile::parse`],
-//! calls [`replay`] and prints the [`ReplayReport`].
+//! calls [`replay`] and prints the [`ReplayReport`]. The cheaper determinism self-check
+//! ([`check_determinism`], `keel-sim run --check-determinism`, `sweep --check-determinism`)
+//! compares only trace hashes of two runs.
 
 use super::header::{TraceFile, SIMULATOR_VERSION};
-use super::outcome::{run_traced, RunVerdict};
+use super::outcome::{run_traced, RunOutcome, RunVerdict};
+use super::scenario::Scenario;
 use super::trace::{Divergence, Trace};
 
 /// What a replay found.
@@ -49,4 +52,31 @@ pub fn replay(file: &TraceFile) -> ReplayReport {
         trace_hash: outcome.trace_hash,
         other_version: (file.header.simulator != SIMULATOR_VERSION).then(|| file.header.simulator.clone()),
     }
+}
+
+/// The prefix of the failure a nondeterministic run reports.
+pub const NONDETERMINISTIC: &str = "nondeterministic";
+
+/// The determinism self-check: runs `first`'s scenario again with `rerun` (hash only) and
+/// compares trace hash, event count and verdict. `Ok` carries a line for people; `Err` says how
+/// the two runs differed.
+pub fn check_determinism(
+    first: &RunOutcome,
+    rerun: impl FnOnce(Scenario, bool) -> RunOutcome,
+) -> Result<String, String> {
+    let second = rerun(first.scenario.clone(), false);
+    let same = (first.trace_hash, first.trace_events) == (second.trace_hash, second.trace_events);
+    if same && first.verdict == second.verdict {
+        return Ok(format!("determinism: a second run gave the same trace hash {:016x}", second.trace_hash));
+    }
+    Err(format!(
+        "{NONDETERMINISTIC}: seed {} gave trace hash {:016x} ({} events, {}), then {:016x} ({} events, {})",
+        first.scenario.seed,
+        first.trace_hash,
+        first.trace_events,
+        first.verdict.describe(),
+        second.trace_hash,
+        second.trace_events,
+        second.verdict.describe()
+    ))
 }

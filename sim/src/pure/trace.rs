@@ -101,8 +101,8 @@ pub enum EventKind {
     Tick,
     /// A node's role, term, known leader (0: none) or commit index changed.
     State,
-    /// A fault or the end of one (`node` 0: not about one node; `value`: a partition's cut mask,
-    /// bit `n` set when node `n` lost a link, or a clock jump in milliseconds).
+    /// A fault or the end of one (`node` 0: not about one node; `value`: a partition's mask of
+    /// cut-off nodes, bit `n` for node `n`, or a clock jump in milliseconds).
     Fault,
     /// A client operation started.
     Invoke,

@@ -245,8 +245,11 @@ impl Diagram {
             "state" => {
                 let node = line.num("node");
                 walk.nodes.insert(node);
-                let next = (line.text_field("role").to_string(), line.num("term"), t);
-                if let Some((role, term, start_ms)) = walk.open_roles.insert(node, next) {
+                let (role, term) = (line.text_field("role"), line.num("term"));
+                if walk.open_roles.get(&node).is_some_and(|(r, tm, _)| r == role && *tm == term) {
+                    return; // only the commit index or the known leader changed
+                }
+                if let Some((role, term, start_ms)) = walk.open_roles.insert(node, (role.to_string(), term, t)) {
                     self.push_role(RoleSpan { node, role, term, start_ms, end_ms: t });
                 }
             }

@@ -1,12 +1,15 @@
 //! `keel-sim run --seed N`: runs one seed of the pure simulator and reports its verdict, its
 //! trace hash (equal on every run of the same seed and options) and its figures. `--trace FILE`
-//! writes the trace as JSON lines; `--history FILE` writes the client history in the format
-//! `keel-sim check` reads. Exit code 0 when the run found no bug, 1 otherwise.
+//! writes the trace file (a header with the whole scenario, then one JSON line per event) that
+//! `keel-sim replay` re-executes and `keel-sim render` draws; `--check-determinism` runs the seed
+//! a second time and compares trace hashes; `--history FILE` writes the client history in the
+//! format `keel-sim check` reads. Exit code 0 when the run found no bug, 1 otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use keel_sim::pure::replay::check_determinism;
 use keel_sim::pure::{run as run_scenario, RunOutcome, RunVerdict, Scenario};
 
 /// Arguments of `keel-sim run`.
@@ -27,6 +30,9 @@ pub struct RunArgs {
     /// Write the client history as JSON lines (for `keel-sim check`) to this file.
     #[arg(long)]
     pub history: Option<PathBuf>,
+    /// Run the seed a second time and compare the trace hashes (exit 1 if they differ).
+    #[arg(long)]
+    pub check_determinism: bool,
 }
 
 /// The scenario of a seed with the command line's overrides.
@@ -91,9 +97,9 @@ pub fn run(arguments: &RunArgs) -> ExitCode {
     for corruption in &outcome.detected_corruptions {
         println!("detected (expected after a bit flip): {corruption}");
     }
-    if let (Some(path), Some(lines)) = (&arguments.trace, &outcome.trace_lines) {
-        match write_lines(path, lines) {
-            Ok(()) => println!("trace written to {}", path.display()),
+    if let (Some(path), Some(text)) = (&arguments.trace, outcome.trace_file()) {
+        match std::fs::write(path, text) {
+            Ok(()) => println!("trace written to {} (keel-sim replay / render read it)", path.display()),
             Err(error) => eprintln!("could not write the trace to {}: {error}", path.display()),
         }
     }
@@ -103,7 +109,12 @@ pub fn run(arguments: &RunArgs) -> ExitCode {
             eprintln!("could not write the history to {}: {error}", path.display());
         }
     }
-    if outcome.passed() {
+    let deterministic = !arguments.check_determinism
+        || check_determinism(&outcome, run_scenario)
+            .inspect(|note| println!("{note}"))
+            .inspect_err(|why| println!("FAIL: {why}"))
+            .is_ok();
+    if outcome.passed() && deterministic {
         ExitCode::SUCCESS
     } else {
         println!("reproduce with: {}", reproduce_command(arguments.seed, arguments.nodes, arguments.ops));

@@ -11,9 +11,10 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use keel_sim::pure::replay::{check_determinism, NONDETERMINISTIC};
 use keel_sim::pure::{run as run_scenario, RunVerdict};
 
-use crate::run::{reproduce_command, scenario_of, write_lines};
+use crate::run::{reproduce_command, scenario_of};
 
 /// Arguments of `keel-sim sweep`.
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,9 @@ pub struct SweepArgs {
     /// Override the number of client operations of every seed.
     #[arg(long)]
     pub ops: Option<u64>,
+    /// Run every seed twice and compare trace hashes; a difference fails the seed.
+    #[arg(long)]
+    pub check_determinism: bool,
     /// Where the traces of failing seeds are written.
     #[arg(long, default_value = "keel-sim-failures")]
     pub trace_dir: PathBuf,
@@ -74,7 +78,11 @@ fn run_seeds(arguments: &SweepArgs, bar: &ProgressBar) -> Vec<SeedResult> {
                     return;
                 }
                 let outcome = run_scenario(scenario_of(seed, arguments.nodes, arguments.ops), false);
-                let result = SeedResult { seed, verdict: outcome.verdict, messages: outcome.messages_delivered };
+                let verdict = match arguments.check_determinism.then(|| check_determinism(&outcome, run_scenario)) {
+                    Some(Err(why)) => RunVerdict::Failed(why),
+                    _ => outcome.verdict,
+                };
+                let result = SeedResult { seed, verdict, messages: outcome.messages_delivered };
                 if sender.send(result).is_err() {
                     return;
                 }
@@ -98,9 +106,11 @@ fn write_failure_trace(arguments: &SweepArgs, seed: u64, directory: &Path) -> St
     let outcome = run_scenario(scenario_of(seed, arguments.nodes, arguments.ops), true);
     let path = directory.join(format!("seed-{seed}.jsonl"));
     let written = std::fs::create_dir_all(directory)
-        .and_then(|()| write_lines(&path, outcome.trace_lines.as_deref().unwrap_or_default()));
+        .and_then(|()| std::fs::write(&path, outcome.trace_file().unwrap_or_default()));
     match written {
-        Ok(()) => format!("trace {}", path.display()),
+        Ok(()) => {
+            format!("trace {0}; verify it with keel-sim replay {0}, draw it with keel-sim render {0}", path.display())
+        }
         Err(error) => format!("trace not written to {}: {error}", path.display()),
     }
 }
@@ -128,6 +138,13 @@ pub fn run(arguments: &SweepArgs) -> ExitCode {
         expected,
         failures.len()
     );
+    if arguments.check_determinism {
+        let differing = failures
+            .iter()
+            .filter(|f| matches!(&f.verdict, RunVerdict::Failed(why) if why.starts_with(NONDETERMINISTIC)))
+            .count();
+        println!("determinism: every seed ran twice; {differing} gave two different traces");
+    }
     for failure in &failures {
         let trace = write_failure_trace(arguments, failure.seed, &arguments.trace_dir);
         let why = match &failure.verdict {
