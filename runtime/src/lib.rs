@@ -23,6 +23,7 @@
 
 pub mod clock;
 pub mod embedded;
+pub mod etcd;
 pub mod metrics;
 pub mod node;
 pub mod server;

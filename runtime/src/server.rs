@@ -4,9 +4,9 @@
 //! [`serve`] opens the storage (`FjallStorage` in
 //! [`ServerConfig::data_dir`]; [`MemoryStorage`] when there is none, and always under
 //! `--cfg madsim`, where fjall cannot run), starts the [`Node`] with a [`PeerTransport`] as its
-//! message sink, and serves `keel.raft.RaftPeer`, `keel.client.RaftClientService` and
-//! `keel.admin.ClusterAdmin` on [`ServerConfig::listen_addr`] until the `shutdown` future
-//! completes, the server fails, or the node stops on a fatal error.
+//! message sink, and serves `keel.raft.RaftPeer`, `keel.client.RaftClientService`,
+//! `keel.admin.ClusterAdmin` and the etcd v3 services ([`crate::etcd`]) on
+//! [`ServerConfig::listen_addr`] until the `shutdown` future completes, the server fails, or the node stops on a fatal error.
 //!
 //! # Joining a cluster
 //!
@@ -224,7 +224,17 @@ async fn run(
     let mut builder = Server::builder().layer(crate::service::DecodeErrorLayer);
     #[cfg(madsim)]
     let mut builder = Server::builder();
-    let router = builder.add_service(peer).add_service(client.into_server()).add_service(admin.into_server());
+    // The etcd v3 API (runtime/src/etcd) on the same address, over the same store.
+    let etcd = crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone());
+    let router = builder
+        .add_service(peer)
+        .add_service(client.into_server())
+        .add_service(admin.into_server())
+        .add_service(etcd.kv_server())
+        .add_service(etcd.watch_server())
+        .add_service(etcd.lease_server())
+        .add_service(etcd.cluster_server())
+        .add_service(etcd.maintenance_server());
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let signal = async move {

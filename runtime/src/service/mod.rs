@@ -159,7 +159,7 @@ impl StreamCloser {
         *self.sender.borrow()
     }
 
-    fn subscribe(&self) -> watch::Receiver<bool> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.sender.subscribe()
     }
 }

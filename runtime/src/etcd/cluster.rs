@@ -1,0 +1,241 @@
+//! `etcdserverpb.Cluster` on Keel's membership.
+//!
+//! * **MemberList** lists voters (of both halves of a joint configuration) and learners, named
+//!   `keel-<id>`; a member's peer and client URLs are both `http://<address>`, since one
+//!   address serves peers and clients.
+//! * **MemberAdd** adds a **learner** (Keel members join as learners, then are promoted); a
+//!   request without `isLearner` is refused (`FailedPrecondition`). The new member's id is one
+//!   above the highest id in the configuration: start the new node with that id. The address is
+//!   the first peer URL without its scheme.
+//! * **MemberRemove** and **MemberPromote** map to Keel's remove and promote; etcd's errors for
+//!   an unknown member, a promotion of a voter, and a learner not caught up.
+//! * **MemberUpdate** is `Unimplemented`: Keel cannot change a member's address.
+//!
+//! Sent to a follower, changes are forwarded to the leader (`forward.rs`).
+
+use std::sync::Arc;
+
+use keel::proto::etcdserverpb::cluster_client::ClusterClient;
+use keel::proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
+use keel::proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
+use keel_core::{LearnerKind, Membership, MembershipChange, NodeId};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::forward::forwarded;
+use super::header::{from_status, header};
+use super::{errors, Shared};
+use crate::node::ClientError;
+
+/// The gRPC server type of [`EtcdCluster`].
+#[cfg(not(madsim))]
+pub type EtcdClusterServer = ClusterServer<EtcdCluster>;
+/// The gRPC server type of [`EtcdCluster`] (the simulated stubs carry an interceptor type).
+#[cfg(madsim)]
+pub type EtcdClusterServer = ClusterServer<EtcdCluster, tonic::codegen::IdentityInterceptor>;
+
+/// The etcd `Cluster` service of one node.
+#[derive(Clone, Debug)]
+pub struct EtcdCluster {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) fn server(cluster: EtcdCluster) -> EtcdClusterServer {
+    ClusterServer::new(cluster)
+}
+
+/// etcd's member list of a configuration, in id order.
+pub(crate) fn members_of(membership: &Membership) -> Vec<Member> {
+    let voters = membership.voters.union(&membership.voters_outgoing).map(|id| (*id, false));
+    let learners = membership.learners.keys().map(|id| (*id, true));
+    let mut members: Vec<Member> =
+        voters.chain(learners).map(|(id, learner)| member(membership, id, learner)).collect();
+    members.sort_by_key(|member| member.id);
+    members
+}
+
+fn member(membership: &Membership, id: NodeId, is_learner: bool) -> Member {
+    let url = format!("http://{}", membership.address_of(id));
+    Member {
+        id: u64::from(id),
+        name: format!("keel-{id}"),
+        peer_ur_ls: vec![url.clone()],
+        client_ur_ls: vec![url],
+        is_learner,
+    }
+}
+
+/// A member id from etcd's `uint64`; ids Keel cannot hold are unknown members.
+fn node_id(id: u64) -> Result<NodeId, Status> {
+    NodeId::try_from(id).ok().filter(|id| *id > 0).ok_or_else(|| errors::status(errors::MEMBER_NOT_FOUND))
+}
+
+/// The address of a peer URL: the URL without its scheme and path.
+fn address_of(url: &str) -> Result<String, Status> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let address = rest.split('/').next().unwrap_or_default();
+    if address.is_empty() || !address.contains(':') {
+        return Err(errors::status(errors::MEMBER_BAD_URLS));
+    }
+    Ok(address.to_string())
+}
+
+impl EtcdCluster {
+    /// Carries out a change on the leader; `Ok(None)` when this node does not lead.
+    async fn change(&self, change: MembershipChange) -> Result<Option<Membership>, Status> {
+        match self.shared.handle.change_membership(change.clone()).await {
+            Ok(membership) => Ok(Some(membership)),
+            Err(ClientError::NotLeader(_)) => Ok(None),
+            Err(ClientError::Membership(message)) => Err(self.refusal(&change, message).await),
+            Err(error) => Err(errors::of_client(&error)),
+        }
+    }
+
+    /// etcd's error for a change the core refused, found by checking it against the latest
+    /// configuration.
+    async fn refusal(&self, change: &MembershipChange, message: String) -> Status {
+        let Ok(status) = self.shared.handle.status().await else {
+            return Status::failed_precondition(format!("etcdserver: {message}"));
+        };
+        let membership = &status.membership;
+        match change {
+            MembershipChange::RemoveNode { node_id } | MembershipChange::PromoteLearner { node_id }
+                if !membership.contains(*node_id) =>
+            {
+                errors::status(errors::MEMBER_NOT_FOUND)
+            }
+            MembershipChange::PromoteLearner { node_id } if !membership.learners.contains_key(node_id) => {
+                errors::status(errors::MEMBER_NOT_LEARNER)
+            }
+            MembershipChange::PromoteLearner { .. } => errors::status(errors::LEARNER_NOT_READY),
+            _ => Status::failed_precondition(format!("etcdserver: {message}")),
+        }
+    }
+
+    async fn leader(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(ClusterClient<tonic::transport::Channel>, String), Status> {
+        let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
+        let channel = self.shared.forwarder.channel(&status.leader, metadata).await?;
+        Ok((ClusterClient::new(channel), status.leader.address))
+    }
+
+    async fn member_add(&self, metadata: MetadataMap, request: MemberAddRequest) -> Result<MemberAddResponse, Status> {
+        if !request.is_learner {
+            return Err(Status::failed_precondition(
+                "etcdserver: Keel members join as learners: add it with --learner, start it, then promote it",
+            ));
+        }
+        let address = address_of(request.peer_ur_ls.first().map(String::as_str).unwrap_or_default())?;
+        let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
+        let highest = status.membership.voters.iter().chain(status.membership.learners.keys()).max().copied();
+        let node_id = highest.unwrap_or(0).checked_add(1).ok_or_else(|| errors::status(errors::MEMBER_BAD_URLS))?;
+        let change = MembershipChange::AddLearner { node_id, address, kind: LearnerKind::Promotable };
+        let Some(membership) = self.change(change).await? else {
+            let (mut client, address) = self.leader(&metadata).await?;
+            return self.shared.forwarder.call(&address, client.member_add(forwarded(request))).await;
+        };
+        Ok(MemberAddResponse {
+            header: Some(header(&self.shared.handle, None).await?),
+            member: Some(member(&membership, node_id, true)),
+            members: members_of(&membership),
+        })
+    }
+
+    async fn member_remove(
+        &self,
+        metadata: MetadataMap,
+        request: MemberRemoveRequest,
+    ) -> Result<MemberRemoveResponse, Status> {
+        let change = MembershipChange::RemoveNode { node_id: node_id(request.id)? };
+        let Some(membership) = self.change(change).await? else {
+            let (mut client, address) = self.leader(&metadata).await?;
+            return self.shared.forwarder.call(&address, client.member_remove(forwarded(request))).await;
+        };
+        Ok(MemberRemoveResponse {
+            header: Some(header(&self.shared.handle, None).await?),
+            members: members_of(&membership),
+        })
+    }
+
+    async fn member_promote(
+        &self,
+        metadata: MetadataMap,
+        request: MemberPromoteRequest,
+    ) -> Result<MemberPromoteResponse, Status> {
+        let change = MembershipChange::PromoteLearner { node_id: node_id(request.id)? };
+        let Some(membership) = self.change(change).await? else {
+            let (mut client, address) = self.leader(&metadata).await?;
+            return self.shared.forwarder.call(&address, client.member_promote(forwarded(request))).await;
+        };
+        Ok(MemberPromoteResponse {
+            header: Some(header(&self.shared.handle, None).await?),
+            members: members_of(&membership),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for EtcdCluster {
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdCluster::member_add(self, metadata, request).await.map(Response::new)
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdCluster::member_remove(self, metadata, request).await.map(Response::new)
+    }
+
+    async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(errors::unimplemented("MemberUpdate (changing a member's address)"))
+    }
+
+    async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
+        let members = members_of(&status.membership);
+        Ok(Response::new(MemberListResponse { header: Some(from_status(&status, None)), members }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdCluster::member_promote(self, metadata, request).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_list_voters_and_learners_with_urls() {
+        let mut membership = Membership::with_voters([2, 1]);
+        membership.learners.insert(3, LearnerKind::Promotable);
+        membership.addresses.insert(1, "127.0.0.1:7001".into());
+        let members = members_of(&membership);
+        assert_eq!(
+            members.iter().map(|m| (m.id, m.is_learner)).collect::<Vec<_>>(),
+            vec![(1, false), (2, false), (3, true)]
+        );
+        assert_eq!(members[0].client_ur_ls, vec!["http://127.0.0.1:7001".to_string()]);
+        assert_eq!(members[0].name, "keel-1");
+    }
+
+    #[test]
+    fn peer_urls_give_addresses() {
+        assert_eq!(address_of("http://10.0.0.1:2380").unwrap(), "10.0.0.1:2380");
+        assert_eq!(address_of("10.0.0.1:2380/").unwrap(), "10.0.0.1:2380");
+        assert_eq!(address_of("http://").unwrap_err().message(), errors::MEMBER_BAD_URLS.1);
+        assert_eq!(node_id(u64::MAX).unwrap_err().code(), tonic::Code::NotFound);
+    }
+}

@@ -1,0 +1,266 @@
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn and Compact on the node's MVCC store.
+//!
+//! * **Range** reads through `NodeHandle::range`: linearizable (ReadIndex) by default, from the
+//!   local state when `serializable` is set. The store's whole answer for the range comes back
+//!   and etcd's options are applied here (`convert::finish_range`); `count` is the number of
+//!   live keys in the range, as etcd reports it. A compacted or future `revision` is etcd's
+//!   `OutOfRange` error.
+//! * **Put**, **DeleteRange**, **Txn** and **Compact** each become one `KvCommand` (one log
+//!   entry, at most one revision), checked against the node's limits first. `lease` other than
+//!   0 is `etcdserver: requested lease not found`: Keel grants no leases yet. `ignore_value`
+//!   keeps the current value and `ignore_lease` requires the key to exist, both decided when
+//!   the entry applies. On a follower the request is forwarded to the leader (`forward.rs`).
+//! * The header's `revision` is the revision the write produced, or the store's current
+//!   revision for reads and writes that changed nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel::proto::etcdserverpb::kv_client::KvClient;
+use keel::proto::etcdserverpb::kv_server::{Kv, KvServer};
+use keel::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use keel_core::kv::{ApplyResult, Compare, CompareOp, CompareTarget, KvCommand, OpResponse, TxnOp};
+use keel_core::LeaderHint;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::convert::{finish_range, int, key_range, key_value, read_error, revision_of};
+use super::forward::forwarded;
+use super::header::header;
+use super::{errors, txn, Shared};
+use crate::node::{ClientError, ReadConsistency};
+
+/// The gRPC server type of [`EtcdKv`].
+#[cfg(not(madsim))]
+pub type EtcdKvServer = KvServer<EtcdKv>;
+/// The gRPC server type of [`EtcdKv`] (the simulated stubs carry an interceptor type).
+#[cfg(madsim)]
+pub type EtcdKvServer = KvServer<EtcdKv, tonic::codegen::IdentityInterceptor>;
+
+/// The etcd `KV` service of one node.
+#[derive(Clone, Debug)]
+pub struct EtcdKv {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) fn server(kv: EtcdKv, message_bytes_max: usize) -> EtcdKvServer {
+    KvServer::new(kv).max_decoding_message_size(message_bytes_max).max_encoding_message_size(message_bytes_max)
+}
+
+/// What became of a proposed write.
+enum Written {
+    /// Applied on this node, the leader.
+    Applied(ApplyResult),
+    /// This node does not lead: the request goes to the hinted leader.
+    Elsewhere(LeaderHint),
+}
+
+impl EtcdKv {
+    /// Checks `command` against the limits and replicates it.
+    async fn propose(&self, command: KvCommand) -> Result<Written, Status> {
+        self.shared.limits.validate(&command).map_err(|error| errors::of_kv(&error))?;
+        match self.shared.handle.write(command).await {
+            Ok(result) => match &result.error {
+                Some(error) => Err(errors::of_kv(error)),
+                None => Ok(Written::Applied(result)),
+            },
+            Err(ClientError::NotLeader(hint)) => Ok(Written::Elsewhere(hint)),
+            Err(error) => Err(errors::of_client(&error)),
+        }
+    }
+
+    /// The leader's KV client for a request that arrived at a follower.
+    async fn leader(&self, hint: &LeaderHint, metadata: &MetadataMap) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.shared.forwarder.channel(hint, metadata).await?))
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
+        let range = key_range(&request.key, &request.range_end)?;
+        let consistency = if request.serializable { ReadConsistency::Eventual } else { ReadConsistency::Linearizable };
+        let answer = self.shared.handle.range(range, revision_of(request.revision), consistency).await;
+        let (read, current) = answer.map_err(|error| errors::of_client(&error))?.map_err(|error| read_error(&error))?;
+        let finished = finish_range(&request, read);
+        Ok(RangeResponse {
+            header: Some(header(&self.shared.handle, Some(current)).await?),
+            kvs: finished.kvs,
+            more: finished.more,
+            count: finished.count,
+        })
+    }
+
+    async fn put(&self, metadata: MetadataMap, request: PutRequest) -> Result<PutResponse, Status> {
+        let command = put_command(&request)?;
+        let result = match self.propose(command).await? {
+            Written::Applied(result) => result,
+            Written::Elsewhere(hint) => {
+                let mut client = self.leader(&hint, &metadata).await?;
+                return self.shared.forwarder.call(&hint.address, client.put(forwarded(request))).await;
+            }
+        };
+        if !result.succeeded {
+            return Err(errors::status(errors::KEY_NOT_FOUND));
+        }
+        let prev = match result.responses.first() {
+            Some(OpResponse::Put { prev }) => prev.as_ref(),
+            _ => None,
+        };
+        Ok(PutResponse {
+            header: Some(header(&self.shared.handle, Some(result.revision)).await?),
+            prev_kv: prev.filter(|_| request.prev_kv).map(|kv| key_value(kv, false)),
+        })
+    }
+
+    async fn delete_range(
+        &self,
+        metadata: MetadataMap,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Status> {
+        let range = key_range(&request.key, &request.range_end)?;
+        let command = KvCommand::DeleteRange { start: range.start, end: range.end };
+        let result = match self.propose(command).await? {
+            Written::Applied(result) => result,
+            Written::Elsewhere(hint) => {
+                let mut client = self.leader(&hint, &metadata).await?;
+                return self.shared.forwarder.call(&hint.address, client.delete_range(forwarded(request))).await;
+            }
+        };
+        let deleted = match result.responses.first() {
+            Some(OpResponse::Delete { deleted }) => deleted.as_slice(),
+            _ => &[],
+        };
+        Ok(DeleteRangeResponse {
+            header: Some(header(&self.shared.handle, Some(result.revision)).await?),
+            deleted: int(deleted.len() as u64),
+            prev_kvs: if request.prev_kv {
+                deleted.iter().map(|kv| key_value(kv, false)).collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    async fn txn(&self, metadata: MetadataMap, request: TxnRequest) -> Result<TxnResponse, Status> {
+        let command = txn::command_of(&request, self.shared.limits.txn_ops_max)?;
+        let result = match self.propose(command).await? {
+            Written::Applied(result) => result,
+            Written::Elsewhere(hint) => {
+                let mut client = self.leader(&hint, &metadata).await?;
+                return self.shared.forwarder.call(&hint.address, client.txn(forwarded(request))).await;
+            }
+        };
+        let header = header(&self.shared.handle, Some(result.revision)).await?;
+        let responses = txn::responses_of(&request, result.succeeded, &result.responses, &header);
+        Ok(TxnResponse { header: Some(header), succeeded: result.succeeded, responses })
+    }
+
+    async fn compact(&self, metadata: MetadataMap, request: CompactionRequest) -> Result<CompactionResponse, Status> {
+        let revision = u64::try_from(request.revision).unwrap_or(0);
+        let result = match self.propose(KvCommand::Compact { revision }).await? {
+            Written::Applied(result) => result,
+            Written::Elsewhere(hint) => {
+                let mut client = self.leader(&hint, &metadata).await?;
+                return self.shared.forwarder.call(&hint.address, client.compact(forwarded(request))).await;
+            }
+        };
+        Ok(CompactionResponse { header: Some(header(&self.shared.handle, Some(result.revision)).await?) })
+    }
+}
+
+/// The command of a put: a plain put, or a transaction deciding `ignore_value` / `ignore_lease`
+/// when it applies.
+fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
+    if request.key.is_empty() {
+        return Err(errors::status(errors::EMPTY_KEY));
+    }
+    if request.ignore_value && !request.value.is_empty() {
+        return Err(errors::status(errors::VALUE_PROVIDED));
+    }
+    if request.ignore_lease && request.lease != 0 {
+        return Err(errors::status(errors::LEASE_PROVIDED));
+    }
+    if request.lease != 0 {
+        return Err(errors::status(errors::LEASE_NOT_FOUND));
+    }
+    let key = request.key.clone();
+    let put = if request.ignore_value {
+        TxnOp::PutSameValue { key: key.clone() }
+    } else {
+        TxnOp::Put { key: key.clone(), value: request.value.clone(), ttl_ms: None }
+    };
+    Ok(match (request.ignore_value, request.ignore_lease) {
+        (false, false) => KvCommand::Put { key, value: request.value.clone(), ttl_ms: None },
+        (true, _) => KvCommand::Txn { compares: Vec::new(), success: vec![put], failure: Vec::new() },
+        // The key must exist: the put runs only if it does, and "key not found" answers otherwise.
+        (false, true) => KvCommand::Txn {
+            compares: vec![Compare {
+                key,
+                range_end: Bytes::new(),
+                target: CompareTarget::Version(0),
+                op: CompareOp::Greater,
+            }],
+            success: vec![put],
+            failure: Vec::new(),
+        },
+    })
+}
+
+#[tonic::async_trait]
+impl Kv for EtcdKv {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        EtcdKv::range(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdKv::put(self, metadata, request).await.map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdKv::delete_range(self, metadata, request).await.map(Response::new)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdKv::txn(self, metadata, request).await.map(Response::new)
+    }
+
+    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdKv::compact(self, metadata, request).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn puts_map_to_commands_and_refuse_what_etcd_refuses() {
+        let put = |f: fn(&mut PutRequest)| {
+            let mut request = PutRequest { key: "k".into(), value: "v".into(), ..PutRequest::default() };
+            f(&mut request);
+            put_command(&request)
+        };
+        assert_eq!(put(|_| {}).unwrap(), KvCommand::Put { key: "k".into(), value: "v".into(), ttl_ms: None });
+        assert_eq!(put(|r| r.key = Bytes::new()).unwrap_err().message(), errors::EMPTY_KEY.1);
+        assert_eq!(put(|r| r.lease = 5).unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(put(|r| r.ignore_value = true).unwrap_err().message(), errors::VALUE_PROVIDED.1);
+        let keep = put(|r| {
+            r.ignore_value = true;
+            r.value = Bytes::new();
+        });
+        assert!(
+            matches!(keep, Ok(KvCommand::Txn { ref success, .. }) if success == &[TxnOp::PutSameValue { key: "k".into() }])
+        );
+        let must_exist = put(|r| r.ignore_lease = true).unwrap();
+        assert!(matches!(must_exist, KvCommand::Txn { ref compares, .. } if compares.len() == 1));
+    }
+}

@@ -1,0 +1,122 @@
+//! # The etcd v3 API (`etcdserverpb`) over Keel's MVCC store
+//!
+//! Keel serves etcd's gRPC services on the node's client address, next to the native API and
+//! over the same [`keel_core::kv::KvStore`]: a key written through one API is read and watched
+//! through the other, with the same revisions. Unmodified `etcdctl` 3.4 and etcd client
+//! libraries work against it. The protocol types are Keel's own description of etcd's wire format
+//! (`proto/etcd/`).
+//!
+//! | file | service |
+//! |---|---|
+//! | `kv.rs` | `KV`: Range, Put, DeleteRange, Txn, Compact |
+//! | `txn.rs` | the conversion of etcd transactions to one `KvCommand::Txn` and back |
+//! | `watch.rs` | `Watch`: many watches on one bidirectional stream, history replay |
+//! | `cluster.rs` | `Cluster`: member list and changes, mapped on Keel's membership |
+//! | `maintenance.rs` | `Maintenance`: status, alarms, leader moves |
+//! | `lease.rs` | `Lease`: not implemented yet (etcd's `Unimplemented` status) |
+//! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
+//! | `header.rs`, `errors.rs`, `convert.rs` | response headers, etcd's error texts, conversions |
+//!
+//! ## Where it sits on the read and write paths
+//!
+//! A write (Put, DeleteRange, Txn, Compact) becomes one `KvCommand`, checked against the
+//! node's key-value limits and proposed through `NodeHandle::write`: one log entry, one
+//! revision, applied deterministically on every replica. A follower cannot propose, so it
+//! forwards the etcd request to the leader's etcd API (once; a second hop is refused) and relays
+//! the answer, as etcd does. A Range is a `NodeHandle::range` read: linearizable (ReadIndex,
+//! confirmed by the leader, on any node) unless `serializable` is set, then served from the
+//! node's local state. Watches subscribe to the node's applied-event broadcast and replay
+//! history from the store, like the native watch.
+
+mod cluster;
+mod convert;
+mod errors;
+mod forward;
+mod header;
+mod kv;
+mod lease;
+mod maintenance;
+mod txn;
+mod watch;
+
+use std::sync::Arc;
+
+use keel_core::kv::KvLimits;
+
+pub use cluster::{EtcdCluster, EtcdClusterServer};
+pub use header::CLUSTER_ID;
+pub use kv::{EtcdKv, EtcdKvServer};
+pub use lease::{EtcdLease, EtcdLeaseServer};
+pub use maintenance::{EtcdMaintenance, EtcdMaintenanceServer};
+pub use watch::{EtcdWatch, EtcdWatchServer};
+
+use crate::node::{NodeConfig, NodeHandle};
+use crate::service::{ServiceConfig, StreamCloser};
+
+/// What every etcd service of a node shares.
+pub(crate) struct Shared {
+    handle: NodeHandle,
+    limits: KvLimits,
+    config: ServiceConfig,
+    closer: StreamCloser,
+    forwarder: forward::Forwarder,
+    watch_slots: Arc<crate::service::WatcherSlots>,
+    transfer_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("etcd::Shared").field("node", &self.handle.id()).field("config", &self.config).finish()
+    }
+}
+
+/// The etcd API of one node: builds the five gRPC services. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EtcdApi {
+    shared: Arc<Shared>,
+}
+
+impl EtcdApi {
+    /// The etcd API of the node behind `handle`, configured as `node` (its key-value limits, its
+    /// election timeout) with the client services' settings (message size, watch limits); its
+    /// streams end when `closer` closes.
+    pub fn new(handle: NodeHandle, node: &NodeConfig, config: ServiceConfig, closer: StreamCloser) -> Self {
+        let watch_slots = crate::service::WatcherSlots::new(config.watchers_max.max(1));
+        let forwarder = forward::Forwarder::new(node.request_timeout_ms);
+        let shared = Shared {
+            handle,
+            limits: node.kv_limits,
+            config,
+            closer,
+            forwarder,
+            watch_slots,
+            transfer_timeout_ms: node.raft.election_timeout_ms_max.saturating_mul(2),
+        };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// The `etcdserverpb.KV` service.
+    pub fn kv_server(&self) -> EtcdKvServer {
+        kv::server(EtcdKv { shared: Arc::clone(&self.shared) }, self.shared.config.message_bytes_max)
+    }
+
+    /// The `etcdserverpb.Watch` service.
+    pub fn watch_server(&self) -> EtcdWatchServer {
+        watch::server(EtcdWatch { shared: Arc::clone(&self.shared) }, self.shared.config.message_bytes_max)
+    }
+
+    /// The `etcdserverpb.Lease` service.
+    pub fn lease_server(&self) -> EtcdLeaseServer {
+        lease::server(EtcdLease::default())
+    }
+
+    /// The `etcdserverpb.Cluster` service.
+    pub fn cluster_server(&self) -> EtcdClusterServer {
+        cluster::server(EtcdCluster { shared: Arc::clone(&self.shared) })
+    }
+
+    /// The `etcdserverpb.Maintenance` service.
+    pub fn maintenance_server(&self) -> EtcdMaintenanceServer {
+        maintenance::server(EtcdMaintenance { shared: Arc::clone(&self.shared) })
+    }
+}
