@@ -6,7 +6,8 @@
 //! `--cfg madsim`, where fjall cannot run), starts the [`Node`] with a [`PeerTransport`] as its
 //! message sink, and serves `keel.raft.RaftPeer`, `keel.client.RaftClientService`,
 //! `keel.admin.ClusterAdmin` and the etcd v3 services ([`crate::etcd`]) on
-//! [`ServerConfig::listen_addr`] until the `shutdown` future completes, the server fails, or the node stops on a fatal error.
+//! [`ServerConfig::listen_addr`] until the `shutdown` future completes, the server fails, or the
+//! node stops on a fatal error.
 //!
 //! # Joining a cluster
 //!
