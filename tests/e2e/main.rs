@@ -9,6 +9,7 @@
 mod bad_input;
 mod cluster;
 mod crash;
+mod etcdctl;
 mod membership;
 mod redirect;
 mod watch_and_ttl;

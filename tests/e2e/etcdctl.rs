@@ -1,0 +1,252 @@
+//! Debian's `etcdctl` 3.4 (`apt-get install etcd-client`) against a 3-node Keel cluster: the
+//! etcd v3 API as an unmodified etcd client sees it, and its sharing of the store with the
+//! native API.
+//!
+//! These tests are `#[ignore]`d because they need `/usr/bin/etcdctl`; CI installs it and runs
+//! `cargo test -p keel-runtime --test e2e -- --ignored etcdctl`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, WAIT};
+
+/// The etcd client under test.
+const ETCDCTL: &str = "etcdctl";
+
+/// Runs `etcdctl` (API v3) against `endpoints` with `args`, feeding `stdin`.
+fn etcdctl(endpoints: &[String], args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["--dial-timeout=3s", "--command-timeout=15s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl runs (apt-get install etcd-client)");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin written");
+    child.wait_with_output().expect("etcdctl finishes")
+}
+
+/// Runs `etcdctl` and returns its standard output; panics with both outputs if it fails.
+fn ok(endpoints: &[String], args: &[&str]) -> String {
+    ok_with_input(endpoints, args, "")
+}
+
+fn ok_with_input(endpoints: &[String], args: &[&str], stdin: &str) -> String {
+    let output = etcdctl(endpoints, args, stdin);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Runs `etcdctl` expecting a failure; returns its standard error.
+fn fails(endpoints: &[String], args: &[&str]) -> String {
+    let output = etcdctl(endpoints, args, "");
+    assert!(!output.status.success(), "etcdctl {args:?} should fail: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+/// etcdctl's JSON shows keys and values in base64.
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn cluster() -> (Cluster, Vec<String>) {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader(&[1, 2, 3]).await;
+    let endpoints = cluster.endpoints();
+    (cluster, endpoints)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_put_and_get_with_options() {
+    let (_cluster, all) = cluster().await;
+    // Every node takes writes: followers forward them to the leader.
+    for (i, endpoint) in all.iter().enumerate() {
+        assert_eq!(ok(std::slice::from_ref(endpoint), &["put", &format!("/app/{i}"), &format!("v{i}")]), "OK\n");
+    }
+    ok(&all, &["put", "/other", "x"]);
+    ok(&all, &["put", "/app/0", "v0b"]);
+    assert_eq!(ok(&all, &["get", "--prefix", "/app/"]), "/app/0\nv0b\n/app/1\nv1\n/app/2\nv2\n");
+    assert_eq!(ok(&all, &["get", "/app/0", "--rev=1"]), "/app/0\nv0\n");
+    assert_eq!(ok(&all, &["get", "--prefix", "/app/", "--keys-only"]), "/app/0\n\n/app/1\n\n/app/2\n\n");
+    let limited = json(&ok(&all, &["get", "--prefix", "/app/", "--limit=2", "-w", "json"]));
+    assert_eq!(limited["kvs"].as_array().map(Vec::len), Some(2));
+    assert_eq!((limited["more"].as_bool(), limited["count"].as_i64()), (Some(true), Some(3)));
+    assert_eq!(limited["header"]["revision"].as_i64(), Some(5));
+    assert_eq!(limited["header"]["cluster_id"].as_u64(), Some(keel_runtime::etcd::CLUSTER_ID));
+    let one = json(&ok(&all, &["get", "/app/0", "-w", "json"]));
+    let kv = &one["kvs"][0];
+    assert_eq!(kv["key"].as_str(), Some(base64("/app/0").as_str()));
+    assert_eq!(
+        (kv["create_revision"].as_i64(), kv["mod_revision"].as_i64(), kv["version"].as_i64()),
+        (Some(1), Some(5), Some(2))
+    );
+    assert_eq!(ok(&all, &["get", "", "--from-key", "--keys-only"]).lines().filter(|l| !l.is_empty()).count(), 4);
+    let descending = ok(&all, &["get", "--prefix", "/app/", "--keys-only", "--order=DESCEND"]);
+    assert_eq!(descending, "/app/2\n\n/app/1\n\n/app/0\n\n");
+    assert!(fails(&all, &["get", "/app/0", "--rev=99"]).contains("required revision is a future revision"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_del_prefix_and_txn() {
+    let (_cluster, all) = cluster().await;
+    for key in ["/d/a", "/d/b", "/keep"] {
+        ok(&all, &["put", key, "1"]);
+    }
+    assert_eq!(ok(&all, &["del", "--prefix", "/d/", "--prev-kv"]), "2\n/d/a\n1\n/d/b\n1\n");
+    assert_eq!(ok(&all, &["get", "--prefix", "/d/"]), "");
+    // Compare on the value; success puts and reads, at one revision.
+    let txn = "value(\"/keep\") = \"1\"\n\nput /keep 2\nput /t 3\nget /keep\n\nput /keep failed\n\n";
+    assert_eq!(ok_with_input(&all, &["txn"], txn), "SUCCESS\n\nOK\n\nOK\n\n/keep\n2\n");
+    let after = json(&ok(&all, &["get", "/t", "-w", "json"]));
+    assert_eq!(after["kvs"][0]["mod_revision"].as_i64(), Some(5), "one revision for the whole transaction");
+    // The same compare fails now: the failure branch runs.
+    assert_eq!(ok_with_input(&all, &["txn"], txn), "FAILURE\n\nOK\n");
+    assert_eq!(ok(&all, &["get", "/keep"]), "/keep\nfailed\n");
+    // Compares on versions and revisions.
+    let versions = "version(\"/t\") = \"1\"\nmod(\"/t\") < \"6\"\ncreate(\"/missing\") = \"0\"\n\nput /v yes\n\n\n";
+    assert_eq!(ok_with_input(&all, &["txn"], versions), "SUCCESS\n\nOK\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_watch_replays_history_then_follows() {
+    let (_cluster, all) = cluster().await;
+    ok(&all, &["put", "/w/a", "1"]); // 1
+    ok(&all, &["put", "/w/a", "2"]); // 2
+    ok(&all, &["put", "/x", "unwatched"]); // 3
+    let mut watch = Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", all[1]))
+        .args(["watch", "--prefix", "/w/", "--rev=1", "--prev-kv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch runs");
+    let stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            lines.push(line.unwrap_or_default());
+            if lines.len() == 16 {
+                break;
+            }
+        }
+        lines
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ok(&all, &["del", "/w/a"]); // 4
+    ok(&all, &["put", "/w/b", "3"]); // 5
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !reader.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let lines = reader.join().expect("the reader finishes");
+    // etcdctl prints the event type, then the previous key and value (with --prev-kv), then the key and value.
+    let expected = [
+        "PUT", "/w/a", "1", //
+        "PUT", "/w/a", "1", "/w/a", "2", //
+        "DELETE", "/w/a", "2", "/w/a", "", //
+        "PUT", "/w/b", "3",
+    ];
+    assert_eq!(lines, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_members_status_health_and_move_leader() {
+    let (cluster, all) = cluster().await;
+    let members = ok(&all, &["member", "list"]);
+    for (id, address) in [(1, &all[0]), (2, &all[1]), (3, &all[2])] {
+        let line = format!("{id:x}, started, keel-{id}, http://{address}, http://{address}, false");
+        assert!(members.contains(&line), "{line} in {members}");
+    }
+    let status = ok(&all, &["endpoint", "status", "-w", "json"]);
+    let statuses = json(&status);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    for entry in statuses.as_array().expect("a list") {
+        assert_eq!(entry["Status"]["version"].as_str(), Some("3.4.0"));
+        assert_eq!(entry["Status"]["leader"].as_u64(), Some(u64::from(leader)));
+    }
+    // etcdctl 3.4 prints the health of each endpoint on standard error.
+    let output = etcdctl(&all, &["endpoint", "health"], "");
+    let health = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{health}");
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    let target = if leader == 1 { 2 } else { 1 };
+    let leader_endpoint = &all[leader as usize - 1];
+    let moved = ok(std::slice::from_ref(leader_endpoint), &["move-leader", &format!("{target:x}")]);
+    assert!(moved.contains("Leadership transferred"), "{moved}");
+    assert_eq!(cluster.leader(&[1, 2, 3]).await, target);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_compaction_then_reads_below_it_fail() {
+    let (_cluster, all) = cluster().await;
+    for value in ["1", "2", "3", "4"] {
+        ok(&all, &["put", "/c", value]);
+    }
+    assert_eq!(ok(&all, &["compaction", "3"]), "compacted revision 3\n");
+    assert!(fails(&all, &["get", "/c", "--rev=2"]).contains("etcdserver: mvcc: required revision has been compacted"));
+    assert_eq!(ok(&all, &["get", "/c", "--rev=3"]), "/c\n3\n");
+    assert!(fails(&all, &["compaction", "2"]).contains("required revision has been compacted"));
+    let output = etcdctl(&all, &["watch", "/c", "--rev=2"], "");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("required revision has been compacted"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_and_the_native_api_share_keys_and_revisions() {
+    let (cluster, all) = cluster().await;
+    let client = cluster.client();
+    client.put("/shared/native", "from native", None).await.expect("native put");
+    ok(&all, &["put", "/shared/etcd", "from etcd"]);
+    let scan = client.scan("/shared/").await.expect("native scan");
+    assert_eq!(scan.revision, 2);
+    let by_etcd = json(&ok(&all, &["get", "/shared/native", "-w", "json"]));
+    assert_eq!(by_etcd["kvs"][0]["mod_revision"].as_i64(), Some(1), "the native write's revision");
+    assert_eq!(by_etcd["kvs"][0]["value"].as_str(), Some(base64("from native").as_str()));
+    let etcd_value = client.get_one("/shared/etcd").await.expect("native get");
+    assert_eq!(etcd_value.as_deref(), Some(&b"from etcd"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_lease_calls_are_refused_until_leases_exist() {
+    let (_cluster, all) = cluster().await;
+    assert!(fails(&all, &["lease", "grant", "10"]).contains("not implemented"));
+    assert!(fails(&all, &["put", "/l", "v", "--lease=1234"]).contains("requested lease not found"));
+}
