@@ -47,34 +47,41 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock offset and drifting relative to another (for the simulator): reads
-/// `offset_ms + base * (1 + drift_ppm / 1e6)`. Monotonic as long as the drift is above -1e6 ppm.
+/// A clock offset and drifting relative to another (for the simulator, which has one clock for
+/// all nodes). From the base's readings at construction (`origin`), it reads
+/// `origin + offset_ms + elapsed * (1 + drift_ppm / 1e6)`, where `elapsed` is the base's time
+/// since then: the drift accumulates over the clock's life, as a real oscillator's error does,
+/// and never scales the absolute Unix time. Monotonic as long as the drift is above -1e6 ppm.
 #[derive(Debug)]
 pub struct SkewedClock<C> {
     base: Arc<C>,
     offset_ms: i64,
     drift_ppm: i64,
+    origin_ms: u64,
+    origin_wall_ms: u64,
 }
 
 impl<C: Clock> SkewedClock<C> {
-    /// Wraps `base` with a fixed offset and a rate error in parts per million.
+    /// Wraps `base` with a fixed offset and a rate error in parts per million, counted from now.
     pub fn new(base: Arc<C>, offset_ms: i64, drift_ppm: i64) -> Arc<Self> {
-        Arc::new(Self { base, offset_ms, drift_ppm: drift_ppm.max(-999_999) })
+        let (origin_ms, origin_wall_ms) = (base.now_ms(), base.wall_ms());
+        Arc::new(Self { base, offset_ms, drift_ppm: drift_ppm.max(-999_999), origin_ms, origin_wall_ms })
     }
 
-    fn skew(&self, reading: u64) -> u64 {
-        let drifted = reading as i128 + reading as i128 * self.drift_ppm as i128 / 1_000_000;
-        (drifted + self.offset_ms as i128).max(0) as u64
+    fn skew(&self, reading: u64, origin: u64) -> u64 {
+        let elapsed = i128::from(reading.saturating_sub(origin));
+        let drifted = i128::from(origin) + elapsed + elapsed * i128::from(self.drift_ppm) / 1_000_000;
+        (drifted + i128::from(self.offset_ms)).clamp(0, i128::from(u64::MAX)) as u64
     }
 }
 
 impl<C: Clock> Clock for SkewedClock<C> {
     fn now_ms(&self) -> u64 {
-        self.skew(self.base.now_ms())
+        self.skew(self.base.now_ms(), self.origin_ms)
     }
 
     fn wall_ms(&self) -> u64 {
-        self.skew(self.base.wall_ms())
+        self.skew(self.base.wall_ms(), self.origin_wall_ms)
     }
 }
 
@@ -82,22 +89,43 @@ impl<C: Clock> Clock for SkewedClock<C> {
 mod tests {
     use super::*;
 
-    struct Fixed(u64);
+    /// A clock the test moves by hand; its wall reading is its monotonic one plus a fixed epoch.
+    struct Manual(std::sync::atomic::AtomicU64);
 
-    impl Clock for Fixed {
+    const EPOCH_MS: u64 = 1_700_000_000_000;
+
+    impl Clock for Manual {
         fn now_ms(&self) -> u64 {
-            self.0
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
         }
         fn wall_ms(&self) -> u64 {
-            self.0 + 1_000
+            EPOCH_MS + self.now_ms()
         }
     }
 
+    fn manual(start: u64) -> Arc<Manual> {
+        Arc::new(Manual(std::sync::atomic::AtomicU64::new(start)))
+    }
+
     #[test]
-    fn skewed_clock_applies_offset_and_drift() {
-        let clock = SkewedClock::new(Arc::new(Fixed(1_000_000)), 250, 10_000);
-        assert_eq!(clock.now_ms(), 1_000_000 + 10_000 + 250);
-        let slow = SkewedClock::new(Arc::new(Fixed(1_000)), -5_000, -10_000);
+    fn skewed_clock_applies_offset_and_drift_to_elapsed_time() {
+        let base = manual(1_000_000);
+        let clock = SkewedClock::new(base.clone(), 250, 10_000);
+        assert_eq!(clock.now_ms(), 1_000_250, "only the offset at the start");
+        base.0.store(2_000_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(clock.now_ms(), 2_000_000 + 10_000 + 250);
+        let slow = SkewedClock::new(manual(1_000), -5_000, -10_000);
         assert_eq!(slow.now_ms(), 0, "never below zero");
+    }
+
+    /// Regression: the drift used to scale the absolute reading, so a 1,000 ppm drift put the
+    /// wall clock weeks off the Unix time (1.7e12 ms * 1e-3) instead of accumulating from zero.
+    #[test]
+    fn drift_never_scales_the_absolute_wall_time() {
+        let base = manual(0);
+        let clock = SkewedClock::new(base.clone(), -100, 1_000);
+        assert_eq!(clock.wall_ms(), EPOCH_MS - 100);
+        base.0.store(60_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(clock.wall_ms(), EPOCH_MS + 60_000 + 60 - 100, "60 s at 1,000 ppm gain 60 ms");
     }
 }
