@@ -7,7 +7,8 @@
 //! message sink, and serves `keel.raft.RaftPeer`, `keel.client.RaftClientService`,
 //! `keel.admin.ClusterAdmin` and the etcd v3 services ([`crate::etcd`]) on
 //! [`ServerConfig::listen_addr`] until the `shutdown` future completes, the server fails, or the
-//! node stops on a fatal error.
+//! node stops on a fatal error. [`serve_with`] does the same on a storage and a clock the caller
+//! provides (the madsim simulation: a disk that outlives a node's crash, a skewed clock per node).
 //!
 //! # Joining a cluster
 //!
@@ -40,6 +41,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::{NodeId, Role};
@@ -47,7 +49,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Server;
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::node::{Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
 use crate::service::{AdminService, ClientService, ServiceConfig};
 use crate::storage::{MemoryStorage, Storage};
@@ -152,7 +154,22 @@ enum Listen {
 pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     config.validate()?;
     let listen = bind(&config)?;
-    run(config, listen, shutdown, None).await
+    let storage = open_storage(&config)?;
+    run(config, listen, (storage, SystemClock::new()), shutdown, None).await
+}
+
+/// Like [`serve`], on the given storage and clock instead of the configured storage and the
+/// system clock (`config.data_dir` is ignored). The simulator uses it to keep each node's disk
+/// across a crash and restart and to give each node its own skewed clock.
+pub async fn serve_with(
+    config: ServerConfig,
+    storage: Box<dyn Storage + Send>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let listen = bind(&config)?;
+    run(config, listen, (storage, clock), shutdown, None).await
 }
 
 /// Like [`serve`], on a listener the caller has bound already (for example to an ephemeral port
@@ -166,7 +183,8 @@ pub async fn serve_with_listener(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    run(config, Listen::Incoming(incoming), shutdown, None).await
+    let storage = open_storage(&config)?;
+    run(config, Listen::Incoming(incoming), (storage, SystemClock::new()), shutdown, None).await
 }
 
 /// Like [`serve`], and hands the running node's [`NodeHandle`] to `started` as soon as the node
@@ -179,7 +197,8 @@ pub async fn serve_embedded(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let listen = bind(&config)?;
-    run(config, listen, shutdown, Some(started)).await
+    let storage = open_storage(&config)?;
+    run(config, listen, (storage, SystemClock::new()), shutdown, Some(started)).await
 }
 
 /// Binds `config.listen_addr` (under madsim, only records it: madsim-tonic binds when serving).
@@ -202,16 +221,19 @@ enum Ending {
     NodeStopped,
 }
 
+/// The node's storage and clock.
+type NodeParts = (Box<dyn Storage + Send>, Arc<dyn Clock>);
+
 async fn run(
     config: ServerConfig,
     listen: Listen,
+    (storage, clock): NodeParts,
     shutdown: impl Future<Output = ()>,
     started: Option<oneshot::Sender<NodeHandle>>,
 ) -> Result<(), ServerError> {
     let id = config.node.raft.id;
-    let storage = open_storage(&config)?;
     let transport = PeerTransport::new(id, config.transport.clone());
-    let node = Node::start(config.node.clone(), storage, SystemClock::new(), Box::new(transport))?;
+    let node = Node::start(config.node.clone(), storage, clock, Box::new(transport))?;
     let handle = node.handle();
     if let Some(started) = started {
         // The embedder may have given up waiting; the node serves anyway until shut down.
