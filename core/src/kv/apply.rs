@@ -52,6 +52,13 @@ pub enum OpResponse {
     },
     /// A read inside a transaction.
     Range(RangeResult),
+    /// A lease granted or kept alive: its id and granted time to live.
+    Lease {
+        /// The lease id.
+        id: u64,
+        /// Its time to live in milliseconds.
+        ttl_ms: u64,
+    },
     /// A nested transaction: which branch ran, and one response per operation of it.
     Txn {
         /// Whether every compare of the nested transaction held.
@@ -117,7 +124,7 @@ impl KvStore {
         let mut pending = PendingRevision { revision: self.current_revision + 1, next_sub: 0 };
         let (succeeded, error, responses) = match command {
             KvCommand::Put { key, value, ttl_ms } => {
-                (true, None, vec![self.put(&mut pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms))])
+                (true, None, vec![self.put(&mut pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms), 0)])
             }
             KvCommand::Delete { key } => {
                 (true, None, vec![self.delete_range(&mut pending, &KeyRange::key(key.clone()))])
@@ -147,9 +154,50 @@ impl KvStore {
                 Err(error) => (false, Some(error), Vec::new()),
             },
             KvCommand::Expire { now_ms } => (true, None, vec![self.expire(&mut pending, *now_ms)]),
+            KvCommand::LeaseGrant { .. }
+            | KvCommand::LeaseRevoke { .. }
+            | KvCommand::LeaseKeepAlive { .. }
+            | KvCommand::LeaseRefreshAll => match self.apply_lease_command(&mut pending, proposed_at_ms, command) {
+                Ok(responses) => (true, None, responses),
+                Err(error) => (false, Some(error), Vec::new()),
+            },
         };
         let events = self.finish(pending);
         ApplyResult { log_index, revision: self.current_revision, succeeded, error, responses, events }
+    }
+
+    /// The lease commands: grant, revoke (deleting the lease's keys), keep-alive, refresh.
+    fn apply_lease_command(
+        &mut self,
+        pending: &mut PendingRevision,
+        proposed_at_ms: u64,
+        command: &KvCommand,
+    ) -> Result<Vec<OpResponse>, KvError> {
+        Ok(match command {
+            KvCommand::LeaseGrant { id, ttl_ms } => {
+                let id = self.grant_lease(*id, *ttl_ms, proposed_at_ms)?;
+                vec![OpResponse::Lease { id, ttl_ms: *ttl_ms }]
+            }
+            KvCommand::LeaseRevoke { id } => {
+                let keys = self.remove_lease(*id)?;
+                vec![OpResponse::Delete { deleted: self.delete_live_keys(pending, &keys) }]
+            }
+            KvCommand::LeaseKeepAlive { id } => {
+                let ttl_ms = self.keep_lease_alive(*id, proposed_at_ms)?;
+                vec![OpResponse::Lease { id: *id, ttl_ms }]
+            }
+            KvCommand::LeaseRefreshAll => {
+                self.refresh_leases(proposed_at_ms);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    /// Deletes those of `keys` that are live, in key order.
+    fn delete_live_keys(&mut self, pending: &mut PendingRevision, keys: &BTreeSet<Bytes>) -> Vec<KeyValue> {
+        let live: Vec<Bytes> = keys.iter().filter(|key| self.latest(key).is_some()).cloned().collect();
+        live.iter().map(|key| self.delete_key(pending, key)).collect()
     }
 
     /// Records that the log entry at `log_index` was applied without touching the store (a no-op
@@ -249,10 +297,14 @@ impl KvStore {
 
     fn check_plan(&self, plan: &TxnPlan<'_>) -> Result<(), KvError> {
         for op in plan.ops {
-            if let TxnOp::PutSameValue { key } = op {
-                if self.latest(key).is_none() {
-                    return Err(KvError::KeyNotFound);
+            match op {
+                TxnOp::PutSameValue { key } | TxnOp::PutKeepLease { key, .. } if self.latest(key).is_none() => {
+                    return Err(KvError::KeyNotFound)
                 }
+                TxnOp::PutInLease { lease, .. } if !self.leases.contains_key(lease) => {
+                    return Err(KvError::LeaseNotFound)
+                }
+                _ => {}
             }
         }
         plan.nested.iter().try_for_each(|nested| self.check_plan(nested))
@@ -274,11 +326,16 @@ impl KvStore {
     ) -> OpResponse {
         match op {
             TxnOp::Put { key, value, ttl_ms } => {
-                self.put(pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms))
+                self.put(pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms), 0)
             }
             TxnOp::PutSameValue { key } => {
                 let value = self.latest(key).map(|kv| kv.value).unwrap_or_default();
-                self.put(pending, key, &value, None)
+                self.put(pending, key, &value, None, 0)
+            }
+            TxnOp::PutInLease { key, value, lease } => self.put(pending, key, value, None, *lease),
+            TxnOp::PutKeepLease { key, value } => {
+                let lease = self.latest(key).map_or(0, |kv| kv.lease);
+                self.put(pending, key, value, None, lease)
             }
             TxnOp::Txn { .. } => {
                 let inner = nested.next().expect("the plan holds one nested plan per nested transaction");
@@ -300,6 +357,7 @@ impl KvStore {
         key: &Bytes,
         value: &Bytes,
         expires_at_ms: Option<u64>,
+        lease: u64,
     ) -> OpResponse {
         let change = pending.next_change();
         let versions = self.keys.entry(key.clone()).or_default();
@@ -311,9 +369,10 @@ impl KvStore {
             Some(prev) => (prev.create_revision, prev.version + 1),
             None => (change.revision, 1),
         };
-        let live = LiveValue { value: value.clone(), create_revision, version, expires_at_ms };
+        let live = LiveValue { value: value.clone(), create_revision, version, expires_at_ms, lease };
         versions.push(KeyVersion { change, live: Some(live) });
         self.set_expiry(key, prev.as_ref().and_then(|prev| prev.expires_at_ms), expires_at_ms);
+        self.move_key_lease(key, prev.as_ref().map_or(0, |prev| prev.lease), lease);
         self.changes.insert(change, key.clone());
         OpResponse::Put { prev }
     }
@@ -337,20 +396,24 @@ impl KvStore {
         let prev = KeyValue::of(key, last).expect("only live keys are deleted");
         versions.push(KeyVersion { change, live: None });
         self.set_expiry(key, prev.expires_at_ms, None);
+        self.move_key_lease(key, prev.lease, 0);
         self.changes.insert(change, key.clone());
         prev
     }
 
-    /// Deletes every key due at `now_ms`, in key order.
+    /// Deletes every key due at `now_ms` and every lease due then with its keys, the keys in
+    /// key order.
     fn expire(&mut self, pending: &mut PendingRevision, now_ms: u64) -> OpResponse {
-        let due: BTreeSet<Bytes> = self
+        let mut due: BTreeSet<Bytes> = self
             .expiries
             .iter()
             .take_while(|(expires_at_ms, _)| *expires_at_ms <= now_ms)
             .map(|(_, key)| key.clone())
             .collect();
-        let deleted = due.iter().map(|key| self.delete_key(pending, key)).collect();
-        OpResponse::Delete { deleted }
+        for id in self.due_leases(now_ms) {
+            due.extend(self.remove_lease(id).unwrap_or_default());
+        }
+        OpResponse::Delete { deleted: self.delete_live_keys(pending, &due) }
     }
 
     fn set_expiry(&mut self, key: &Bytes, old: Option<u64>, new: Option<u64>) {

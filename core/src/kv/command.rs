@@ -148,11 +148,32 @@ pub enum KvCommand {
         /// The new compacted revision; must lie above the current one and not in the future.
         revision: u64,
     },
-    /// Delete every key whose expiry is at or before `now_ms`, proposed by the leader.
+    /// Delete every key whose expiry is at or before `now_ms`, and every lease due then with its
+    /// keys, proposed by the leader.
     Expire {
         /// The leader's clock minus the maximum clock offset, in milliseconds.
         now_ms: u64,
     },
+    /// Grant a lease of `ttl_ms` from the proposal stamp (see `lease.rs`). Refused with
+    /// [`super::KvError::LeaseExists`] if `id` is in use.
+    LeaseGrant {
+        /// The lease id; 0 lets the store pick the lowest unused id above every id granted.
+        id: u64,
+        /// Time to live in milliseconds (not 0).
+        ttl_ms: u64,
+    },
+    /// Delete a lease and every key attached to it, as one revision.
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// Move a lease's deadline to the proposal stamp plus its TTL.
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// Give every lease its full TTL from the proposal stamp: proposed by a new leader.
+    LeaseRefreshAll,
 }
 
 /// Deepest nesting of transactions inside transactions ([`TxnOp::Txn`]) a command may have:
@@ -187,8 +208,7 @@ pub enum CompareTarget {
     CreateRevision(u64),
     /// The mod revision.
     ModRevision(u64),
-    /// The id of the lease the key is attached to. Keel keys carry no lease yet, so this field
-    /// is 0 for every key, live or missing.
+    /// The id of the lease the key is attached to (0: none, and for a missing key).
     Lease(u64),
 }
 
@@ -228,7 +248,7 @@ impl Compare {
             CompareTarget::Version(operand) => field(|kv| kv.version).cmp(operand),
             CompareTarget::CreateRevision(operand) => field(|kv| kv.create_revision).cmp(operand),
             CompareTarget::ModRevision(operand) => field(|kv| kv.mod_revision).cmp(operand),
-            CompareTarget::Lease(operand) => 0.cmp(operand),
+            CompareTarget::Lease(operand) => field(|kv| kv.lease).cmp(operand),
         };
         self.op.holds(ordering)
     }
@@ -265,6 +285,24 @@ pub enum TxnOp {
     PutSameValue {
         /// The key (not empty).
         key: Bytes,
+    },
+    /// Create or replace a key attached to lease `lease` (not 0), which must exist before the
+    /// transaction, or the whole transaction is refused with [`super::KvError::LeaseNotFound`].
+    PutInLease {
+        /// The key (not empty).
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// The lease.
+        lease: u64,
+    },
+    /// Create or replace a key keeping the lease it is attached to (etcd's `ignore_lease`). The
+    /// key must be live before the transaction ([`super::KvError::KeyNotFound`] otherwise).
+    PutKeepLease {
+        /// The key (not empty).
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
     },
     /// A nested transaction. Its compares, like every compare of the command, are evaluated
     /// against the state before the outermost transaction (as in etcd); its operations run in

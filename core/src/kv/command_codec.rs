@@ -15,6 +15,10 @@
 //! tag 6 Compact        revision:u64
 //! tag 7 Expire         now_ms:u64
 //! tag 8 Txn            compares:list<compare8> success:list<op> failure:list<op>
+//! tag 9 LeaseGrant     id:u64 ttl_ms:u64
+//! tag 10 LeaseRevoke   id:u64
+//! tag 11 LeaseKeepAlive id:u64
+//! tag 12 LeaseRefreshAll
 //! compare      = key:bytes target:u8 operand op:u8
 //!                target 1 Value (operand bytes), 2 Version, 3 CreateRevision, 4 ModRevision,
 //!                5 Lease (operand u64)
@@ -24,7 +28,8 @@
 //!                tag 1 Put key:bytes value:bytes ttl_ms:option<u64>; 2 Delete key:bytes;
 //!                tag 3 DeleteRange start:bytes end:bytes; 4 Range start:bytes end:bytes limit:u64;
 //!                tag 5 Txn compares:list<compare8> success:list<op> failure:list<op>;
-//!                tag 6 PutSameValue key:bytes
+//!                tag 6 PutSameValue key:bytes; 7 PutInLease key:bytes value:bytes lease:u64;
+//!                tag 8 PutKeepLease key:bytes value:bytes
 //! ```
 //!
 //! Tag 5 is how transactions were written before compares had a range end; it is still read
@@ -89,6 +94,10 @@ impl KvCommand {
             6 => KvCommand::Compact { revision: reader.u64("revision")? },
             7 => KvCommand::Expire { now_ms: reader.u64("now_ms")? },
             8 => txn_command(read_txn(&mut reader, true, 1)?),
+            9 => KvCommand::LeaseGrant { id: reader.u64("lease id")?, ttl_ms: reader.u64("lease ttl_ms")? },
+            10 => KvCommand::LeaseRevoke { id: reader.u64("lease id")? },
+            11 => KvCommand::LeaseKeepAlive { id: reader.u64("lease id")? },
+            12 => KvCommand::LeaseRefreshAll,
             tag => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag }),
         };
         reader.finish()?;
@@ -130,6 +139,20 @@ impl KvCommand {
                 out.put_u8(7);
                 out.put_u64(*now_ms);
             }
+            KvCommand::LeaseGrant { id, ttl_ms } => {
+                out.put_u8(9);
+                out.put_u64(*id);
+                out.put_u64(*ttl_ms);
+            }
+            KvCommand::LeaseRevoke { id } => {
+                out.put_u8(10);
+                out.put_u64(*id);
+            }
+            KvCommand::LeaseKeepAlive { id } => {
+                out.put_u8(11);
+                out.put_u64(*id);
+            }
+            KvCommand::LeaseRefreshAll => out.put_u8(12),
         }
     }
 }
@@ -213,6 +236,17 @@ fn write_ops(out: &mut impl Sink, ops: &[TxnOp]) {
                 out.put_u8(6);
                 out.put_bytes(key);
             }
+            TxnOp::PutInLease { key, value, lease } => {
+                out.put_u8(7);
+                out.put_bytes(key);
+                out.put_bytes(value);
+                out.put_u64(*lease);
+            }
+            TxnOp::PutKeepLease { key, value } => {
+                out.put_u8(8);
+                out.put_bytes(key);
+                out.put_bytes(value);
+            }
         }
     }
 }
@@ -292,6 +326,12 @@ fn read_op(reader: &mut Reader<'_>, depth: usize) -> Result<TxnOp, KvDecodeError
             TxnOp::Txn { compares, success, failure }
         }
         6 => TxnOp::PutSameValue { key: reader.bytes("put key")? },
+        7 => TxnOp::PutInLease {
+            key: reader.bytes("put key")?,
+            value: reader.bytes("put value")?,
+            lease: reader.u64("put lease")?,
+        },
+        8 => TxnOp::PutKeepLease { key: reader.bytes("put key")?, value: reader.bytes("put value")? },
         tag => return Err(KvDecodeError::UnknownTag { field: "txn op", offset, tag }),
     })
 }

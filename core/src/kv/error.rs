@@ -49,6 +49,10 @@ pub enum KvError {
     /// A transaction puts a key "with its current value" ([`super::TxnOp::PutSameValue`]) but
     /// the key does not exist: the whole transaction is refused when applied.
     KeyNotFound,
+    /// The lease named does not exist (never granted, revoked or expired).
+    LeaseNotFound,
+    /// A lease with the id asked for exists already.
+    LeaseExists,
     /// The requested revision was compacted away.
     Compacted {
         /// The revision asked for.
@@ -86,6 +90,8 @@ impl std::fmt::Display for KvError {
             Self::TxnTooDeep { max } => {
                 write!(f, "transactions are nested more than {max} deep; flatten the transaction")
             }
+            Self::LeaseNotFound => write!(f, "the lease does not exist (never granted, revoked or expired)"),
+            Self::LeaseExists => write!(f, "a lease with this id exists already; grant another id or 0"),
             Self::KeyNotFound => {
                 write!(f, "the key to put with its current value does not exist; put it with a value first")
             }

@@ -43,7 +43,13 @@ impl KvLimits {
                 }
             }
             KvCommand::Txn { compares, success, failure } => self.check_txn(compares, success, failure, 1)?,
-            KvCommand::Compact { .. } | KvCommand::Expire { .. } => {}
+            KvCommand::LeaseGrant { ttl_ms: 0, .. } => return Err(KvError::ZeroTtl),
+            KvCommand::Compact { .. }
+            | KvCommand::Expire { .. }
+            | KvCommand::LeaseGrant { .. }
+            | KvCommand::LeaseRevoke { .. }
+            | KvCommand::LeaseKeepAlive { .. }
+            | KvCommand::LeaseRefreshAll => {}
         }
         let size = command.encoded_len();
         if size > self.command_bytes_max {
@@ -121,6 +127,9 @@ impl KvLimits {
         for op in success.iter().chain(failure) {
             match op {
                 TxnOp::Put { key, value, ttl_ms } => self.check_put(key, value, *ttl_ms)?,
+                TxnOp::PutInLease { key, value, .. } | TxnOp::PutKeepLease { key, value } => {
+                    self.check_put(key, value, None)?
+                }
                 TxnOp::Delete { key } | TxnOp::PutSameValue { key } => self.check_key(key)?,
                 TxnOp::DeleteRange { start, end } | TxnOp::Range { start, end, .. } => self.check_range(start, end)?,
                 TxnOp::Txn { compares, success, failure } => self.check_txn(compares, success, failure, depth + 1)?,

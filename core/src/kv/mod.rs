@@ -104,6 +104,7 @@
 //! | `store.rs` | [`KvStore`]: versions, reads at a revision, compaction |
 //! | `apply.rs` | [`KvStore::apply`]: puts, deletes, transactions, expiry |
 //! | `event.rs` | [`KvEvent`] and the [`Watch`] iterator |
+//! | `lease.rs` | leases: grant, keep-alive, revoke, expiry through the log, refresh on a new leader |
 //! | `snapshot.rs` | snapshot and checked restore |
 //! | `crc32.rs` | the snapshot checksum |
 //! | `error.rs` | [`KvError`], [`KvDecodeError`], [`KvSnapshotError`] |
@@ -114,6 +115,7 @@ mod command_codec;
 mod crc32;
 mod error;
 mod event;
+mod lease;
 mod limits;
 mod snapshot;
 mod store;
@@ -126,5 +128,6 @@ pub use apply::{ApplyResult, OpResponse};
 pub use command::{prefix_range_end, Compare, CompareOp, CompareTarget, KeyRange, KvCommand, TxnOp, TXN_NESTING_MAX};
 pub use error::{KvDecodeError, KvError, KvSnapshotError};
 pub use event::{KvEvent, KvEventKind, Watch};
+pub use lease::LeaseInfo;
 pub use limits::{validate, KvLimits};
 pub use store::{KeyValue, KvStore, RangeResult};

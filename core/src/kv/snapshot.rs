@@ -2,35 +2,45 @@
 //! checked restore. Equal stores give byte-identical snapshots (keys and versions are written in
 //! order; the change and expiry indexes are rebuilt, not stored).
 //!
-//! Format version 1 (primitives as in `wire.rs`, little-endian):
+//! Format version 2 (primitives as in `wire.rs`, little-endian):
 //!
 //! ```text
-//! snapshot = magic:"KEELKVSN" version:u8(=1) body crc32:u32
+//! snapshot = magic:"KEELKVSN" version:u8(=2) body crc32:u32
 //! body     = last_applied_index:u64 current_revision:u64 compacted_revision:u64
 //!            key_count:u32 key*                       (keys in strictly increasing order)
+//!            last_lease_id:u64 lease_count:u32 lease* (ids in strictly increasing order)
 //! key      = key:bytes version_count:u32 version*     (oldest first)
 //! version  = revision:u64 sub:u32 live:u8 (0 tombstone, 1 live) [if live:
-//!            value:bytes create_revision:u64 version:u64 expires_at_ms:option<u64>]
+//!            value:bytes create_revision:u64 version:u64 expires_at_ms:option<u64> lease:u64]
+//! lease    = id:u64 ttl_ms:u64 expires_at_ms:u64
 //! ```
+//!
+//! Version 1, written before leases, is still restored: the same without the `lease` field of
+//! a version and without the leases after the keys.
 //!
 //! The CRC-32 (IEEE) covers every byte before it. [`KvStore::restore`] checks, in order, the
 //! size, the magic, the version, the checksum, the structure, and then every invariant of the
 //! store (revisions in range and increasing, versions and create revisions consistent, every
 //! revision above the compacted one present), and names the first thing that is wrong.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
 use super::crc32::crc32;
 use super::error::{KvDecodeError, KvSnapshotError};
+use super::lease::Lease;
 use super::store::{ChangeId, KeyVersion, KvStore, LiveValue};
 use super::wire::{Reader, Sink};
 
 /// The first bytes of every key-value snapshot.
 const MAGIC: &[u8; 8] = b"KEELKVSN";
 /// The snapshot format version written by this build.
-const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The format before leases, still restored.
+const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Bytes of one lease record.
+const LEASE_BYTES: usize = 8 + 8 + 8;
 /// Fewest bytes of one key record (empty key, version count).
 const KEY_BYTES_MIN: usize = 4 + 4;
 /// Fewest bytes of one version record (a tombstone).
@@ -54,6 +64,13 @@ impl KvStore {
                 write_version(&mut out, version);
             }
         }
+        out.put_u64(self.last_lease_id);
+        out.put_count(self.leases.len());
+        for (id, lease) in &self.leases {
+            out.put_u64(*id);
+            out.put_u64(lease.ttl_ms);
+            out.put_u64(lease.expires_at_ms);
+        }
         let checksum = crc32(&out);
         out.put_u32(checksum);
         Bytes::from(out)
@@ -70,7 +87,7 @@ impl KvStore {
             return Err(KvSnapshotError::BadMagic);
         }
         let version = data[MAGIC.len()];
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_V1 {
             return Err(KvSnapshotError::UnsupportedVersion { version });
         }
         let (content, trailer) = data.split_at(data.len() - 4);
@@ -81,7 +98,7 @@ impl KvStore {
         }
         let mut reader = Reader::new(content);
         reader.slice(header, "header")?;
-        let store = read_body(&mut reader)?;
+        let store = read_body(&mut reader, version == SNAPSHOT_FORMAT_VERSION)?;
         reader.finish()?;
         check_store(&store).map_err(KvSnapshotError::Inconsistent)?;
         Ok(store.with_indexes())
@@ -97,7 +114,11 @@ impl KvStore {
             if let Some(expires_at_ms) = last.and_then(|live| live.expires_at_ms) {
                 self.expiries.insert((expires_at_ms, key.clone()));
             }
+            if let Some(lease) = last.and_then(|live| self.leases.get_mut(&live.lease)) {
+                lease.keys.insert(key.clone());
+            }
         }
+        self.lease_deadlines = self.leases.iter().map(|(id, lease)| (lease.expires_at_ms, *id)).collect();
         self
     }
 }
@@ -113,11 +134,12 @@ fn write_version(out: &mut Vec<u8>, version: &KeyVersion) {
             out.put_u64(live.create_revision);
             out.put_u64(live.version);
             out.put_option_u64(live.expires_at_ms);
+            out.put_u64(live.lease);
         }
     }
 }
 
-fn read_body(reader: &mut Reader<'_>) -> Result<KvStore, KvSnapshotError> {
+fn read_body(reader: &mut Reader<'_>, with_leases: bool) -> Result<KvStore, KvSnapshotError> {
     let mut store = KvStore {
         last_applied_index: reader.u64("last_applied_index")?,
         current_revision: reader.u64("current_revision")?,
@@ -134,15 +156,39 @@ fn read_body(reader: &mut Reader<'_>) -> Result<KvStore, KvSnapshotError> {
         let version_count = reader.count("version count", VERSION_BYTES_MIN)?;
         let mut versions = Vec::with_capacity(version_count);
         for _ in 0..version_count {
-            versions.push(read_version(reader)?);
+            versions.push(read_version(reader, with_leases)?);
         }
         previous = Some(key.clone());
         store.keys.insert(key, versions);
     }
+    if with_leases {
+        read_leases(reader, &mut store)?;
+    }
     Ok(store)
 }
 
-fn read_version(reader: &mut Reader<'_>) -> Result<KeyVersion, KvDecodeError> {
+fn read_leases(reader: &mut Reader<'_>, store: &mut KvStore) -> Result<(), KvSnapshotError> {
+    store.last_lease_id = reader.u64("last_lease_id")?;
+    let count = reader.count("lease count", LEASE_BYTES)?;
+    for _ in 0..count {
+        let id = reader.u64("lease id")?;
+        let lease = Lease {
+            ttl_ms: reader.u64("lease ttl_ms")?,
+            expires_at_ms: reader.u64("lease expires_at_ms")?,
+            keys: BTreeSet::new(),
+        };
+        if id == 0 || store.leases.last_key_value().is_some_and(|(last, _)| *last >= id) {
+            return Err(KvSnapshotError::Inconsistent(format!("lease {id} is 0, out of order or repeated")));
+        }
+        if id > store.last_lease_id {
+            return Err(KvSnapshotError::Inconsistent(format!("lease {id} is above the last lease id granted")));
+        }
+        store.leases.insert(id, lease);
+    }
+    Ok(())
+}
+
+fn read_version(reader: &mut Reader<'_>, with_lease: bool) -> Result<KeyVersion, KvDecodeError> {
     let change = ChangeId { revision: reader.u64("version revision")?, sub: reader.u32("version sub")? };
     let offset = reader.offset();
     let live = match reader.u8("version kind")? {
@@ -152,6 +198,7 @@ fn read_version(reader: &mut Reader<'_>) -> Result<KeyVersion, KvDecodeError> {
             create_revision: reader.u64("create_revision")?,
             version: reader.u64("version")?,
             expires_at_ms: reader.option_u64("expires_at_ms")?,
+            lease: if with_lease { reader.u64("lease")? } else { 0 },
         }),
         tag => return Err(KvDecodeError::UnknownTag { field: "version kind", offset, tag }),
     };
@@ -171,6 +218,10 @@ fn check_store(store: &KvStore) -> Result<(), String> {
     }
     let mut changes = BTreeMap::new();
     for (key, versions) in &store.keys {
+        let lease = versions.last().and_then(|last| last.live.as_ref()).map_or(0, |live| live.lease);
+        if lease != 0 && !store.leases.contains_key(&lease) {
+            return Err(format!("key {key:?} is attached to lease {lease}, which does not exist"));
+        }
         check_history(key, versions, store.compacted_revision, store.current_revision)
             .map_err(|what| format!("key {key:?}: {what}"))?;
         for version in versions.iter().filter(|version| version.change.revision > store.compacted_revision) {

@@ -36,6 +36,8 @@ pub(crate) struct LiveValue {
     pub version: u64,
     /// When an `Expire` at or after this time deletes the key, if it has a time to live.
     pub expires_at_ms: Option<u64>,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: u64,
 }
 
 /// One version of a key: a live value, or a tombstone left by a delete.
@@ -62,6 +64,8 @@ pub struct KeyValue {
     pub version: u64,
     /// Expiry deadline on the proposing leaders' clocks, in milliseconds, if the key has a TTL.
     pub expires_at_ms: Option<u64>,
+    /// The lease the key is attached to (etcd); 0 for none.
+    pub lease: u64,
 }
 
 impl KeyValue {
@@ -74,6 +78,7 @@ impl KeyValue {
             mod_revision: version.change.revision,
             version: live.version,
             expires_at_ms: live.expires_at_ms,
+            lease: live.lease,
         })
     }
 }
@@ -108,6 +113,12 @@ pub struct KvStore {
     pub(crate) compacted_revision: u64,
     /// Index of the last log entry applied; 0 before any.
     pub(crate) last_applied_index: u64,
+    /// Every lease, by id.
+    pub(crate) leases: BTreeMap<u64, super::lease::Lease>,
+    /// `(expires_at_ms, id)` of every lease.
+    pub(crate) lease_deadlines: BTreeSet<(u64, u64)>,
+    /// The highest lease id granted so far (ids are never reused while it grows).
+    pub(crate) last_lease_id: u64,
 }
 
 impl KvStore {
@@ -131,10 +142,12 @@ impl KvStore {
         self.last_applied_index
     }
 
-    /// The earliest expiry deadline among live keys: the leader need not propose
+    /// The earliest expiry deadline among live keys and leases: the leader need not propose
     /// [`super::KvCommand::Expire`] before its adjusted clock reaches it.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.expiries.first().map(|(expires_at_ms, _)| *expires_at_ms)
+        let key = self.expiries.first().map(|(expires_at_ms, _)| *expires_at_ms);
+        let lease = self.lease_deadlines.first().map(|(expires_at_ms, _)| *expires_at_ms);
+        key.into_iter().chain(lease).min()
     }
 
     /// `key` at `revision` (`None`: the current revision); `Ok(None)` when it did not exist then.

@@ -32,7 +32,7 @@ pub(crate) fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The wire form of a key-value; `keys_only` leaves the value out. Keel keys carry no lease.
+/// The wire form of a key-value; `keys_only` leaves the value out.
 pub(crate) fn key_value(kv: &KeyValue, keys_only: bool) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: kv.key.clone(),
@@ -40,7 +40,7 @@ pub(crate) fn key_value(kv: &KeyValue, keys_only: bool) -> mvccpb::KeyValue {
         mod_revision: int(kv.mod_revision),
         version: int(kv.version),
         value: if keys_only { Bytes::new() } else { kv.value.clone() },
-        lease: 0,
+        lease: int(kv.lease),
     }
 }
 
@@ -118,6 +118,7 @@ mod tests {
             mod_revision: modified,
             version: 1,
             expires_at_ms: None,
+            lease: 0,
         }
     }
 

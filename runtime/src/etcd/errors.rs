@@ -28,8 +28,10 @@ pub(crate) const COMPACTED: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc:
 /// The revision asked for is not reached yet.
 pub(crate) const FUTURE_REVISION: (Code, &str) =
     (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
-/// The lease named does not exist (Keel grants none yet, so every lease id is unknown).
+/// The lease named does not exist.
 pub(crate) const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
+/// A lease with the id asked for exists already.
+pub(crate) const LEASE_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: lease already exists");
 /// No leader is known.
 pub(crate) const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
 /// Leadership moved while the request was in flight; it did not apply.
@@ -69,6 +71,8 @@ pub(crate) fn of_kv(error: &KvError) -> Status {
         }
         KvError::TooManyTxnOps { .. } | KvError::TxnTooDeep { .. } => status(TOO_MANY_OPS),
         KvError::KeyNotFound => status(KEY_NOT_FOUND),
+        KvError::LeaseNotFound => status(LEASE_NOT_FOUND),
+        KvError::LeaseExists => status(LEASE_EXISTS),
         KvError::Compacted { .. } => status(COMPACTED),
         KvError::FutureRevision { .. } => status(FUTURE_REVISION),
         KvError::ZeroTtl => Status::invalid_argument(format!("etcdserver: {error}")),

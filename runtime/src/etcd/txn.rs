@@ -134,7 +134,10 @@ fn check_duplicates(ops: &[TxnOp]) -> Result<(), Status> {
     let mut deletes = Vec::new();
     for op in ops {
         match op {
-            TxnOp::Put { key, .. } | TxnOp::PutSameValue { key } => {
+            TxnOp::Put { key, .. }
+            | TxnOp::PutSameValue { key }
+            | TxnOp::PutInLease { key, .. }
+            | TxnOp::PutKeepLease { key, .. } => {
                 if !puts.insert(key.clone()) {
                     return Err(errors::status(errors::DUPLICATE_KEY));
                 }

@@ -119,6 +119,8 @@ pub fn kv_code_of(error: &KvError) -> ErrorCode {
         | KvError::ZeroTtl
         | KvError::TxnTooDeep { .. }
         | KvError::KeyNotFound
+        | KvError::LeaseNotFound
+        | KvError::LeaseExists
         | KvError::Compacted { .. }
         | KvError::FutureRevision { .. } => ErrorCode::InvalidArgument,
     }

@@ -40,6 +40,12 @@ fn arb_op() -> impl Strategy<Value = TxnOp> {
 fn arb_flat_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
         arb_bytes().prop_map(|key| TxnOp::PutSameValue { key }),
+        (arb_bytes(), arb_bytes(), any::<u64>()).prop_map(|(key, value, lease)| TxnOp::PutInLease {
+            key,
+            value,
+            lease
+        }),
+        (arb_bytes(), arb_bytes()).prop_map(|(key, value)| TxnOp::PutKeepLease { key, value }),
         (arb_bytes(), arb_bytes(), any::<Option<u64>>()).prop_map(|(key, value, ttl_ms)| TxnOp::Put {
             key,
             value,
@@ -74,6 +80,10 @@ fn arb_command() -> impl Strategy<Value = KvCommand> {
             .prop_map(|(compares, success, failure)| KvCommand::Txn { compares, success, failure }),
         any::<u64>().prop_map(|revision| KvCommand::Compact { revision }),
         any::<u64>().prop_map(|now_ms| KvCommand::Expire { now_ms }),
+        (any::<u64>(), any::<u64>()).prop_map(|(id, ttl_ms)| KvCommand::LeaseGrant { id, ttl_ms }),
+        any::<u64>().prop_map(|id| KvCommand::LeaseRevoke { id }),
+        any::<u64>().prop_map(|id| KvCommand::LeaseKeepAlive { id }),
+        Just(KvCommand::LeaseRefreshAll),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 mod codec;
 mod expiry;
+mod lease;
 mod model;
 mod mvcc;
 mod snapshot;

@@ -92,7 +92,9 @@ impl Step {
             TxnOp::DeleteRange { start, end } => self.delete_where(|k, _| in_range(start, end, k)),
             TxnOp::Range { .. } => {}
             // Covered by the unit tests in txn.rs; the model's strategy does not generate them.
-            TxnOp::PutSameValue { .. } | TxnOp::Txn { .. } => unreachable!("not generated for the model"),
+            TxnOp::PutSameValue { .. } | TxnOp::PutInLease { .. } | TxnOp::PutKeepLease { .. } | TxnOp::Txn { .. } => {
+                unreachable!("not generated for the model")
+            }
         }
     }
 }
@@ -143,6 +145,12 @@ impl Model {
                 step.delete_where(|_, value| value.expires_at_ms.is_some_and(|at| at <= *now_ms));
                 true
             }
+            // Leases are covered by the unit tests in lease.rs; the model's strategy does not
+            // generate them.
+            KvCommand::LeaseGrant { .. }
+            | KvCommand::LeaseRevoke { .. }
+            | KvCommand::LeaseKeepAlive { .. }
+            | KvCommand::LeaseRefreshAll => unreachable!("not generated for the model"),
         };
         if step.changed {
             self.states.push(step.state);

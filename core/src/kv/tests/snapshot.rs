@@ -75,8 +75,28 @@ fn every_corrupted_byte_and_truncation_is_refused() {
     assert_eq!(KvStore::restore(b"nope"), Err(KvSnapshotError::TooShort { size: 4 }));
     assert_eq!(KvStore::restore(b"NOTASNAPSHOT!"), Err(KvSnapshotError::BadMagic));
     let mut future = snapshot.to_vec();
-    future[8] = 2;
-    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 2 }));
+    future[8] = 3;
+    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 3 }));
+}
+
+#[test]
+fn snapshots_written_before_leases_still_restore() {
+    // Version 1: applied index 1, revision 1, nothing compacted, key "k" = "v" put at revision 1.
+    let mut v1 = b"KEELKVSN\x01".to_vec();
+    for number in [1u64, 1, 0] {
+        v1.extend_from_slice(&number.to_le_bytes());
+    }
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&[1, 0, 0, 0, b'k', 1, 0, 0, 0]);
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    v1.extend_from_slice(&[0, 0, 0, 0, 1, 1, 0, 0, 0, b'v']);
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    v1.push(0);
+    let store = KvStore::restore(&sealed(v1)).unwrap();
+    let kv = store.get(b"k", None).unwrap().unwrap();
+    assert_eq!((&kv.value[..], kv.lease, store.current_revision()), (&b"v"[..], 0, 1));
+    assert_eq!(store.snapshot()[8], 2, "written again in the current format");
 }
 
 /// Re-seals `content` (everything but the checksum) with a valid checksum.
