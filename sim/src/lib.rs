@@ -14,5 +14,7 @@
 
 pub mod check;
 pub mod history;
+#[cfg(madsim)]
+pub mod madsim;
 pub mod pure;
 pub mod render;

@@ -1,0 +1,269 @@
+//! A Keel cluster inside madsim: one simulated machine per Keel node, each running the real
+//! server (`keel_runtime::server::serve_with`: gRPC services, peer transport, node driver) on a
+//! disk and a clock the simulation owns.
+//!
+//! * **Disk.** Each node's [`MemoryDisk`] lives here, outside the madsim node, so it survives a
+//!   kill: [`SimCluster::kill`] stops every task of the node and then crashes the disk with a
+//!   fault drawn from the seed (unsynced writes lost, kept in part, or torn); the restarted node
+//!   opens a fresh `MemoryStorage` on the same disk and recovers from what was synced.
+//! * **Clock.** madsim has one virtual clock; each node reads it through its own
+//!   [`SkewedClock`] (an offset and a drift drawn from the seed, within the bounds the cluster is
+//!   configured to tolerate), created anew at every (re)start like a process's clock.
+//! * **Network.** Node `i` has the address `10.0.0.i:7000`; partitions clog madsim links.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ::madsim::net::NetSim;
+use ::madsim::runtime::{Handle, NodeHandle as MachineHandle};
+use keel_core::{LeaseConfig, NodeId, Rng};
+use keel_runtime::clock::{Clock, SkewedClock, SystemClock};
+use keel_runtime::node::NodeConfig;
+use keel_runtime::server::{serve_with, ServerConfig};
+use keel_runtime::storage::{CrashFault, MemoryDisk, MemoryStorage};
+
+/// The port every node serves peers and clients on.
+pub const NODE_PORT: u16 = 7000;
+
+/// Bound on the rate difference between any two nodes' clocks that the cluster is configured
+/// with (lease reads shorten their lease by it); each node drifts by at most half of it.
+pub const CLOCK_DRIFT_PPM_MAX: u64 = 2_000;
+
+/// Bound on the wall-clock offset between nodes that the cluster is configured with; each node
+/// is offset by at most a third of it.
+pub const CLOCK_OFFSET_MS_MAX: u64 = 300;
+
+/// The simulated address of node `id`.
+pub fn node_ip(id: NodeId) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, (id % 250) as u8))
+}
+
+/// The `host:port` clients and peers reach node `id` at.
+pub fn node_address(id: NodeId) -> String {
+    SocketAddr::new(node_ip(id), NODE_PORT).to_string()
+}
+
+/// One node's clock error, drawn from the seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// Fixed offset of both readings, in milliseconds.
+    pub offset_ms: i64,
+    /// Rate error in parts per million.
+    pub drift_ppm: i64,
+}
+
+impl ClockSkew {
+    /// A skew within the cluster's configured bounds (see [`CLOCK_DRIFT_PPM_MAX`] and
+    /// [`CLOCK_OFFSET_MS_MAX`]).
+    pub fn draw(rng: &mut Rng) -> Self {
+        let offset = (CLOCK_OFFSET_MS_MAX / 3) as i64;
+        let drift = (CLOCK_DRIFT_PPM_MAX / 2) as i64;
+        Self {
+            offset_ms: rng.range(0, 2 * offset as u64 + 1) as i64 - offset,
+            drift_ppm: rng.range(0, 2 * drift as u64 + 1) as i64 - drift,
+        }
+    }
+}
+
+/// The node configuration the simulation runs: short timeouts (so that a scenario of a few
+/// virtual seconds sees many elections), lease reads on, frequent snapshots and compaction (so
+/// that restarted nodes catch up by snapshot too).
+pub fn node_config(id: NodeId, members: &BTreeMap<NodeId, String>, seed: u64) -> ServerConfig {
+    let mut node = NodeConfig::new(id, members.clone());
+    node.raft.election_timeout_ms_min = 300;
+    node.raft.election_timeout_ms_max = 600;
+    node.raft.heartbeat_interval_ms = 50;
+    node.raft.lease = Some(LeaseConfig { clock_drift_ppm_max: CLOCK_DRIFT_PPM_MAX });
+    node.raft.rng_seed = seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    node.request_timeout_ms = 2_000;
+    node.snapshot_interval_entries = 200;
+    node.history_retention_revisions = 100;
+    node.clock_offset_ms_max = CLOCK_OFFSET_MS_MAX;
+    let mut config = ServerConfig::new(node, SocketAddr::new(node_ip(id), NODE_PORT));
+    config.transport.call_timeout_ms = 1_000;
+    config.drain_timeout_ms = 1_000;
+    config
+}
+
+/// What the simulation knows about one node.
+struct SimNode {
+    machine: MachineHandle,
+    disk: MemoryDisk,
+    skew: ClockSkew,
+}
+
+/// Errors a node's server returned (it stopped on its own): a scenario must end with none.
+pub type NodeErrors = Arc<Mutex<Vec<String>>>;
+
+/// A running cluster and the faults currently applied to it.
+pub struct SimCluster {
+    nodes: BTreeMap<NodeId, SimNode>,
+    errors: NodeErrors,
+    killed: BTreeSet<NodeId>,
+    paused: BTreeSet<NodeId>,
+    isolated: BTreeSet<NodeId>,
+    clogged_links: BTreeSet<(NodeId, NodeId)>,
+}
+
+impl SimCluster {
+    /// Starts nodes `1..=size` on the current madsim runtime, clocks drawn from `rng`.
+    pub fn start(size: u32, seed: u64, rng: &mut Rng) -> Self {
+        let handle = Handle::current();
+        let members: BTreeMap<NodeId, String> = (1..=size).map(|id| (id, node_address(id))).collect();
+        let errors = NodeErrors::default();
+        let mut nodes = BTreeMap::new();
+        for &id in members.keys() {
+            let disk = MemoryDisk::new();
+            let skew = ClockSkew::draw(rng);
+            let config = node_config(id, &members, seed);
+            let init_disk = disk.clone();
+            let init_errors = Arc::clone(&errors);
+            let machine = handle
+                .create_node()
+                .name(format!("keel-{id}"))
+                .ip(node_ip(id))
+                .init(move || run_node(config.clone(), init_disk.clone(), skew, Arc::clone(&init_errors)))
+                .build();
+            nodes.insert(id, SimNode { machine, disk, skew });
+        }
+        Self {
+            nodes,
+            errors,
+            killed: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            isolated: BTreeSet::new(),
+            clogged_links: BTreeSet::new(),
+        }
+    }
+
+    /// The node ids, in order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Every node's client address, in id order.
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes.keys().map(|&id| node_address(id)).collect()
+    }
+
+    /// The clock skew of every node, in id order.
+    pub fn skews(&self) -> Vec<(NodeId, ClockSkew)> {
+        self.nodes.iter().map(|(&id, node)| (id, node.skew)).collect()
+    }
+
+    /// The errors with which node servers stopped on their own so far.
+    pub fn node_errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The nodes currently killed.
+    pub fn killed(&self) -> &BTreeSet<NodeId> {
+        &self.killed
+    }
+
+    /// The nodes currently paused.
+    pub fn paused(&self) -> &BTreeSet<NodeId> {
+        &self.paused
+    }
+
+    /// Kills node `id` (every task stops at once) and crashes its disk with a fault drawn from
+    /// `fault_seed`; returns the fault. Killing a killed node does nothing.
+    pub fn kill(&mut self, id: NodeId, fault_seed: u64) -> Option<CrashFault> {
+        let node = self.nodes.get(&id)?;
+        if !self.killed.insert(id) {
+            return None;
+        }
+        self.paused.remove(&id);
+        Handle::current().kill(node.machine.id());
+        Some(node.disk.crash_random(fault_seed))
+    }
+
+    /// Restarts a killed node on its disk.
+    pub fn restart(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get(&id).filter(|_| self.killed.remove(&id)) {
+            Handle::current().restart(node.machine.id());
+        }
+    }
+
+    /// Pauses a running node: its tasks stop being polled while time goes on.
+    pub fn pause(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get(&id).filter(|_| !self.killed.contains(&id)) {
+            if self.paused.insert(id) {
+                Handle::current().pause(node.machine.id());
+            }
+        }
+    }
+
+    /// Resumes a paused node.
+    pub fn resume(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get(&id).filter(|_| self.paused.remove(&id)) {
+            Handle::current().resume(node.machine.id());
+        }
+    }
+
+    /// Cuts node `id` off from everyone (peers and clients), both ways.
+    pub fn isolate(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get(&id) {
+            if self.isolated.insert(id) {
+                NetSim::current().clog_node(node.machine.id());
+            }
+        }
+    }
+
+    /// Drops every packet from node `from` to node `to` (one direction).
+    pub fn clog_link(&mut self, from: NodeId, to: NodeId) {
+        if let (Some(a), Some(b)) = (self.nodes.get(&from), self.nodes.get(&to)) {
+            if from != to && self.clogged_links.insert((from, to)) {
+                NetSim::current().clog_link(a.machine.id(), b.machine.id());
+            }
+        }
+    }
+
+    /// Splits the nodes into `side` and the rest, both ways (clients still reach everyone).
+    pub fn partition(&mut self, side: &BTreeSet<NodeId>) {
+        for from in self.ids() {
+            for to in self.ids() {
+                if side.contains(&from) != side.contains(&to) {
+                    self.clog_link(from, to);
+                }
+            }
+        }
+    }
+
+    /// Removes every partition and clogged link.
+    pub fn heal_network(&mut self) {
+        let net = NetSim::current();
+        for id in std::mem::take(&mut self.isolated) {
+            net.unclog_node(self.nodes[&id].machine.id());
+        }
+        for (from, to) in std::mem::take(&mut self.clogged_links) {
+            net.unclog_link(self.nodes[&from].machine.id(), self.nodes[&to].machine.id());
+        }
+    }
+
+    /// Ends every fault: the network heals, paused nodes resume, killed nodes restart.
+    pub fn heal(&mut self) {
+        self.heal_network();
+        for id in self.paused.clone() {
+            self.resume(id);
+        }
+        for id in self.killed.clone() {
+            self.restart(id);
+        }
+    }
+}
+
+/// One incarnation of a node: a fresh storage on the surviving disk, a fresh skewed clock, and
+/// the real server until the node is killed. A server that stops on its own records why.
+async fn run_node(config: ServerConfig, disk: MemoryDisk, skew: ClockSkew, errors: NodeErrors) {
+    let id = config.node.raft.id;
+    let clock: Arc<dyn Clock> = SkewedClock::new(SystemClock::new(), skew.offset_ms, skew.drift_ppm);
+    let storage = MemoryStorage::open(disk);
+    let outcome = serve_with(config, Box::new(storage), clock, std::future::pending()).await;
+    let message = match outcome {
+        Ok(()) => format!("node {id}: the server stopped without being asked to"),
+        Err(error) => format!("node {id}: {error}"),
+    };
+    errors.lock().unwrap_or_else(PoisonError::into_inner).push(message);
+}

@@ -1,0 +1,108 @@
+//! The fault schedule of a madsim scenario, drawn from the seed: partitions (one node cut off,
+//! a minority split from the rest, one-way links), kills with a disk crash and later restarts,
+//! pauses and resumes. Every fault applied is logged with its virtual time, for the trace.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use keel_core::{NodeId, Rng};
+use tokio::time::Instant;
+
+use super::cluster::SimCluster;
+
+/// One fault the schedule can apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut a node off from everyone.
+    Isolate(NodeId),
+    /// Split these nodes (a minority) from the rest.
+    Partition(BTreeSet<NodeId>),
+    /// Drop packets from the first node to the second.
+    ClogLink(NodeId, NodeId),
+    /// Remove every network fault.
+    HealNetwork,
+    /// Kill a node and crash its disk (the fault drawn from this seed).
+    Kill(NodeId, u64),
+    /// Restart a killed node.
+    Restart(NodeId),
+    /// Pause a node.
+    Pause(NodeId),
+    /// Resume a paused node.
+    Resume(NodeId),
+}
+
+/// Draws the next fault for `cluster`: at most a minority of the nodes down at once, so that
+/// the cluster also makes progress between faults.
+pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
+    let ids = cluster.ids();
+    let pick = |rng: &mut Rng, from: &[NodeId]| from[rng.range(0, from.len() as u64) as usize];
+    let minority = (ids.len() - 1) / 2;
+    let down = cluster.killed().len() + cluster.paused().len();
+    match rng.range(0, 11) {
+        0 | 1 => Fault::Isolate(pick(rng, &ids)),
+        2 => {
+            let size = rng.range(1, minority as u64 + 1) as usize;
+            let mut side = BTreeSet::new();
+            while side.len() < size {
+                side.insert(pick(rng, &ids));
+            }
+            Fault::Partition(side)
+        }
+        3 => {
+            let from = pick(rng, &ids);
+            let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != from).collect();
+            Fault::ClogLink(from, pick(rng, &others))
+        }
+        4..=6 => Fault::HealNetwork,
+        7 if down < minority => Fault::Kill(pick(rng, &ids), rng.next_u64()),
+        8 if down < minority => Fault::Pause(pick(rng, &ids)),
+        _ => {
+            let killed: Vec<NodeId> = cluster.killed().iter().copied().collect();
+            let paused: Vec<NodeId> = cluster.paused().iter().copied().collect();
+            if !killed.is_empty() && (paused.is_empty() || rng.range(0, 2) == 0) {
+                Fault::Restart(pick(rng, &killed))
+            } else if !paused.is_empty() {
+                Fault::Resume(pick(rng, &paused))
+            } else {
+                Fault::HealNetwork
+            }
+        }
+    }
+}
+
+/// Applies `fault` and returns its trace line (`None` when it changed nothing).
+pub fn apply(cluster: &mut SimCluster, fault: &Fault) -> Option<String> {
+    match fault {
+        Fault::Isolate(id) => cluster.isolate(*id),
+        Fault::Partition(side) => cluster.partition(side),
+        Fault::ClogLink(from, to) => cluster.clog_link(*from, *to),
+        Fault::HealNetwork => cluster.heal_network(),
+        Fault::Kill(id, seed) => {
+            let crash = cluster.kill(*id, *seed)?;
+            return Some(format!("kill {id}, disk {crash:?}"));
+        }
+        Fault::Restart(id) => cluster.restart(*id),
+        Fault::Pause(id) => cluster.pause(*id),
+        Fault::Resume(id) => cluster.resume(*id),
+    }
+    Some(format!("{fault:?}"))
+}
+
+/// Applies faults drawn from `rng` every 100 to 1,000 virtual milliseconds for `duration`, and
+/// returns the trace lines (`<ms since start> <fault>`).
+pub async fn inject(cluster: &mut SimCluster, rng: &mut Rng, duration: Duration, start: Instant) -> Vec<String> {
+    let end = Instant::now() + duration;
+    let mut log = Vec::new();
+    loop {
+        let wait = Duration::from_millis(rng.range(100, 1_000));
+        if Instant::now() + wait >= end {
+            tokio::time::sleep_until(end).await;
+            return log;
+        }
+        tokio::time::sleep(wait).await;
+        let fault = draw(rng, cluster);
+        if let Some(line) = apply(cluster, &fault) {
+            log.push(format!("{} {line}", start.elapsed().as_millis()));
+        }
+    }
+}
