@@ -104,9 +104,11 @@ fn run_seeds(arguments: &SweepArgs, bar: &ProgressBar) -> Vec<SeedResult> {
 
 fn write_failure_trace(arguments: &SweepArgs, seed: u64, directory: &Path) -> String {
     let outcome = run_scenario(scenario_of(seed, arguments.nodes, arguments.ops), true);
+    let Some(text) = outcome.trace_file() else {
+        return "no trace: the run panicked before its trace could be kept".to_string();
+    };
     let path = directory.join(format!("seed-{seed}.jsonl"));
-    let written = std::fs::create_dir_all(directory)
-        .and_then(|()| std::fs::write(&path, outcome.trace_file().unwrap_or_default()));
+    let written = std::fs::create_dir_all(directory).and_then(|()| std::fs::write(&path, text));
     match written {
         Ok(()) => {
             format!("trace {0}; verify it with keel-sim replay {0}, draw it with keel-sim render {0}", path.display())
