@@ -179,3 +179,24 @@ async fn a_whole_cluster_restarts_from_its_disks_and_elects_a_leader_again() {
         node.stop().await.expect("clean stop");
     }
 }
+
+/// Regression: a node that stopped answered the writes it had already proposed with
+/// `SHUTTING_DOWN`, which the protocol documents as "not applied", although the next leader may
+/// still commit them. Their outcome is unknown, and must be reported so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_proposed_before_a_stop_are_answered_outcome_unknown() {
+    let mut cluster = TestCluster::new(3);
+    let leader = cluster.leader().await;
+    for id in (1..=3).filter(|&id| id != leader) {
+        cluster.crash(id).await;
+    }
+    // The leader keeps its role for an election timeout (check-quorum): the write is proposed
+    // and cannot commit.
+    let handle = cluster.handle(leader);
+    let pending = tokio::spawn(async move { handle.write(put("/pending", "v")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let node = cluster.nodes.remove(&leader).expect("the leader runs");
+    node.stop().await.expect("clean stop");
+    let answer = pending.await.expect("the write task ends");
+    assert_eq!(answer.map(|_| ()), Err(ClientError::OutcomeUnknown));
+}

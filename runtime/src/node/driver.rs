@@ -478,11 +478,14 @@ impl Driver {
         }
     }
 
+    /// Answers every waiter as the node stops: reads fail with `error`, but writes and membership
+    /// changes already proposed may still commit under the next leader, so their outcome is
+    /// unknown (`SHUTTING_DOWN` would tell the client they were not applied).
     fn fail_all_waiters(&mut self, error: ClientError) {
         for (_, (_, _, waiter, _)) in std::mem::take(&mut self.waiting) {
             match waiter {
-                Waiter::Write(reply) => drop(reply.send(Err(error.clone()))),
-                Waiter::Membership(reply) => drop(reply.send(Err(error.clone()))),
+                Waiter::Write(reply) => drop(reply.send(Err(ClientError::OutcomeUnknown))),
+                Waiter::Membership(reply) => drop(reply.send(Err(ClientError::OutcomeUnknown))),
             }
         }
         for (_, waiter) in std::mem::take(&mut self.reads) {
