@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::node::node_config;
 use super::scenario::Scenario;
 
 /// The trace format written by this simulator; other formats are refused.
@@ -62,6 +63,9 @@ pub enum TraceFileError {
         /// The format found.
         found: u64,
     },
+    /// The header's scenario is one the simulator cannot run (an edited or foreign header).
+    #[error("line 1: the scenario cannot be run: {0}")]
+    BadScenario(String),
     /// An event line is not a JSON object with a time and an event name.
     #[error("line {line}: {why}")]
     BadLine {
@@ -149,7 +153,42 @@ fn parse_header(text: &str) -> Result<TraceHeader, TraceFileError> {
         Some(found) if found != TRACE_FORMAT => return Err(TraceFileError::Format { found }),
         Some(_) => {}
     }
-    serde_json::from_value(value).map_err(|e| TraceFileError::BadHeader(e.to_string()))
+    let header: TraceHeader = serde_json::from_value(value).map_err(|e| TraceFileError::BadHeader(e.to_string()))?;
+    check_scenario(&header.scenario).map_err(TraceFileError::BadScenario)?;
+    Ok(header)
+}
+
+/// Refuses a scenario the simulator cannot run, so that replaying an edited header is answered
+/// with an error rather than a panic or a run without end: sizes and times within what the
+/// simulator was built for, chances at most one in one, and a node configuration keel-core
+/// accepts.
+fn check_scenario(scenario: &Scenario) -> Result<(), String> {
+    let (network, disk) = (&scenario.network, &scenario.disk);
+    let ranges = [
+        ("node_count", u64::from(scenario.node_count), 1, 7),
+        ("client_count", u64::from(scenario.client_count), 1, 64),
+        ("key_count", u64::from(scenario.key_count), 1, 10_000),
+        ("operation_count", scenario.operation_count, 0, 1_000_000),
+        ("tick_interval_ms", scenario.tick_interval_ms, 1, 10_000),
+        ("operation_timeout_ms", scenario.operation_timeout_ms, 1, 10_000_000),
+        ("liveness_bound_ms", scenario.liveness_bound_ms, 1, 10_000_000),
+        ("snapshot_interval_entries", scenario.snapshot_interval_entries, 1, 10_000_000),
+        ("network.delay_ms_max", network.delay_ms_max, 0, 100_000),
+        ("network.reorder_delay_ms_max", network.reorder_delay_ms_max, 0, 100_000),
+        ("network.loss_per_million", network.loss_per_million, 0, 1_000_000),
+        ("network.duplicate_per_million", network.duplicate_per_million, 0, 1_000_000),
+        ("network.reorder_per_million", network.reorder_per_million, 0, 1_000_000),
+        ("disk.sync_delay_ms_max", disk.sync_delay_ms_max, 0, 100_000),
+        ("disk.slow_sync_delay_ms", disk.slow_sync_delay_ms, 0, 100_000),
+        ("disk.slow_sync_per_million", disk.slow_sync_per_million, 0, 1_000_000),
+        ("disk.torn_write_per_million", disk.torn_write_per_million, 0, 1_000_000),
+        ("clock.offset_ms_max", scenario.clock.offset_ms_max, 0, 10_000_000),
+        ("clock.drift_ppm_max", scenario.clock.drift_ppm_max, 0, 100_000),
+    ];
+    if let Some((name, value, low, high)) = ranges.iter().find(|(_, value, low, high)| !(low..=high).contains(&value)) {
+        return Err(format!("scenario.{name} is {value}, outside {low}..={high}"));
+    }
+    node_config(scenario, 1).validate().map_err(|error| format!("its node configuration: {error}"))
 }
 
 fn parse_line(number: usize, text: &str) -> Result<TraceLine, TraceFileError> {
@@ -193,5 +232,18 @@ mod tests {
         assert!(matches!(error, TraceFileError::BadLine { line: 3, .. }), "{error}");
         let text = format!("{}\n{{\"t\":1,\"event\":\"tick\"}}\n", header());
         assert_eq!(TraceFile::parse(&text).unwrap_err(), TraceFileError::Truncated { line: 3 });
+    }
+
+    #[test]
+    fn a_scenario_the_simulator_cannot_run_is_refused() {
+        let end = "\n{\"t\":3,\"event\":\"end\"}\n";
+        let mut scenario = Scenario::from_seed(2);
+        scenario.key_count = 0;
+        let error = TraceFile::parse(&(TraceHeader::new(&scenario).line() + end)).unwrap_err();
+        assert_eq!(error.to_string(), "line 1: the scenario cannot be run: scenario.key_count is 0, outside 1..=10000");
+        let mut scenario = Scenario::from_seed(2);
+        scenario.heartbeat_interval_ms = 10 * scenario.election_timeout_ms_min;
+        let error = TraceFile::parse(&(TraceHeader::new(&scenario).line() + end)).unwrap_err();
+        assert!(matches!(&error, TraceFileError::BadScenario(why) if why.contains("node configuration")), "{error}");
     }
 }
