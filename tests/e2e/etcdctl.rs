@@ -243,10 +243,42 @@ async fn etcdctl_and_the_native_api_share_keys_and_revisions() {
     assert_eq!(etcd_value.as_deref(), Some(&b"from etcd"[..]));
 }
 
+/// The lease id in `etcdctl lease grant`'s answer ("lease 000000000000000a granted with ...").
+fn granted_id(answer: &str) -> String {
+    answer.split_whitespace().nth(1).unwrap_or_else(|| panic!("no lease id in {answer}")).to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs etcdctl (apt-get install etcd-client)"]
-async fn etcdctl_lease_calls_are_refused_until_leases_exist() {
+async fn etcdctl_leases_keep_keys_alive_then_expire_or_revoke_them() {
     let (_cluster, all) = cluster().await;
-    assert!(fails(&all, &["lease", "grant", "10"]).contains("not implemented"));
-    assert!(fails(&all, &["put", "/l", "v", "--lease=1234"]).contains("requested lease not found"));
+    let id = granted_id(&ok(&all, &["lease", "grant", "3"]));
+    ok(&all, &["put", "/l/a", "1", &format!("--lease={id}")]);
+    ok(&all, &["put", "/l/b", "2", &format!("--lease={id}")]);
+    let ttl = ok(&all, &["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("granted with TTL(3s)") && ttl.contains("attached keys([/l/a /l/b])"), "{ttl}");
+    assert!(ok(&all, &["lease", "list"]).contains(&id));
+    let leased = json(&ok(&all, &["get", "/l/a", "-w", "json"]));
+    assert_eq!(leased["kvs"][0]["lease"].as_i64(), i64::from_str_radix(&id, 16).ok());
+    // Kept alive through a follower for longer than its TTL, the keys stay.
+    for _ in 0..5 {
+        let kept = ok(std::slice::from_ref(&all[2]), &["lease", "keep-alive", "--once", &id]);
+        assert!(kept.contains("keepalived with TTL(3)"), "{kept}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(ok(&all, &["get", "--prefix", "/l/", "--keys-only"]), "/l/a\n\n/l/b\n\n");
+    // Left alone, the lease expires with its keys (TTL, plus the clock-offset bound and the
+    // expiry interval).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ok(&all, &["get", "--prefix", "/l/", "--keys-only"]).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the lease's keys never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok(&all, &["lease", "timetolive", &id]).contains("already expired"));
+    // Revoked, a lease's keys go at once.
+    let other = granted_id(&ok(&all, &["lease", "grant", "600"]));
+    ok(&all, &["put", "/l/c", "3", &format!("--lease={other}")]);
+    assert!(ok(std::slice::from_ref(&all[1]), &["lease", "revoke", &other]).contains("revoked"));
+    assert_eq!(ok(&all, &["get", "/l/c"]), "");
+    assert!(fails(&all, &["put", "/l/d", "v", "--lease=1234"]).contains("requested lease not found"));
 }

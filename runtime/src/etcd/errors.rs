@@ -32,6 +32,8 @@ pub(crate) const FUTURE_REVISION: (Code, &str) =
 pub(crate) const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
 /// A lease with the id asked for exists already.
 pub(crate) const LEASE_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: lease already exists");
+/// A lease TTL above etcd's maximum.
+pub(crate) const LEASE_TTL_TOO_LARGE: (Code, &str) = (Code::OutOfRange, "etcdserver: too large lease TTL");
 /// No leader is known.
 pub(crate) const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
 /// Leadership moved while the request was in flight; it did not apply.

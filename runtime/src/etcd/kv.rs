@@ -6,23 +6,22 @@
 //!   live keys in the range, as etcd reports it. A compacted or future `revision` is etcd's
 //!   `OutOfRange` error.
 //! * **Put**, **DeleteRange**, **Txn** and **Compact** each become one `KvCommand` (one log
-//!   entry, at most one revision), checked against the node's limits first. `lease` other than
-//!   0 is `etcdserver: requested lease not found`: Keel grants no leases yet. `ignore_value`
-//!   keeps the current value and `ignore_lease` requires the key to exist, both decided when
-//!   the entry applies. On a follower the request is forwarded to the leader (`forward.rs`).
+//!   entry, at most one revision), checked against the node's limits first. A put naming a
+//!   `lease` attaches the key to it (`etcdserver: requested lease not found` if it does not
+//!   exist when the entry applies); `ignore_value` keeps the current value and `ignore_lease`
+//!   the current lease, the key having to exist (`etcdserver: key not found`). On a follower the request is forwarded to the leader (`forward.rs`).
 //! * The header's `revision` is the revision the write produced, or the store's current
 //!   revision for reads and writes that changed nothing.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use keel::proto::etcdserverpb::kv_client::KvClient;
 use keel::proto::etcdserverpb::kv_server::{Kv, KvServer};
 use keel::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use keel_core::kv::{ApplyResult, Compare, CompareOp, CompareTarget, KvCommand, OpResponse, TxnOp};
+use keel_core::kv::{KvCommand, OpResponse, TxnOp};
 use keel_core::LeaderHint;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -31,8 +30,8 @@ use tonic::{Request, Response, Status};
 use super::convert::{finish_range, int, key_range, key_value, read_error, revision_of};
 use super::forward::forwarded;
 use super::header::header;
-use super::{errors, txn, Shared};
-use crate::node::{ClientError, ReadConsistency};
+use super::{errors, txn, Shared, Written};
+use crate::node::ReadConsistency;
 
 /// The gRPC server type of [`EtcdKv`].
 #[cfg(not(madsim))]
@@ -51,26 +50,9 @@ pub(super) fn server(kv: EtcdKv, message_bytes_max: usize) -> EtcdKvServer {
     KvServer::new(kv).max_decoding_message_size(message_bytes_max).max_encoding_message_size(message_bytes_max)
 }
 
-/// What became of a proposed write.
-enum Written {
-    /// Applied on this node, the leader.
-    Applied(ApplyResult),
-    /// This node does not lead: the request goes to the hinted leader.
-    Elsewhere(LeaderHint),
-}
-
 impl EtcdKv {
-    /// Checks `command` against the limits and replicates it.
     async fn propose(&self, command: KvCommand) -> Result<Written, Status> {
-        self.shared.limits.validate(&command).map_err(|error| errors::of_kv(&error))?;
-        match self.shared.handle.write(command).await {
-            Ok(result) => match &result.error {
-                Some(error) => Err(errors::of_kv(error)),
-                None => Ok(Written::Applied(result)),
-            },
-            Err(ClientError::NotLeader(hint)) => Ok(Written::Elsewhere(hint)),
-            Err(error) => Err(errors::of_client(&error)),
-        }
+        self.shared.propose(command).await
     }
 
     /// The leader's KV client for a request that arrived at a follower.
@@ -101,9 +83,6 @@ impl EtcdKv {
                 return self.shared.forwarder.call(&hint.address, client.put(forwarded(request))).await;
             }
         };
-        if !result.succeeded {
-            return Err(errors::status(errors::KEY_NOT_FOUND));
-        }
         let prev = match result.responses.first() {
             Some(OpResponse::Put { prev }) => prev.as_ref(),
             _ => None,
@@ -170,9 +149,9 @@ impl EtcdKv {
     }
 }
 
-/// The command of a put: a plain put, or a transaction deciding `ignore_value` / `ignore_lease`
-/// when it applies.
-fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
+/// The command of a put: a plain put, or a transaction whose one operation decides
+/// `ignore_value`, `ignore_lease` or the lease when it applies.
+pub(super) fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
     if request.key.is_empty() {
         return Err(errors::status(errors::EMPTY_KEY));
     }
@@ -182,30 +161,16 @@ fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
     if request.ignore_lease && request.lease != 0 {
         return Err(errors::status(errors::LEASE_PROVIDED));
     }
-    if request.lease != 0 {
-        return Err(errors::status(errors::LEASE_NOT_FOUND));
-    }
-    let key = request.key.clone();
-    let put = if request.ignore_value {
-        TxnOp::PutSameValue { key: key.clone() }
-    } else {
-        TxnOp::Put { key: key.clone(), value: request.value.clone(), ttl_ms: None }
+    let (key, value) = (request.key.clone(), request.value.clone());
+    let lease = u64::try_from(request.lease).map_err(|_| errors::status(errors::LEASE_NOT_FOUND))?;
+    let op = match (request.ignore_value, request.ignore_lease, lease) {
+        (false, false, 0) => return Ok(KvCommand::Put { key, value, ttl_ms: None }),
+        (false, false, lease) => TxnOp::PutInLease { key, value, lease },
+        (false, true, _) => TxnOp::PutKeepLease { key, value },
+        (true, false, 0) => TxnOp::PutSameValue { key },
+        (true, _, _) => return Err(errors::unimplemented("ignore_value together with a lease or ignore_lease")),
     };
-    Ok(match (request.ignore_value, request.ignore_lease) {
-        (false, false) => KvCommand::Put { key, value: request.value.clone(), ttl_ms: None },
-        (true, _) => KvCommand::Txn { compares: Vec::new(), success: vec![put], failure: Vec::new() },
-        // The key must exist: the put runs only if it does, and "key not found" answers otherwise.
-        (false, true) => KvCommand::Txn {
-            compares: vec![Compare {
-                key,
-                range_end: Bytes::new(),
-                target: CompareTarget::Version(0),
-                op: CompareOp::Greater,
-            }],
-            success: vec![put],
-            failure: Vec::new(),
-        },
-    })
+    Ok(KvCommand::Txn { compares: Vec::new(), success: vec![op], failure: Vec::new() })
 }
 
 #[tonic::async_trait]
@@ -241,6 +206,7 @@ impl Kv for EtcdKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn puts_map_to_commands_and_refuse_what_etcd_refuses() {
@@ -251,7 +217,9 @@ mod tests {
         };
         assert_eq!(put(|_| {}).unwrap(), KvCommand::Put { key: "k".into(), value: "v".into(), ttl_ms: None });
         assert_eq!(put(|r| r.key = Bytes::new()).unwrap_err().message(), errors::EMPTY_KEY.1);
-        assert_eq!(put(|r| r.lease = 5).unwrap_err().code(), tonic::Code::NotFound);
+        let leased = put(|r| r.lease = 5).unwrap();
+        let expected = TxnOp::PutInLease { key: "k".into(), value: "v".into(), lease: 5 };
+        assert!(matches!(leased, KvCommand::Txn { ref success, .. } if success == &[expected]));
         assert_eq!(put(|r| r.ignore_value = true).unwrap_err().message(), errors::VALUE_PROVIDED.1);
         let keep = put(|r| {
             r.ignore_value = true;
@@ -260,7 +228,8 @@ mod tests {
         assert!(
             matches!(keep, Ok(KvCommand::Txn { ref success, .. }) if success == &[TxnOp::PutSameValue { key: "k".into() }])
         );
-        let must_exist = put(|r| r.ignore_lease = true).unwrap();
-        assert!(matches!(must_exist, KvCommand::Txn { ref compares, .. } if compares.len() == 1));
+        let keep = put(|r| r.ignore_lease = true).unwrap();
+        let expected = TxnOp::PutKeepLease { key: "k".into(), value: "v".into() };
+        assert!(matches!(keep, KvCommand::Txn { ref success, .. } if success == &[expected]));
     }
 }

@@ -1,17 +1,45 @@
-//! `etcdserverpb.Lease`: not implemented yet. Every call is answered with gRPC `Unimplemented`
-//! and a message saying so (the README lists it), and a put naming a lease is refused with
-//! `etcdserver: requested lease not found`, which is what etcd answers for a lease that does not
-//! exist: no key is ever attached to a lease Keel does not keep.
+//! `etcdserverpb.Lease` on the store's lease table (`keel_core::kv`, `lease.rs` there).
+//!
+//! * **LeaseGrant**, **LeaseRevoke** and each **LeaseKeepAlive** message are log entries (one
+//!   command each), so every replica agrees on every lease; a keep-alive is a write (etcd
+//!   renews on the leader without the log; Keel trades that write for simplicity). The TTL
+//!   granted is at least [`min_ttl_secs`] (one and a half maximum election timeouts, rounded up
+//!   to a second) and at most etcd's 9,000,000,000 s. `ID` 0 lets the store pick one.
+//! * Expiry: the leader proposes the expiry of due leases with the keys' TTL expiry, on its
+//!   clock minus the clock-offset bound, so a lease never expires before its TTL has passed
+//!   since its last grant or keep-alive; a new leader first gives every lease its full TTL again
+//!   (as etcd does), and while no leader exists nothing expires.
+//! * **LeaseTimeToLive** and **LeaseLeases** read the answering node's applied lease table;
+//!   the remaining TTL counts against that node's clock. An unknown lease has TTL -1, as in etcd.
+//! * A keep-alive of an unknown lease is answered with TTL 0, as in etcd. Requests received by
+//!   a follower are forwarded to the leader (a keep-alive over a one-message stream).
 
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use keel::proto::etcdserverpb::lease_client::LeaseClient;
 use keel::proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use keel::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
-    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
 };
+use keel_core::kv::{KvCommand, KvError, OpResponse};
+use keel_core::LeaderHint;
+use tokio::sync::mpsc;
 use tonic::codegen::BoxStream;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::errors;
+use super::convert::int;
+use super::forward::forwarded;
+use super::header::header;
+use super::{errors, Shared, Written};
+use crate::service::{send_or_stop, shutting_down_status, ChannelStream};
+
+/// etcd's largest lease TTL, in seconds.
+const TTL_SECS_MAX: i64 = 9_000_000_000;
 
 /// The gRPC server type of [`EtcdLease`].
 #[cfg(not(madsim))]
@@ -20,43 +48,205 @@ pub type EtcdLeaseServer = LeaseServer<EtcdLease>;
 #[cfg(madsim)]
 pub type EtcdLeaseServer = LeaseServer<EtcdLease, tonic::codegen::IdentityInterceptor>;
 
-/// The etcd `Lease` service of one node (every call `Unimplemented` for now).
-#[derive(Clone, Debug, Default)]
+/// The etcd `Lease` service of one node.
+#[derive(Clone, Debug)]
 pub struct EtcdLease {
-    _private: (),
+    pub(super) shared: Arc<Shared>,
 }
 
 pub(super) fn server(lease: EtcdLease) -> EtcdLeaseServer {
     LeaseServer::new(lease)
 }
 
-#[tonic::async_trait]
-impl Lease for EtcdLease {
-    async fn lease_grant(&self, _: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        Err(errors::unimplemented("LeaseGrant"))
+/// The shortest TTL granted: one and a half maximum election timeouts, in whole seconds (at
+/// least 1), so that a lease survives an election (etcd's rule).
+pub fn min_ttl_secs(election_timeout_ms_max: u64) -> i64 {
+    int(election_timeout_ms_max.saturating_mul(3).div_ceil(2).div_ceil(1_000).max(1))
+}
+
+impl EtcdLease {
+    async fn propose(&self, command: KvCommand) -> Result<Written, Status> {
+        self.shared.propose(command).await
     }
 
-    async fn lease_revoke(&self, _: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Err(errors::unimplemented("LeaseRevoke"))
+    async fn leader(&self, hint: &LeaderHint, metadata: &MetadataMap) -> Result<LeaseClient<Channel>, Status> {
+        Ok(LeaseClient::new(self.shared.forwarder.channel(hint, metadata).await?))
+    }
+
+    async fn grant(&self, metadata: MetadataMap, request: LeaseGrantRequest) -> Result<LeaseGrantResponse, Status> {
+        if request.ttl > TTL_SECS_MAX {
+            return Err(errors::status(errors::LEASE_TTL_TOO_LARGE));
+        }
+        let ttl_secs = request.ttl.max(min_ttl_secs(self.shared.election_timeout_ms_max));
+        let ttl_ms = u64::try_from(ttl_secs).unwrap_or(1).saturating_mul(1_000);
+        let id = u64::try_from(request.id).map_err(|_| Status::invalid_argument("etcdserver: negative lease ID"))?;
+        let result = match self.propose(KvCommand::LeaseGrant { id, ttl_ms }).await? {
+            Written::Applied(result) => result,
+            Written::Elsewhere(hint) => {
+                let mut client = self.leader(&hint, &metadata).await?;
+                return self.shared.forwarder.call(&hint.address, client.lease_grant(forwarded(request))).await;
+            }
+        };
+        let Some(OpResponse::Lease { id, .. }) = result.responses.first() else {
+            return Err(Status::internal("etcdserver: the grant applied without a lease"));
+        };
+        Ok(LeaseGrantResponse {
+            header: Some(header(&self.shared.handle, Some(result.revision)).await?),
+            id: int(*id),
+            ttl: ttl_secs,
+            error: String::new(),
+        })
+    }
+
+    async fn revoke(&self, metadata: MetadataMap, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Status> {
+        let id = lease_id(request.id)?;
+        let result = match self.propose(KvCommand::LeaseRevoke { id }).await? {
+            Written::Applied(result) => result,
+            Written::Elsewhere(hint) => {
+                let mut client = self.leader(&hint, &metadata).await?;
+                return self.shared.forwarder.call(&hint.address, client.lease_revoke(forwarded(request))).await;
+            }
+        };
+        Ok(LeaseRevokeResponse { header: Some(header(&self.shared.handle, Some(result.revision)).await?) })
+    }
+
+    /// One keep-alive: renewed here on the leader, or forwarded over a one-message stream.
+    async fn keep_alive(&self, metadata: &MetadataMap, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+        let lease = lease_id(id)?;
+        let answer = |ttl: i64, header| LeaseKeepAliveResponse { header: Some(header), id, ttl };
+        match self.propose(KvCommand::LeaseKeepAlive { id: lease }).await {
+            Ok(Written::Applied(result)) => {
+                let ttl_ms = match result.responses.first() {
+                    Some(OpResponse::Lease { ttl_ms, .. }) => *ttl_ms,
+                    _ => 0,
+                };
+                Ok(answer(int(ttl_ms / 1_000), header(&self.shared.handle, None).await?))
+            }
+            Ok(Written::Elsewhere(hint)) => {
+                let mut client = self.leader(&hint, metadata).await?;
+                let messages = futures_util::stream::iter(vec![LeaseKeepAliveRequest { id }]);
+                let mut stream =
+                    self.shared.forwarder.call(&hint.address, client.lease_keep_alive(forwarded(messages))).await?;
+                stream.next().await.unwrap_or_else(|| Err(errors::status(errors::LEADER_CHANGED)))
+            }
+            Err(status) if status.message() == errors::LEASE_NOT_FOUND.1 => {
+                Ok(answer(0, header(&self.shared.handle, None).await?))
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
+        let id = lease_id(request.id)?;
+        let (leases, now_ms) = self.shared.handle.leases(Some(id)).await.map_err(|error| errors::of_client(&error))?;
+        let header = Some(header(&self.shared.handle, None).await?);
+        let Some(lease) = leases.into_iter().next() else {
+            return Ok(LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, granted_ttl: 0, keys: Vec::new() });
+        };
+        let remaining_ms = lease.expires_at_ms.saturating_sub(now_ms);
+        Ok(LeaseTimeToLiveResponse {
+            header,
+            id: request.id,
+            ttl: int(remaining_ms.div_ceil(1_000)),
+            granted_ttl: int(lease.ttl_ms / 1_000),
+            keys: if request.keys { lease.keys } else { Vec::new() },
+        })
+    }
+
+    async fn list(&self) -> Result<LeaseLeasesResponse, Status> {
+        let (leases, _) = self.shared.handle.leases(None).await.map_err(|error| errors::of_client(&error))?;
+        Ok(LeaseLeasesResponse {
+            header: Some(header(&self.shared.handle, None).await?),
+            leases: leases.iter().map(|lease| LeaseStatus { id: int(lease.id) }).collect(),
+        })
+    }
+
+    /// Serves one keep-alive stream: each request renewed in turn, answered in order.
+    async fn keep_alive_stream(
+        self,
+        metadata: MetadataMap,
+        mut requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
+        output: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+    ) {
+        let mut closing = self.shared.closer.subscribe();
+        loop {
+            let request = tokio::select! {
+                request = requests.next() => request,
+                _ = closing.wait_for(|closed| *closed) => {
+                    let _ = output.try_send(Err(shutting_down_status()));
+                    return;
+                }
+            };
+            let Some(Ok(request)) = request else { return };
+            let answer = self.keep_alive(&metadata, request.id).await;
+            let failed = answer.is_err();
+            if !send_or_stop(&output, answer, &mut closing).await || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// A lease id from etcd's `int64`; 0 and negative ids name no lease.
+fn lease_id(id: i64) -> Result<u64, Status> {
+    u64::try_from(id).ok().filter(|id| *id > 0).ok_or_else(|| errors::of_kv(&KvError::LeaseNotFound))
+}
+
+#[tonic::async_trait]
+impl Lease for EtcdLease {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        self.grant(metadata, request).await.map(Response::new)
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        self.revoke(metadata, request).await.map(Response::new)
     }
 
     type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
 
     async fn lease_keep_alive(
         &self,
-        _: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
+        request: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(errors::unimplemented("LeaseKeepAlive"))
+        let require_leader = request.metadata().get("hasleader").is_some_and(|value| value == "true");
+        let known = self.shared.handle.status().await.is_ok_and(|status| status.leader.leader_id.is_some());
+        if require_leader && !known {
+            return Err(errors::status(errors::NO_LEADER));
+        }
+        let (metadata, _, requests) = request.into_parts();
+        let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
+        tokio::spawn(self.clone().keep_alive_stream(metadata, requests, output));
+        Ok(Response::new(Box::pin(ChannelStream::new(receiver))))
     }
 
     async fn lease_time_to_live(
         &self,
-        _: Request<LeaseTimeToLiveRequest>,
+        request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        Err(errors::unimplemented("LeaseTimeToLive"))
+        self.time_to_live(request.into_inner()).await.map(Response::new)
     }
 
     async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Err(errors::unimplemented("LeaseLeases"))
+        self.list().await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shortest_ttl_outlives_an_election() {
+        assert_eq!(min_ttl_secs(600), 1);
+        assert_eq!(min_ttl_secs(1_000), 2);
+        assert_eq!(min_ttl_secs(3_000), 5);
+        assert_eq!(lease_id(0).unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(lease_id(-5).unwrap_err().message(), errors::LEASE_NOT_FOUND.1);
+        assert_eq!(lease_id(7).unwrap(), 7);
     }
 }

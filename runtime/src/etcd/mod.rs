@@ -13,7 +13,7 @@
 //! | `watch.rs` | `Watch`: many watches on one bidirectional stream, history replay |
 //! | `cluster.rs` | `Cluster`: member list and changes, mapped on Keel's membership |
 //! | `maintenance.rs` | `Maintenance`: status, alarms, leader moves |
-//! | `lease.rs` | `Lease`: not implemented yet (etcd's `Unimplemented` status) |
+//! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
 //! | `header.rs`, `errors.rs`, `convert.rs` | response headers, etcd's error texts, conversions |
 //!
@@ -46,7 +46,7 @@ use keel_core::kv::KvLimits;
 pub use cluster::{EtcdCluster, EtcdClusterServer};
 pub use header::CLUSTER_ID;
 pub use kv::{EtcdKv, EtcdKvServer};
-pub use lease::{EtcdLease, EtcdLeaseServer};
+pub use lease::{min_ttl_secs, EtcdLease, EtcdLeaseServer};
 pub use maintenance::{EtcdMaintenance, EtcdMaintenanceServer};
 pub use watch::{EtcdWatch, EtcdWatchServer};
 
@@ -62,6 +62,31 @@ pub(crate) struct Shared {
     forwarder: forward::Forwarder,
     watch_slots: Arc<crate::service::WatcherSlots>,
     transfer_timeout_ms: u64,
+    election_timeout_ms_max: u64,
+}
+
+/// What became of a proposed write.
+pub(crate) enum Written {
+    /// Applied on this node, the leader.
+    Applied(keel_core::kv::ApplyResult),
+    /// This node does not lead: the request goes to the hinted leader.
+    Elsewhere(keel_core::LeaderHint),
+}
+
+impl Shared {
+    /// Checks `command` against the limits and replicates it; on a follower, says where the
+    /// leader is. An error applying it is etcd's status for that error.
+    pub(crate) async fn propose(&self, command: keel_core::kv::KvCommand) -> Result<Written, tonic::Status> {
+        self.limits.validate(&command).map_err(|error| errors::of_kv(&error))?;
+        match self.handle.write(command).await {
+            Ok(result) => match &result.error {
+                Some(error) => Err(errors::of_kv(error)),
+                None => Ok(Written::Applied(result)),
+            },
+            Err(crate::node::ClientError::NotLeader(hint)) => Ok(Written::Elsewhere(hint)),
+            Err(error) => Err(errors::of_client(&error)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -91,6 +116,7 @@ impl EtcdApi {
             forwarder,
             watch_slots,
             transfer_timeout_ms: node.raft.election_timeout_ms_max.saturating_mul(2),
+            election_timeout_ms_max: node.raft.election_timeout_ms_max,
         };
         Self { shared: Arc::new(shared) }
     }
@@ -107,7 +133,7 @@ impl EtcdApi {
 
     /// The `etcdserverpb.Lease` service.
     pub fn lease_server(&self) -> EtcdLeaseServer {
-        lease::server(EtcdLease::default())
+        lease::server(EtcdLease { shared: Arc::clone(&self.shared) })
     }
 
     /// The `etcdserverpb.Cluster` service.

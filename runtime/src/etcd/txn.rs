@@ -4,8 +4,8 @@
 //!
 //! Refused as etcd refuses them: a list longer than the node's `txn_ops_max` (`too many
 //! operations`), a branch that writes one key twice or puts a key its own delete covers
-//! (`duplicate key`), a lease other than 0 (`requested lease not found`). Not offered inside a
-//! transaction (answered `Unimplemented`): a range at a past revision, and `ignore_lease`.
+//! (`duplicate key`). Puts map as outside a transaction (`kv.rs`). Not offered inside a
+//! transaction (answered `Unimplemented`): a range at a past revision.
 
 use bytes::Bytes;
 use keel::proto::etcdserverpb::compare::{CompareResult, CompareTarget as WireTarget, TargetUnion};
@@ -97,24 +97,11 @@ fn op_of(op: &RequestOp, ops_max: usize) -> Result<TxnOp, Status> {
             let keys = key_range(&range.key, &range.range_end)?;
             Ok(TxnOp::Range { start: keys.start, end: keys.end, limit: 0 })
         }
-        Some(WireRequest::RequestPut(put)) => {
-            if put.key.is_empty() {
-                return Err(errors::status(errors::EMPTY_KEY));
-            }
-            if put.ignore_lease {
-                return Err(errors::unimplemented("ignore_lease inside a transaction"));
-            }
-            if put.lease != 0 {
-                return Err(errors::status(errors::LEASE_NOT_FOUND));
-            }
-            if put.ignore_value {
-                if !put.value.is_empty() {
-                    return Err(errors::status(errors::VALUE_PROVIDED));
-                }
-                return Ok(TxnOp::PutSameValue { key: put.key.clone() });
-            }
-            Ok(TxnOp::Put { key: put.key.clone(), value: put.value.clone(), ttl_ms: None })
-        }
+        Some(WireRequest::RequestPut(put)) => match super::kv::put_command(put)? {
+            KvCommand::Put { key, value, ttl_ms } => Ok(TxnOp::Put { key, value, ttl_ms }),
+            KvCommand::Txn { mut success, .. } if success.len() == 1 => Ok(success.remove(0)),
+            _ => Err(errors::unimplemented("this put inside a transaction")),
+        },
         Some(WireRequest::RequestDeleteRange(delete)) => {
             let keys = key_range(&delete.key, &delete.range_end)?;
             Ok(TxnOp::DeleteRange { start: keys.start, end: keys.end })

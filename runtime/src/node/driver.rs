@@ -61,6 +61,8 @@ pub(crate) struct Driver {
     next_snapshot_index: Index,
     next_expire_ms: u64,
     next_history_compaction_ms: u64,
+    /// The last term in which this node, as leader, gave every lease its full TTL again.
+    leases_refreshed_term: u64,
     peers_known: Option<Membership>,
 }
 
@@ -97,6 +99,7 @@ impl Driver {
             next_snapshot_index,
             next_expire_ms: 0,
             next_history_compaction_ms: 0,
+            leases_refreshed_term: 0,
             peers_known: None,
         }
     }
@@ -320,12 +323,24 @@ impl Driver {
         self.storage.compact(keel_core::Snapshot { meta, data }).await.map_err(NodeError::Storage)
     }
 
-    /// Leader: proposes the deletion of expired keys through the log, stamped with this
-    /// leader's wall clock minus the configured clock-offset bound (keys never expire early).
+    /// Leader: proposes the deletion of expired keys (and leases) through the log, stamped with
+    /// this leader's wall clock minus the configured clock-offset bound (keys never expire
+    /// early). A new leader first gives every lease its full TTL again, as etcd does.
     fn propose_expiry(&mut self) {
         let now = self.clock.now_ms();
         if self.raft.role() != Role::Leader || now < self.next_expire_ms {
             return;
+        }
+        if self.leases_refreshed_term != self.raft.term() {
+            self.leases_refreshed_term = self.raft.term();
+            if !self.kv.lease_ids().is_empty() {
+                self.next_expire_ms = now + self.config.expire_interval_ms;
+                let command = KvCommand::LeaseRefreshAll;
+                if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
+                    tracing::debug!("lease refresh not proposed: {error}");
+                }
+                return;
+            }
         }
         self.next_expire_ms = now + self.config.expire_interval_ms;
         let cutoff = self.clock.wall_ms().saturating_sub(self.config.clock_offset_ms_max);
@@ -386,6 +401,13 @@ impl Driver {
             }
             Request::Subscribe { reply } => {
                 let _ = reply.send(Ok((self.events.subscribe(), self.kv.current_revision())));
+            }
+            Request::Leases { id, reply } => {
+                let leases = match id {
+                    Some(id) => self.kv.lease(id).into_iter().collect(),
+                    None => self.kv.lease_ids().into_iter().filter_map(|id| self.kv.lease(id)).collect(),
+                };
+                let _ = reply.send(Ok((leases, self.clock.wall_ms())));
             }
             Request::History { after_revision, limit, reply } => {
                 let history = self.kv.watch(after_revision).map(|events| whole_revisions(events, limit));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{ApplyResult, KeyRange, KeyValue, KvCommand, KvError, KvEvent, RangeResult};
+use keel_core::kv::{ApplyResult, KeyRange, KeyValue, KvCommand, KvError, KvEvent, LeaseInfo, RangeResult};
 use keel_core::{Index, LeaderHint, Membership, MembershipChange, NodeId, Role};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -137,6 +137,7 @@ pub(crate) enum Request {
     Status { reply: Reply<NodeStatus> },
     Subscribe { reply: Reply<(broadcast::Receiver<KvEvent>, u64)> },
     History { after_revision: u64, limit: usize, reply: Reply<Vec<KvEvent>> },
+    Leases { id: Option<u64>, reply: Reply<(Vec<LeaseInfo>, u64)> },
 }
 
 /// A cheap, cloneable handle on a running node.
@@ -236,6 +237,12 @@ impl NodeHandle {
     /// node's history. Fails with `ClientError::Compacted` when that history is compacted away.
     pub async fn history(&self, after_revision: u64, limit: usize) -> Result<Vec<KvEvent>, ClientError> {
         self.call(|reply| Request::History { after_revision, limit, reply }, ClientError::Timeout).await
+    }
+
+    /// This node's leases as applied (lease `id` only, or all), with its wall clock in
+    /// milliseconds, against which their `expires_at_ms` deadlines count.
+    pub async fn leases(&self, id: Option<u64>) -> Result<(Vec<LeaseInfo>, u64), ClientError> {
+        self.call(|reply| Request::Leases { id, reply }, ClientError::Timeout).await
     }
 
     /// The latest committed membership and the index of its entry, updated on every change.
