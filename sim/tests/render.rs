@@ -57,7 +57,11 @@ fn the_page_is_bounded_self_contained_and_deterministic() {
     let (page, diagram) = render(&trace, &options);
     assert_eq!(diagram.arrows.len(), 50);
     assert_eq!(diagram.arrows.len() + diagram.arrows_cut, deliveries_between(&trace, 0, u64::MAX));
-    assert!(page.contains(&format!("{} more deliveries", diagram.arrows_cut)), "the page says what was cut");
+    let last_delivered: Vec<u64> =
+        trace.lines.iter().filter(|l| l.event == "deliver").map(|l| l.num("id")).rev().take(50).collect();
+    let drawn: Vec<u64> = diagram.arrows.iter().rev().map(|arrow| arrow.id).collect();
+    assert_eq!(drawn, last_delivered, "the latest deliveries are the ones drawn");
+    assert!(page.contains(&format!("the {} earliest deliveries", diagram.arrows_cut)), "the page says what was cut");
     for outside in ["<script", "http:", "https:", "src=", "@import", "url(http"] {
         assert!(!page.contains(outside), "the page refers to something outside: {outside}");
     }

@@ -6,7 +6,7 @@
 //! Data flow: [`Diagram::from_trace`] walks the trace lines once, in order, pairing each
 //! delivery or drop with its send by message id and each fault with its end; `svg.rs` draws it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::pure::header::{TraceFile, TraceLine};
 
@@ -17,9 +17,10 @@ pub struct RenderOptions {
     pub from_ms: u64,
     /// End of the window (true time, ms); `None`: the end of the run.
     pub to_ms: Option<u64>,
-    /// Most message arrows drawn; later ones are cut (and counted).
+    /// Most message arrows drawn: the latest in the window (where a failure shows), the earlier
+    /// ones are cut and counted.
     pub max_arrows: usize,
-    /// Most dropped-message marks drawn.
+    /// Most lost-message marks drawn (the latest, like arrows).
     pub max_drops: usize,
     /// Width of the time axis in pixels.
     pub width_px: u32,
@@ -138,13 +139,13 @@ pub struct Diagram {
     pub nodes: Vec<u64>,
     /// Client processes, in order.
     pub processes: Vec<u64>,
-    /// Delivered messages (at most `max_arrows`).
-    pub arrows: Vec<Arrow>,
-    /// Deliveries in the window that were not drawn.
+    /// Delivered messages: the latest `max_arrows` of the window, in order.
+    pub arrows: VecDeque<Arrow>,
+    /// Earlier deliveries in the window that were not drawn.
     pub arrows_cut: usize,
-    /// Lost messages (at most `max_drops`).
-    pub drops: Vec<DropMark>,
-    /// Lost messages in the window that were not drawn.
+    /// Lost messages: the latest `max_drops` of the window, in order.
+    pub drops: VecDeque<DropMark>,
+    /// Earlier lost messages in the window that were not drawn.
     pub drops_cut: usize,
     /// Lasting faults.
     pub faults: Vec<FaultSpan>,
@@ -202,8 +203,8 @@ impl Diagram {
     pub fn cut_note(&self) -> Option<String> {
         (self.arrows_cut + self.drops_cut > 0).then(|| {
             format!(
-                "{} more deliveries and {} more lost messages in this window were not drawn (raise --max-arrows, \
-                 or narrow the window with --from-ms / --to-ms)",
+                "the {} earliest deliveries and {} earliest lost messages in this window were not drawn (raise \
+                 --max-arrows, or narrow the window with --from-ms / --to-ms)",
                 self.arrows_cut, self.drops_cut
             )
         })
@@ -295,18 +296,20 @@ impl Diagram {
         if line.event == "drop" {
             let reason = line.text_field("drop").to_string();
             self.push_drop(DropMark { from: sent.from, to: sent.to, sent_ms: sent.at_ms, lost_ms: t, reason }, options);
-        } else if self.arrows.len() < options.max_arrows {
-            let (id, from, to, kind, term) = (line.num("id"), sent.from, sent.to, sent.kind, sent.term);
-            self.arrows.push(Arrow { id, from, to, sent_ms: sent.at_ms, delivered_ms: t, kind, term });
         } else {
-            self.arrows_cut += 1;
+            let (id, from, to, kind, term) = (line.num("id"), sent.from, sent.to, sent.kind, sent.term);
+            self.arrows.push_back(Arrow { id, from, to, sent_ms: sent.at_ms, delivered_ms: t, kind, term });
+            if self.arrows.len() > options.max_arrows {
+                self.arrows.pop_front();
+                self.arrows_cut += 1;
+            }
         }
     }
 
     fn push_drop(&mut self, drop: DropMark, options: &RenderOptions) {
-        if self.drops.len() < options.max_drops {
-            self.drops.push(drop);
-        } else {
+        self.drops.push_back(drop);
+        if self.drops.len() > options.max_drops {
+            self.drops.pop_front();
             self.drops_cut += 1;
         }
     }

@@ -1,8 +1,9 @@
 //! `keel-sim render FILE [-o OUT.html]`: draws a trace file as a self-contained HTML page with an
 //! inline SVG space-time diagram (a lane per node, message arrows, lost messages, shaded faults,
 //! roles and terms, client operations). `--from-ms` / `--to-ms` choose a window and
-//! `--max-arrows` bounds the page; what was cut is said on the page and here. Exit code 0 when
-//! written, 2 when the trace cannot be read or the page cannot be written.
+//! `--max-arrows` bounds the page (the latest arrows are kept); what was cut is said on the page
+//! and here. Exit code 0 when written, 2 when the trace cannot be read or the page cannot be
+//! written.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +26,8 @@ pub struct RenderArgs {
     /// End of the window (default: the end of the run).
     #[arg(long)]
     pub to_ms: Option<u64>,
-    /// Most message arrows drawn (and, separately, most lost messages); the rest is counted.
+    /// Most message arrows drawn (and, separately, most lost messages): the latest of the window;
+    /// the earlier ones are counted.
     #[arg(long, default_value_t = 5_000)]
     pub max_arrows: usize,
     /// Width of the time axis in pixels.
