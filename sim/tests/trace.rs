@@ -3,8 +3,10 @@
 //! truncated or malformed file is refused with the line named, and runs are deterministic.
 
 use keel_sim::pure::header::{TraceFile, TraceFileError};
+use keel_sim::pure::outcome::{run_traced_catching, PANICKED};
 use keel_sim::pure::replay::{check_determinism, replay};
-use keel_sim::pure::{run, Scenario};
+use keel_sim::pure::trace::Trace;
+use keel_sim::pure::{run, RunVerdict, Scenario};
 
 /// A seed's scenario, small enough for a debug build.
 fn small(seed: u64) -> Scenario {
@@ -122,4 +124,26 @@ fn the_determinism_self_check_passes_on_a_real_run_and_catches_a_different_one()
     };
     let why = check_determinism(&first, other_seed).expect_err("another run differs");
     assert!(why.starts_with("nondeterministic: seed 21"), "{why}");
+}
+
+#[test]
+fn a_run_that_panics_keeps_its_trace_up_to_the_panic_and_replays_identically() {
+    let mut scenario = small(4);
+    scenario.key_count = 0; // the first client operation finds no key to pick: a panic mid-run
+    let (outcome, _) = run_traced_catching(scenario.clone(), Trace::new(true));
+    let why = match &outcome.verdict {
+        RunVerdict::Failed(why) => why.clone(),
+        other => panic!("the run should have failed: {other:?}"),
+    };
+    assert!(why.starts_with(PANICKED), "{why}");
+    let lines = outcome.trace_lines.as_ref().expect("the trace survived the panic");
+    assert!(lines.len() > 1 && lines.iter().any(|l| l.contains("\"event\":\"tick\"")));
+    assert!(lines.last().unwrap().contains(&why.replace('"', "\\\"")), "the end line carries the panic");
+
+    // The header check refuses key_count 0 in a file; build the file around a valid header.
+    let text = outcome.trace_file().unwrap().replacen("\"key_count\":0", "\"key_count\":1", 1);
+    let mut file = TraceFile::parse(&text).unwrap();
+    file.header.scenario = scenario;
+    let report = replay(&file);
+    assert!(report.identical(), "{:?}", report.divergence);
 }

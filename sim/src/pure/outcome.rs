@@ -6,7 +6,10 @@
 //! Data flow: [`run`] builds a [`Simulator`] from a [`Scenario`], steps it until the run ends
 //! and returns a [`RunOutcome`] with the verdict, the trace hash and the figures a report needs.
 //! [`run_traced`] does the same with a given [`Trace`]: one that verifies a recorded trace stops
-//! the run at the first difference (`keel-sim replay`).
+//! the run at the first difference (`keel-sim replay`); [`run_traced_catching`] also turns a
+//! panic into a failure and keeps the trace up to it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use keel_core::{Index, NodeId};
 
@@ -98,12 +101,33 @@ pub fn run(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
 /// (the verdict is then a failure) and the divergence comes back with the outcome.
 pub fn run_traced(scenario: Scenario, trace: Trace) -> (RunOutcome, Option<Divergence>) {
     let mut simulator = Simulator::with_trace(scenario, trace);
-    simulator.run_phases();
-    let verdict = match simulator.violation.clone() {
-        _ if simulator.trace.diverged() => RunVerdict::Failed("the run diverged from the recorded trace".into()),
-        Some(violation) => RunVerdict::Failed(violation),
-        None => simulator.final_checks(),
-    };
+    let verdict = simulator.play();
+    conclude(simulator, verdict)
+}
+
+/// The start of the verdict of a run that panicked: a keel-core assertion fired (a planted bug,
+/// or a real one), or the simulator itself has a bug.
+pub const PANICKED: &str = "core assertion (keel-core panicked)";
+
+/// [`run_traced`], except that a panic inside the run is caught: the run then fails with the
+/// panic's message, and its trace holds every event up to the panic, then the `end` line, so
+/// that a run stopped by a keel-core assertion can still be replayed and rendered.
+pub fn run_traced_catching(scenario: Scenario, trace: Trace) -> (RunOutcome, Option<Divergence>) {
+    let mut simulator = Simulator::with_trace(scenario, trace);
+    let played = catch_unwind(AssertUnwindSafe(|| simulator.play()));
+    let verdict = played.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_string()))
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        RunVerdict::Failed(format!("{PANICKED}: {message}"))
+    });
+    conclude(simulator, verdict)
+}
+
+/// Ends the trace with `verdict` and gathers the outcome.
+fn conclude(mut simulator: Simulator, verdict: RunVerdict) -> (RunOutcome, Option<Divergence>) {
     simulator.trace.finish(simulator.now_ms, &verdict.describe());
     let history = simulator.recorder.history(false);
     let divergence = simulator.trace.divergence().cloned();
@@ -124,6 +148,16 @@ pub fn run_traced(scenario: Scenario, trace: Trace) -> (RunOutcome, Option<Diver
 }
 
 impl Simulator {
+    /// Plays the run's phases, then its final checks.
+    fn play(&mut self) -> RunVerdict {
+        self.run_phases();
+        match self.violation.clone() {
+            _ if self.trace.diverged() => RunVerdict::Failed("the run diverged from the recorded trace".into()),
+            Some(violation) => RunVerdict::Failed(violation),
+            None => self.final_checks(),
+        }
+    }
+
     fn run_phases(&mut self) {
         while self.violation.is_none() && !self.trace.diverged() {
             self.step();

@@ -9,7 +9,7 @@
 //! compares only trace hashes of two runs.
 
 use super::header::{TraceFile, SIMULATOR_VERSION};
-use super::outcome::{run_traced, RunOutcome, RunVerdict};
+use super::outcome::{run_traced_catching, RunOutcome, RunVerdict};
 use super::scenario::Scenario;
 use super::trace::{Divergence, Trace};
 
@@ -36,11 +36,13 @@ impl ReplayReport {
     }
 }
 
-/// Re-executes `file`'s run and verifies it line by line.
+/// Re-executes `file`'s run and verifies it line by line (a run that panicked when it was
+/// recorded must panic at the same event with the same message).
 pub fn replay(file: &TraceFile) -> ReplayReport {
     let expected: Vec<String> = file.lines.iter().map(|line| line.text.clone()).collect();
     let first_line = file.lines.first().map_or(2, |line| line.number);
-    let (outcome, divergence) = run_traced(file.header.scenario.clone(), Trace::verifying(expected, first_line));
+    let (outcome, divergence) =
+        run_traced_catching(file.header.scenario.clone(), Trace::verifying(expected, first_line));
     let verified = match &divergence {
         Some(divergence) => divergence.line - first_line,
         None => file.lines.len(),

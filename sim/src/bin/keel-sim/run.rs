@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use keel_sim::pure::outcome::run_traced_catching;
 use keel_sim::pure::replay::check_determinism;
+use keel_sim::pure::trace::Trace;
 use keel_sim::pure::{run as run_scenario, RunOutcome, RunVerdict, Scenario};
 
 /// Arguments of `keel-sim run`.
@@ -80,7 +82,11 @@ pub fn run(arguments: &RunArgs) -> ExitCode {
     let scenario = scenario_of(arguments.seed, arguments.nodes, arguments.ops);
     println!("seed {}: {}", arguments.seed, scenario.describe());
     let started = Instant::now();
-    let outcome = run_scenario(scenario, arguments.trace.is_some());
+    // With a trace, a run stopped by a panic (a keel-core assertion) still leaves its trace.
+    let outcome = match arguments.trace {
+        Some(_) => run_traced_catching(scenario, Trace::new(true)).0,
+        None => run_scenario(scenario, false),
+    };
     let elapsed = started.elapsed();
     println!("{}", describe_verdict(&outcome));
     println!(

@@ -11,7 +11,9 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use keel_sim::pure::outcome::run_traced_catching;
 use keel_sim::pure::replay::{check_determinism, NONDETERMINISTIC};
+use keel_sim::pure::trace::Trace;
 use keel_sim::pure::{run as run_scenario, RunVerdict};
 
 use crate::run::{reproduce_command, scenario_of};
@@ -103,9 +105,9 @@ fn run_seeds(arguments: &SweepArgs, bar: &ProgressBar) -> Vec<SeedResult> {
 }
 
 fn write_failure_trace(arguments: &SweepArgs, seed: u64, directory: &Path) -> String {
-    let outcome = run_scenario(scenario_of(seed, arguments.nodes, arguments.ops), true);
+    let outcome = run_traced_catching(scenario_of(seed, arguments.nodes, arguments.ops), Trace::new(true)).0;
     let Some(text) = outcome.trace_file() else {
-        return "no trace: the run panicked before its trace could be kept".to_string();
+        return "no trace: the run kept none".to_string();
     };
     let path = directory.join(format!("seed-{seed}.jsonl"));
     let written = std::fs::create_dir_all(directory).and_then(|()| std::fs::write(&path, text));
