@@ -282,3 +282,29 @@ async fn etcdctl_leases_keep_keys_alive_then_expire_or_revoke_them() {
     assert_eq!(ok(&all, &["get", "/l/c"]), "");
     assert!(fails(&all, &["put", "/l/d", "v", "--lease=1234"]).contains("requested lease not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_hashkv_snapshot_defrag_and_alarms() {
+    let (cluster, all) = cluster().await;
+    ok(&all, &["put", "/h/a", "1"]);
+    ok(&all, &["put", "/h/b", "2"]);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    cluster.converged(leader, &[1, 2, 3]).await;
+    let hashes = json(&ok(&all, &["endpoint", "hashkv", "-w", "json"]));
+    let values: Vec<u64> =
+        hashes.as_array().expect("a list").iter().filter_map(|e| e["HashKV"]["hash"].as_u64()).collect();
+    assert_eq!(values.len(), 3, "{hashes}");
+    assert!(values.iter().all(|hash| *hash == values[0]), "every member has the same history: {hashes}");
+    let at_one = json(&ok(&all, &["endpoint", "hashkv", "--rev=1", "-w", "json"]));
+    assert_ne!(at_one[0]["HashKV"]["hash"].as_u64(), Some(values[0]), "another revision, another hash");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("snapshot.db");
+    let path = path.to_str().expect("a UTF-8 path");
+    let output = etcdctl(std::slice::from_ref(&all[1]), &["snapshot", "save", path], "");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let saved = std::fs::read(path).expect("the snapshot file");
+    assert!(saved.starts_with(b"KEELKVSN") && saved.len() % 512 == 32, "{} bytes", saved.len());
+    assert_eq!(ok(&all, &["defrag"]).matches("Finished defragmenting").count(), 3);
+    assert_eq!(ok(&all, &["alarm", "list"]), "");
+}

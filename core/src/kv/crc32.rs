@@ -23,11 +23,31 @@ const fn build_table() -> [u32; 256] {
 
 /// The CRC-32 of `data`.
 pub(crate) fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc = TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
+    Crc32::new().update(data).finish()
+}
+
+/// A CRC-32 computed over data given in pieces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Crc32(u32);
+
+impl Crc32 {
+    /// The CRC of nothing yet.
+    pub(crate) fn new() -> Self {
+        Self(!0)
     }
-    !crc
+
+    /// Adds `data`.
+    pub(crate) fn update(mut self, data: &[u8]) -> Self {
+        for &byte in data {
+            self.0 = TABLE[((self.0 ^ u32::from(byte)) & 0xff) as usize] ^ (self.0 >> 8);
+        }
+        self
+    }
+
+    /// The CRC of everything added.
+    pub(crate) fn finish(self) -> u32 {
+        !self.0
+    }
 }
 
 #[cfg(test)]
@@ -39,5 +59,7 @@ mod tests {
         assert_eq!(crc32(b""), 0);
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+        let pieces = super::Crc32::new().update(b"1234").update(b"").update(b"56789").finish();
+        assert_eq!(pieces, 0xCBF4_3926);
     }
 }

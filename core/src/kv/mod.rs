@@ -106,6 +106,7 @@
 //! | `event.rs` | [`KvEvent`] and the [`Watch`] iterator |
 //! | `lease.rs` | leases: grant, keep-alive, revoke, expiry through the log, refresh on a new leader |
 //! | `snapshot.rs` | snapshot and checked restore |
+//! | `hash.rs` | the checksum of the history up to a revision (etcd's `HashKV`) |
 //! | `crc32.rs` | the snapshot checksum |
 //! | `error.rs` | [`KvError`], [`KvDecodeError`], [`KvSnapshotError`] |
 
@@ -115,6 +116,7 @@ mod command_codec;
 mod crc32;
 mod error;
 mod event;
+mod hash;
 mod lease;
 mod limits;
 mod snapshot;

@@ -10,29 +10,44 @@
 //! * **MoveLeader** (sent to the leader, as etcd requires) hands leadership to `targetID` and
 //!   answers once this node sees it lead, or `etcdserver: request timed out` after two maximum
 //!   election timeouts.
-//! * **Hash**, **HashKV** and **Snapshot** are `Unimplemented` for now.
+//! * **HashKV** is the CRC-32 of this node's key-value history at or below `revision`
+//!   (`KvStore::hash_kv`), equal on every member at the same revision and compacted revision;
+//!   **Hash** is the same at the current revision (etcd hashes its whole database file).
+//! * **Snapshot** streams this node's whole key-value store in chunks of
+//!   [`SNAPSHOT_CHUNK_BYTES`], with `remaining_bytes`, framed as [`snapshot_blob`] describes so
+//!   that `etcdctl snapshot save` accepts it (etcd clients check that the stream ends with a
+//!   SHA-256 after a whole number of 512-byte pages). It is not an etcd (bolt) database:
+//!   `etcdctl snapshot restore` cannot read it.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use keel::proto::etcdserverpb::alarm_request::AlarmAction;
 use keel::proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
 use keel::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
-    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    HashResponse, MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
 use keel_core::{NodeId, Role};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use super::convert::{int, revision_of};
 use super::header::{from_status, header};
 use super::{errors, Shared};
 use crate::node::{ClientError, NodeStatus};
+use crate::service::{send_or_stop, ChannelStream};
 
 /// The etcd version Status reports: the API level Keel's etcd layer follows.
 pub const ETCD_VERSION: &str = "3.4.0";
+
+/// Bytes of snapshot per Snapshot message.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
 /// How often MoveLeader checks whether leadership moved.
 const MOVE_POLL: Duration = Duration::from_millis(10);
@@ -70,7 +85,51 @@ fn status_response(status: &NodeStatus) -> StatusResponse {
     }
 }
 
+/// The Snapshot stream's bytes: the store's snapshot (`KvStore::snapshot`: history, leases and
+/// its own CRC-32 trailer), zero bytes up to 8 bytes short of a multiple of 512, the snapshot's
+/// length as a little-endian `u64`, then the SHA-256 of everything before it. A reader takes the
+/// last 32 bytes as the checksum and the 8 before them as the length of the snapshot that starts
+/// the blob.
+pub fn snapshot_blob(snapshot: &[u8]) -> Bytes {
+    let padded = (snapshot.len() + 8).div_ceil(512) * 512;
+    let mut blob = Vec::with_capacity(padded + 32);
+    blob.extend_from_slice(snapshot);
+    blob.resize(padded - 8, 0);
+    blob.extend_from_slice(&(snapshot.len() as u64).to_le_bytes());
+    let digest = super::sha256::sha256(&blob);
+    blob.extend_from_slice(&digest);
+    Bytes::from(blob)
+}
+
+/// Sends `bytes` in chunks, each with the bytes left after it, until done or the stream ends.
+async fn stream_snapshot(
+    bytes: Bytes,
+    header: ResponseHeader,
+    output: mpsc::Sender<Result<SnapshotResponse, Status>>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let end = (sent + SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+        let chunk = SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: (bytes.len() - end) as u64,
+            blob: bytes.slice(sent..end),
+        };
+        if !send_or_stop(&output, Ok(chunk), &mut closing).await {
+            return;
+        }
+        sent = end;
+    }
+}
+
 impl EtcdMaintenance {
+    /// The history hash at `revision`, with the compacted and current revisions.
+    async fn hash_at(&self, revision: Option<u64>) -> Result<(u32, u64, u64), Status> {
+        let answer = self.shared.handle.hash_kv(revision).await.map_err(|error| errors::of_client(&error))?;
+        answer.map_err(|error| errors::of_kv(&error))
+    }
+
     async fn move_leader(&self, target: u64) -> Result<MoveLeaderResponse, Status> {
         let handle = &self.shared.handle;
         let status = handle.status().await.map_err(|error| errors::of_client(&error))?;
@@ -129,20 +188,50 @@ impl Maintenance for EtcdMaintenance {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(errors::unimplemented("Hash"))
+        let (hash, _, current) = self.hash_at(None).await?;
+        Ok(Response::new(HashResponse { header: Some(header(&self.shared.handle, Some(current)).await?), hash }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(errors::unimplemented("HashKV"))
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let (hash, compacted, current) = self.hash_at(revision_of(request.get_ref().revision)).await?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(header(&self.shared.handle, Some(current)).await?),
+            hash,
+            compact_revision: int(compacted),
+        }))
     }
 
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(errors::unimplemented("Snapshot"))
+        let handle = &self.shared.handle;
+        let (bytes, revision) = handle.kv_snapshot().await.map_err(|error| errors::of_client(&error))?;
+        let header = header(handle, Some(revision)).await?;
+        let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
+        let closing = self.shared.closer.subscribe();
+        tokio::spawn(stream_snapshot(snapshot_blob(&bytes), header, output, closing));
+        Ok(Response::new(Box::pin(ChannelStream::new(receiver))))
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         EtcdMaintenance::move_leader(self, request.into_inner().target_id).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_blobs_end_with_a_checksum_after_whole_pages_and_carry_the_snapshot() {
+        for size in [0, 1, 503, 504, 505, 4_000] {
+            let snapshot: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let blob = snapshot_blob(&snapshot);
+            assert_eq!(blob.len() % 512, 32, "etcd clients check this ({size} bytes)");
+            let (content, digest) = blob.split_at(blob.len() - 32);
+            assert_eq!(digest, super::super::sha256::sha256(content));
+            let length = u64::from_le_bytes(content[content.len() - 8..].try_into().unwrap());
+            assert_eq!(&content[..length as usize], &snapshot[..]);
+        }
     }
 }

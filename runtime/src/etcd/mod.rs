@@ -12,7 +12,8 @@
 //! | `txn.rs` | the conversion of etcd transactions to one `KvCommand::Txn` and back |
 //! | `watch.rs` | `Watch`: many watches on one bidirectional stream, history replay |
 //! | `cluster.rs` | `Cluster`: member list and changes, mapped on Keel's membership |
-//! | `maintenance.rs` | `Maintenance`: status, alarms, leader moves |
+//! | `maintenance.rs` | `Maintenance`: status, alarms, hashes, snapshot, leader moves |
+//! | `sha256.rs` | the SHA-256 that ends a snapshot stream |
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
 //! | `header.rs`, `errors.rs`, `convert.rs` | response headers, etcd's error texts, conversions |
@@ -36,6 +37,7 @@ mod header;
 mod kv;
 mod lease;
 mod maintenance;
+mod sha256;
 mod txn;
 mod watch;
 
@@ -47,7 +49,7 @@ pub use cluster::{EtcdCluster, EtcdClusterServer};
 pub use header::CLUSTER_ID;
 pub use kv::{EtcdKv, EtcdKvServer};
 pub use lease::{min_ttl_secs, EtcdLease, EtcdLeaseServer};
-pub use maintenance::{EtcdMaintenance, EtcdMaintenanceServer};
+pub use maintenance::{snapshot_blob, EtcdMaintenance, EtcdMaintenanceServer};
 pub use watch::{EtcdWatch, EtcdWatchServer};
 
 use crate::node::{NodeConfig, NodeHandle};

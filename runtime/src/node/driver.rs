@@ -409,6 +409,14 @@ impl Driver {
                 };
                 let _ = reply.send(Ok((leases, self.clock.wall_ms())));
             }
+            Request::HashKv { revision, reply } => {
+                let answer = self.kv.hash_kv(revision);
+                let (compacted, current) = (self.kv.compacted_revision(), self.kv.current_revision());
+                let _ = reply.send(Ok(answer.map(|hash| (hash, compacted, current))));
+            }
+            Request::KvSnapshot { reply } => {
+                let _ = reply.send(Ok((self.kv.snapshot(), self.kv.current_revision())));
+            }
             Request::History { after_revision, limit, reply } => {
                 let history = self.kv.watch(after_revision).map(|events| whole_revisions(events, limit));
                 let _ = reply.send(history.map_err(ClientError::from));

@@ -126,6 +126,10 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 /// the revision asked for cannot be read (compacted, or in the future).
 pub type RangeAnswer = Result<(RangeResult, u64), KvError>;
 
+/// The answer to [`NodeHandle::hash_kv`]: the hash, the compacted revision and the current
+/// revision, or why the revision cannot be hashed (compacted, or in the future).
+pub type HashAnswer = Result<(u32, u64, u64), KvError>;
+
 /// A request to the driver.
 pub(crate) enum Request {
     Write { command: KvCommand, reply: Reply<ApplyResult> },
@@ -138,6 +142,8 @@ pub(crate) enum Request {
     Subscribe { reply: Reply<(broadcast::Receiver<KvEvent>, u64)> },
     History { after_revision: u64, limit: usize, reply: Reply<Vec<KvEvent>> },
     Leases { id: Option<u64>, reply: Reply<(Vec<LeaseInfo>, u64)> },
+    HashKv { revision: Option<u64>, reply: Reply<HashAnswer> },
+    KvSnapshot { reply: Reply<(Bytes, u64)> },
 }
 
 /// A cheap, cloneable handle on a running node.
@@ -243,6 +249,18 @@ impl NodeHandle {
     /// milliseconds, against which their `expires_at_ms` deadlines count.
     pub async fn leases(&self, id: Option<u64>) -> Result<(Vec<LeaseInfo>, u64), ClientError> {
         self.call(|reply| Request::Leases { id, reply }, ClientError::Timeout).await
+    }
+
+    /// The checksum of this node's key-value history at or below `revision` (`None`: the
+    /// latest), equal on every replica at the same revision: etcd's `HashKV`.
+    pub async fn hash_kv(&self, revision: Option<u64>) -> Result<HashAnswer, ClientError> {
+        self.call(|reply| Request::HashKv { revision, reply }, ClientError::Timeout).await
+    }
+
+    /// This node's whole key-value store as snapshot bytes (the checksummed format of
+    /// `KvStore::snapshot`), with its revision: etcd's `Snapshot`.
+    pub async fn kv_snapshot(&self) -> Result<(Bytes, u64), ClientError> {
+        self.call(|reply| Request::KvSnapshot { reply }, ClientError::Timeout).await
     }
 
     /// The latest committed membership and the index of its entry, updated on every change.

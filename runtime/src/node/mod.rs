@@ -18,7 +18,7 @@ use keel_core::kv::{KvLimits, KvStore};
 use keel_core::{Config, Membership, Message, NodeId, RaftNode, RecoveredState};
 use tokio::sync::{broadcast, mpsc, watch};
 
-pub use handle::{ClientError, NodeHandle, NodeStatus, PeerStatus, RangeAnswer, ReadConsistency};
+pub use handle::{ClientError, HashAnswer, NodeHandle, NodeStatus, PeerStatus, RangeAnswer, ReadConsistency};
 
 use crate::clock::Clock;
 use crate::storage::Storage;
