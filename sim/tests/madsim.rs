@@ -13,6 +13,11 @@
 //! the problems found and, for a linearizability failure, the smallest sub-history that shows it.
 #![cfg(madsim)]
 
+use std::time::Duration;
+
+use keel_core::Rng;
+use keel_sim::madsim::clients::client_options;
+use keel_sim::madsim::cluster::SimCluster;
 use keel_sim::madsim::{run, Report, Scenario};
 
 fn assert_passed(report: &Report) {
@@ -55,4 +60,31 @@ fn the_same_seed_gives_the_same_trace() {
     assert_eq!(first.faults, second.faults, "seed {seed}: different faults");
     assert_eq!(first.history, second.history, "seed {seed}: different histories");
     assert_eq!(first.trace_hash, second.trace_hash);
+}
+
+/// A slow disk slows the node down: with every group of storage operations taking 300 ms, a
+/// single node cannot acknowledge a write sooner (the write is durable only after its sync);
+/// once the disk is fast again, writes are quick again.
+#[madsim::test]
+async fn a_slow_disk_delays_acknowledgements_until_it_is_fast_again() {
+    let seed = madsim::runtime::Handle::current().seed();
+    let mut cluster = SimCluster::start(1, seed, &mut Rng::new(seed));
+    let client = keel::client::KeelClient::new(cluster.addresses(), client_options(1, false)).expect("valid endpoints");
+    let machine = madsim::runtime::Handle::current().create_node().name("client").ip([10, 0, 1, 1].into()).build();
+    let timed_put = move |client: std::sync::Arc<keel::client::KeelClient>, value: &'static str| {
+        machine.spawn(async move {
+            let started = tokio::time::Instant::now();
+            client.put("/slow", value, None).await.expect("the write is acknowledged");
+            started.elapsed()
+        })
+    };
+    let client = std::sync::Arc::new(client);
+    timed_put(client.clone(), "warm-up").await.expect("client task");
+    cluster.slow_disk(1, 300);
+    let slow = timed_put(client.clone(), "slow").await.expect("client task");
+    assert!(slow >= Duration::from_millis(300), "a write on a 300 ms disk took {slow:?}");
+    cluster.slow_disk(1, 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fast = timed_put(client, "fast").await.expect("client task");
+    assert!(fast < Duration::from_millis(100), "a write on a fast disk took {fast:?}");
 }

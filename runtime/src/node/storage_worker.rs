@@ -15,7 +15,8 @@
 //! driver waiting for the worker always ends.
 //!
 //! In production the worker is an OS thread (fjall blocks); under `--cfg madsim` it is a task,
-//! since the simulated storage never blocks and madsim forbids OS threads.
+//! since the simulated storage never blocks and madsim forbids OS threads, and it waits
+//! `Storage::sync_delay` of virtual time before each group (the simulation's slow disks).
 
 use std::sync::Arc;
 
@@ -192,6 +193,11 @@ fn spawn_worker(
 ) {
     tokio::spawn(async move {
         while let Some(first) = receiver.recv().await {
+            // A slow simulated disk: the group waits (and grows) before it is written and synced.
+            let delay = storage.sync_delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let group = drain(first, &mut receiver);
             if !run_group(storage.as_mut(), group, &reports, clock.as_ref()) {
                 break;

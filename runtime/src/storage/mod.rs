@@ -237,4 +237,12 @@ pub trait Storage {
 
     /// True when some log write has not been synced yet.
     fn has_unsynced_writes(&self) -> bool;
+
+    /// Virtual time a simulated disk takes per group of operations (a slow disk). Under
+    /// `--cfg madsim` the storage worker waits this long before carrying out each group, so
+    /// the node's syncs, and its acknowledgements, come that much later. Real disks take their
+    /// time themselves: zero.
+    fn sync_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

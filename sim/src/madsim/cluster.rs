@@ -5,7 +5,8 @@
 //! * **Disk.** Each node's [`MemoryDisk`] lives here, outside the madsim node, so it survives a
 //!   kill: [`SimCluster::kill`] stops every task of the node and then crashes the disk with a
 //!   fault drawn from the seed (unsynced writes lost, kept in part, or torn); the restarted node
-//!   opens a fresh `MemoryStorage` on the same disk and recovers from what was synced.
+//!   opens a fresh `MemoryStorage` on the same disk and recovers from what was synced. The disk
+//!   can also be made slow ([`SimCluster::slow_disk`], see `disk.rs`).
 //! * **Clock.** madsim has one virtual clock; each node reads it through its own
 //!   [`SkewedClock`] (an offset and a drift drawn from the seed, within the bounds the cluster is
 //!   configured to tolerate), created anew at every (re)start like a process's clock.
@@ -22,6 +23,8 @@ use keel_runtime::clock::{Clock, SkewedClock, SystemClock};
 use keel_runtime::node::NodeConfig;
 use keel_runtime::server::{serve_with, ServerConfig};
 use keel_runtime::storage::{CrashFault, MemoryDisk, MemoryStorage};
+
+use super::disk::{DiskSpeed, SlowStorage};
 
 /// The port every node serves peers and clients on.
 pub const NODE_PORT: u16 = 7000;
@@ -90,6 +93,7 @@ pub fn node_config(id: NodeId, members: &BTreeMap<NodeId, String>, seed: u64) ->
 struct SimNode {
     machine: MachineHandle,
     disk: MemoryDisk,
+    speed: DiskSpeed,
     skew: ClockSkew,
 }
 
@@ -114,18 +118,21 @@ impl SimCluster {
         let errors = NodeErrors::default();
         let mut nodes = BTreeMap::new();
         for &id in members.keys() {
-            let disk = MemoryDisk::new();
+            let (disk, speed) = (MemoryDisk::new(), DiskSpeed::default());
             let skew = ClockSkew::draw(rng);
             let config = node_config(id, &members, seed);
-            let init_disk = disk.clone();
+            let (init_disk, init_speed) = (disk.clone(), speed.clone());
             let init_errors = Arc::clone(&errors);
             let machine = handle
                 .create_node()
                 .name(format!("keel-{id}"))
                 .ip(node_ip(id))
-                .init(move || run_node(config.clone(), init_disk.clone(), skew, Arc::clone(&init_errors)))
+                .init(move || {
+                    let storage = SlowStorage::new(MemoryStorage::open(init_disk.clone()), init_speed.clone());
+                    run_node(config.clone(), storage, skew, Arc::clone(&init_errors))
+                })
                 .build();
-            nodes.insert(id, SimNode { machine, disk, skew });
+            nodes.insert(id, SimNode { machine, disk, speed, skew });
         }
         Self {
             nodes,
@@ -202,6 +209,13 @@ impl SimCluster {
         }
     }
 
+    /// Makes node `id`'s disk take `delay_ms` per group of operations (0: fast again).
+    pub fn slow_disk(&mut self, id: NodeId, delay_ms: u64) {
+        if let Some(node) = self.nodes.get(&id) {
+            node.speed.set_delay_ms(delay_ms);
+        }
+    }
+
     /// Cuts node `id` off from everyone (peers and clients), both ways.
     pub fn isolate(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.get(&id) {
@@ -242,9 +256,13 @@ impl SimCluster {
         }
     }
 
-    /// Ends every fault: the network heals, paused nodes resume, killed nodes restart.
+    /// Ends every fault: the network heals, disks are fast again, paused nodes resume, killed
+    /// nodes restart.
     pub fn heal(&mut self) {
         self.heal_network();
+        for node in self.nodes.values() {
+            node.speed.set_delay_ms(0);
+        }
         for id in self.paused.clone() {
             self.resume(id);
         }
@@ -256,10 +274,9 @@ impl SimCluster {
 
 /// One incarnation of a node: a fresh storage on the surviving disk, a fresh skewed clock, and
 /// the real server until the node is killed. A server that stops on its own records why.
-async fn run_node(config: ServerConfig, disk: MemoryDisk, skew: ClockSkew, errors: NodeErrors) {
+async fn run_node(config: ServerConfig, storage: SlowStorage, skew: ClockSkew, errors: NodeErrors) {
     let id = config.node.raft.id;
     let clock: Arc<dyn Clock> = SkewedClock::new(SystemClock::new(), skew.offset_ms, skew.drift_ppm);
-    let storage = MemoryStorage::open(disk);
     let outcome = serve_with(config, Box::new(storage), clock, std::future::pending()).await;
     let message = match outcome {
         Ok(()) => format!("node {id}: the server stopped without being asked to"),

@@ -1,6 +1,7 @@
 //! The fault schedule of a madsim scenario, drawn from the seed: partitions (one node cut off,
 //! a minority split from the rest, one-way links), kills with a disk crash and later restarts,
-//! pauses and resumes. Every fault applied is logged with its virtual time, for the trace.
+//! pauses and resumes, slow disks. Every fault applied is logged with its virtual time, for the
+//! trace.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub enum Fault {
     Pause(NodeId),
     /// Resume a paused node.
     Resume(NodeId),
+    /// Make a node's disk take this many milliseconds per group of operations (0: fast again).
+    SlowDisk(NodeId, u64),
 }
 
 /// Draws the next fault for `cluster`: at most a minority of the nodes down at once, so that
@@ -38,7 +41,7 @@ pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
     let pick = |rng: &mut Rng, from: &[NodeId]| from[rng.range(0, from.len() as u64) as usize];
     let minority = (ids.len() - 1) / 2;
     let down = cluster.killed().len() + cluster.paused().len();
-    match rng.range(0, 11) {
+    match rng.range(0, 12) {
         0 | 1 => Fault::Isolate(pick(rng, &ids)),
         2 => {
             let size = rng.range(1, minority as u64 + 1) as usize;
@@ -56,6 +59,7 @@ pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
         4..=6 => Fault::HealNetwork,
         7 if down < minority => Fault::Kill(pick(rng, &ids), rng.next_u64()),
         8 if down < minority => Fault::Pause(pick(rng, &ids)),
+        9 => Fault::SlowDisk(pick(rng, &ids), [0, 0, 5, 20, 100, 400][rng.range(0, 6) as usize]),
         _ => {
             let killed: Vec<NodeId> = cluster.killed().iter().copied().collect();
             let paused: Vec<NodeId> = cluster.paused().iter().copied().collect();
@@ -84,6 +88,7 @@ pub fn apply(cluster: &mut SimCluster, fault: &Fault) -> Option<String> {
         Fault::Restart(id) => cluster.restart(*id),
         Fault::Pause(id) => cluster.pause(*id),
         Fault::Resume(id) => cluster.resume(*id),
+        Fault::SlowDisk(id, delay_ms) => cluster.slow_disk(*id, *delay_ms),
     }
     Some(format!("{fault:?}"))
 }

@@ -8,7 +8,8 @@
 //! (`keel_runtime::clock::SkewedClock`).
 //!
 //! * [`cluster`]: the simulated cluster and its fault controls (partitions, kill and restart
-//!   with a disk crash, pause and resume).
+//!   with a disk crash, pause and resume, slow disks).
+//! * [`disk`]: slow disks (a delay per group of operations, changed at any time).
 //! * [`clients`]: client processes and the history they record.
 //! * [`faults`]: the fault schedule drawn from the seed.
 //! * [`scenario`]: the standard scenario and its verdicts (linearizable history, no
@@ -18,6 +19,7 @@
 
 pub mod clients;
 pub mod cluster;
+pub mod disk;
 pub mod faults;
 pub mod scenario;
 
