@@ -7,9 +7,11 @@
 //!   a simulated network, disks and clocks (`keel-sim run`, `keel-sim sweep`), its trace files
 //!   and their replay (`keel-sim replay`).
 //! - [`render`]: space-time diagrams of trace files (`keel-sim render`).
+//! - `madsim` (only in `--cfg madsim` builds): the real `keel-runtime` nodes on madsim's
+//!   simulated machines, network and time, with seeded faults (`tests/madsim.rs`).
 //!
-//! The crate drives `keel-core` directly (a fast pure-core simulator) and, later, the
-//! `keel-runtime` code compiled with `--cfg madsim`; it injects network, clock, process and disk
+//! The crate drives `keel-core` directly (a fast pure-core simulator) and the `keel-runtime`
+//! code compiled with `--cfg madsim`; it injects network, clock, process and disk
 //! faults, checks every run for linearizability, and replays failures from a seed or a trace.
 
 pub mod check;
