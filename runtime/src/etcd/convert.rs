@@ -53,13 +53,15 @@ pub(crate) struct RangeAnswer {
     pub count: i64,
 }
 
-/// Applies `request`'s filters, sort, limit, keys-only and count-only to the full read `read`.
+/// Applies `request`'s filters, sort, limit, keys-only and count-only to the read `read` (every
+/// key of the range, or its first `limit` when the store could stop there).
 pub(crate) fn finish_range(request: &RangeRequest, read: RangeResult) -> RangeAnswer {
     let count = int(read.count as u64);
     let mut kvs: Vec<KeyValue> = read.kvs.into_iter().filter(|kv| passes_filters(request, kv)).collect();
     sort(request, &mut kvs);
     let limit = usize::try_from(request.limit).unwrap_or(0);
-    let more = limit > 0 && kvs.len() > limit;
+    // The store may have stopped at the limit already (`read.more`).
+    let more = limit > 0 && (kvs.len() > limit || read.more);
     if more {
         kvs.truncate(limit);
     }
@@ -144,6 +146,16 @@ mod tests {
         assert!(prefix.contains(b"a/x") && !prefix.contains(b"a0"));
         assert_eq!(key_range(&b(""), &b("")).unwrap_err().message(), "etcdserver: key is not provided");
         assert_eq!((revision_of(0), revision_of(-3), revision_of(7)), (None, None, Some(7)));
+    }
+
+    #[test]
+    fn a_read_cut_short_by_the_store_keeps_more() {
+        let request = RangeRequest { limit: 1, ..RangeRequest::default() };
+        let mut cut = read();
+        cut.kvs.truncate(1);
+        cut.more = true;
+        let answer = finish_range(&request, cut);
+        assert_eq!((answer.kvs.len(), answer.more, answer.count), (1, true, 3));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn and Compact on the node's MVCC store.
 //!
 //! * **Range** reads through `NodeHandle::range`: linearizable (ReadIndex) by default, from the
-//!   local state when `serializable` is set. The store's whole answer for the range comes back
-//!   and etcd's options are applied here (`convert::finish_range`); `count` is the number of
-//!   live keys in the range, as etcd reports it. A compacted or future `revision` is etcd's
+//!   local state when `serializable` is set. The store stops at `limit` keys when its key order
+//!   is the answer's (no sort other than ascending keys, no revision filter); otherwise the whole
+//!   range comes back and etcd's options are applied here (`convert::finish_range`). `count` is
+//!   the number of live keys in the range, as etcd reports it. A compacted or future `revision` is etcd's
 //!   `OutOfRange` error.
 //! * **Put**, **DeleteRange**, **Txn** and **Compact** each become one `KvCommand` (one log
 //!   entry, at most one revision), checked against the node's limits first. A put naming a
@@ -63,7 +64,8 @@ impl EtcdKv {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
         let range = key_range(&request.key, &request.range_end)?;
         let consistency = if request.serializable { ReadConsistency::Eventual } else { ReadConsistency::Linearizable };
-        let answer = self.shared.handle.range(range, revision_of(request.revision), consistency).await;
+        let limit = store_limit(&request);
+        let answer = self.shared.handle.range(range, revision_of(request.revision), limit, consistency).await;
         let (read, current) = answer.map_err(|error| errors::of_client(&error))?.map_err(|error| read_error(&error))?;
         let finished = finish_range(&request, read);
         Ok(RangeResponse {
@@ -149,6 +151,23 @@ impl EtcdKv {
     }
 }
 
+/// How many keys the store needs to return for `request`: its limit when the store's key order
+/// and the absence of filters make the first keys the answer, all of them otherwise.
+fn store_limit(request: &RangeRequest) -> usize {
+    use keel::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+    let natural_order =
+        request.sort_target == SortTarget::Key as i32 && request.sort_order != SortOrder::Descend as i32;
+    let filtered =
+        [request.min_mod_revision, request.max_mod_revision, request.min_create_revision, request.max_create_revision]
+            .iter()
+            .any(|bound| *bound > 0);
+    if natural_order && !filtered {
+        usize::try_from(request.limit).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// The command of a put: a plain put, or a transaction whose one operation decides
 /// `ignore_value`, `ignore_lease` or the lease when it applies.
 pub(super) fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
@@ -231,5 +250,20 @@ mod tests {
         let keep = put(|r| r.ignore_lease = true).unwrap();
         let expected = TxnOp::PutKeepLease { key: "k".into(), value: "v".into() };
         assert!(matches!(keep, KvCommand::Txn { ref success, .. } if success == &[expected]));
+    }
+
+    #[test]
+    fn the_store_stops_at_the_limit_only_when_its_order_is_the_answer() {
+        use keel::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+        let plain = RangeRequest { limit: 5, ..RangeRequest::default() };
+        assert_eq!(store_limit(&plain), 5);
+        let ascending = RangeRequest { sort_order: SortOrder::Ascend as i32, ..plain.clone() };
+        assert_eq!(store_limit(&ascending), 5);
+        let descending = RangeRequest { sort_order: SortOrder::Descend as i32, ..plain.clone() };
+        assert_eq!(store_limit(&descending), 0);
+        let by_value = RangeRequest { sort_target: SortTarget::Value as i32, ..plain.clone() };
+        assert_eq!(store_limit(&by_value), 0);
+        let filtered = RangeRequest { min_mod_revision: 2, ..plain };
+        assert_eq!(store_limit(&filtered), 0);
     }
 }

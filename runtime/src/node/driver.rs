@@ -35,7 +35,7 @@ enum Waiter {
 enum ReadWaiter {
     Keys(Vec<Bytes>, Reply<Vec<Option<keel_core::kv::KeyValue>>>),
     Scan(Bytes, Reply<keel_core::kv::RangeResult>),
-    Range(KeyRange, Option<u64>, Reply<super::handle::RangeAnswer>),
+    Range(super::handle::RangeQuery, Reply<super::handle::RangeAnswer>),
 }
 
 pub(crate) struct Driver {
@@ -379,9 +379,7 @@ impl Driver {
             Request::Write { command, reply } => self.on_write(command, reply),
             Request::Read { keys, consistency, reply } => self.on_read(ReadWaiter::Keys(keys, reply), consistency),
             Request::Scan { prefix, consistency, reply } => self.on_read(ReadWaiter::Scan(prefix, reply), consistency),
-            Request::Range { range, revision, consistency, reply } => {
-                self.on_read(ReadWaiter::Range(range, revision, reply), consistency)
-            }
+            Request::Range { query, consistency, reply } => self.on_read(ReadWaiter::Range(query, reply), consistency),
             Request::ChangeMembership { change, reply } => {
                 let deadline = self.deadline();
                 match self.raft.change_membership(change) {
@@ -486,9 +484,12 @@ impl Driver {
                 });
                 let _ = reply.send(answer);
             }
-            ReadWaiter::Range(range, revision, reply) => {
+            ReadWaiter::Range(query, reply) => {
                 let current = self.kv.current_revision();
-                let answer = confirmed.map(|_| self.kv.range(&range, revision, 0).map(|kvs| (kvs, current)));
+                let answer = match confirmed {
+                    Ok(_) => Ok(self.kv.range(&query.range, query.revision, query.limit).map(|kvs| (kvs, current))),
+                    Err(error) => Err(error),
+                };
                 let _ = reply.send(answer);
             }
         }

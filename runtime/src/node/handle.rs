@@ -130,12 +130,19 @@ pub type RangeAnswer = Result<(RangeResult, u64), KvError>;
 /// revision, or why the revision cannot be hashed (compacted, or in the future).
 pub type HashAnswer = Result<(u32, u64, u64), KvError>;
 
+/// What a [`NodeHandle::range`] reads.
+pub(crate) struct RangeQuery {
+    pub range: KeyRange,
+    pub revision: Option<u64>,
+    pub limit: usize,
+}
+
 /// A request to the driver.
 pub(crate) enum Request {
     Write { command: KvCommand, reply: Reply<ApplyResult> },
     Read { keys: Vec<Bytes>, consistency: ReadConsistency, reply: Reply<Vec<Option<KeyValue>>> },
     Scan { prefix: Bytes, consistency: ReadConsistency, reply: Reply<RangeResult> },
-    Range { range: KeyRange, revision: Option<u64>, consistency: ReadConsistency, reply: Reply<RangeAnswer> },
+    Range { query: RangeQuery, consistency: ReadConsistency, reply: Reply<RangeAnswer> },
     ChangeMembership { change: MembershipChange, reply: Reply<Membership> },
     TransferLeader { target: NodeId, reply: Reply<()> },
     Status { reply: Reply<NodeStatus> },
@@ -198,17 +205,21 @@ impl NodeHandle {
         self.call(|reply| Request::Scan { prefix, consistency, reply }, ClientError::Timeout).await
     }
 
-    /// Every live key of `range` (etcd's range conventions) at `revision` (`None`: the latest),
-    /// confirmed with `consistency`, together with the store's current revision (which a read
-    /// at a past revision does not show). A revision that is compacted or not reached yet is the
-    /// inner `KvError`, kept apart so that the etcd API can answer with etcd's own errors.
+    /// The live keys of `range` (etcd's range conventions) at `revision` (`None`: the latest),
+    /// at most `limit` of them in key order (0: all; `count` and `more` still cover the whole
+    /// range), confirmed with `consistency`, together with the store's current revision (which
+    /// a read at a past revision does not show). A revision that is compacted or not reached
+    /// yet is the inner `KvError`, kept apart so that the etcd API can answer with etcd's own
+    /// errors.
     pub async fn range(
         &self,
         range: KeyRange,
         revision: Option<u64>,
+        limit: usize,
         consistency: ReadConsistency,
     ) -> Result<RangeAnswer, ClientError> {
-        self.call(|reply| Request::Range { range, revision, consistency, reply }, ClientError::Timeout).await
+        let query = RangeQuery { range, revision, limit };
+        self.call(|reply| Request::Range { query, consistency, reply }, ClientError::Timeout).await
     }
 
     /// Changes the membership; returns the configuration once the change is applied.
