@@ -8,7 +8,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::error::KvError;
-use super::store::{ChangeId, KvStore};
+use super::store::{ChangeId, KeyValue, KvStore};
 
 /// What a change did to its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -20,8 +20,7 @@ pub enum KvEventKind {
 }
 
 /// One change to one key. The changes of a revision are delivered together, in the order they
-/// were made. The full previous key-value (with its revisions) is `get(key, Some(revision - 1))`
-/// while that revision is not compacted.
+/// were made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvEvent {
     /// The store revision of the change.
@@ -40,6 +39,11 @@ pub struct KvEvent {
     pub mod_revision: u64,
     /// The key's version after a put; 0 for a delete.
     pub version: u64,
+    /// The lease the key is attached to after a put; 0 for a delete or no lease.
+    pub lease: u64,
+    /// The whole previous key-value (revisions, version, lease); `None` if the key did not
+    /// exist. Its value is `prev_value`. Boxed to keep events small in the broadcast buffers.
+    pub prev_kv: Option<Box<KeyValue>>,
 }
 
 /// The events above a revision, in revision order (see [`KvStore::watch`]).
@@ -86,10 +90,11 @@ impl KvStore {
         let position = versions
             .binary_search_by(|version| version.change.cmp(&change))
             .expect("every indexed change is in its key's history");
-        let prev_value = position.checked_sub(1).and_then(|p| versions[p].live.as_ref()).map(|l| l.value.clone());
-        let (kind, value, create_revision, version) = match &versions[position].live {
-            Some(live) => (KvEventKind::Put, live.value.clone(), live.create_revision, live.version),
-            None => (KvEventKind::Delete, Bytes::new(), 0, 0),
+        let prev_kv = position.checked_sub(1).and_then(|p| KeyValue::of(key, &versions[p])).map(Box::new);
+        let prev_value = prev_kv.as_ref().map(|prev| prev.value.clone());
+        let (kind, value, create_revision, version, lease) = match &versions[position].live {
+            Some(live) => (KvEventKind::Put, live.value.clone(), live.create_revision, live.version, live.lease),
+            None => (KvEventKind::Delete, Bytes::new(), 0, 0, 0),
         };
         KvEvent {
             revision: change.revision,
@@ -100,6 +105,8 @@ impl KvStore {
             create_revision,
             mod_revision: change.revision,
             version,
+            lease,
+            prev_kv,
         }
     }
 }

@@ -20,8 +20,6 @@
 //! * **cancel** stops the watch and answers `canceled`.
 //! * A watch that falls more than the node's event buffer behind is canceled with a reason that
 //!   names the revision to watch again from (etcd never drops a watcher; Keel bounds memory).
-//! * `prev_kv` carries the previous key and value (its revisions and version are 0: Keel's
-//!   events do not keep them).
 //! * With the `hasleader` metadata (etcdctl sends it) the stream is refused, or ended, with
 //!   `etcdserver: no leader` while this node knows no leader.
 
@@ -40,7 +38,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::int;
+use super::convert::{int, key_value};
 use super::header::header;
 use super::{errors, Shared};
 use crate::node::{ClientError, NodeHandle};
@@ -238,13 +236,9 @@ impl Selector {
             mod_revision: int(event.mod_revision),
             version: int(event.version),
             value: event.value.clone(),
-            lease: 0,
+            lease: int(event.lease),
         };
-        let prev_kv = event.prev_value.as_ref().filter(|_| self.prev_kv).map(|value| KeyValue {
-            key: event.key.clone(),
-            value: value.clone(),
-            ..KeyValue::default()
-        });
+        let prev_kv = event.prev_kv.as_ref().filter(|_| self.prev_kv).map(|prev| key_value(prev, false));
         let kind = match event.kind {
             KvEventKind::Put => EventType::Put,
             KvEventKind::Delete => EventType::Delete,
@@ -472,6 +466,18 @@ mod tests {
             create_revision: if kind == KvEventKind::Put { 2 } else { 0 },
             mod_revision: 4,
             version: if kind == KvEventKind::Put { 3 } else { 0 },
+            lease: 0,
+            prev_kv: prev.map(|p| {
+                Box::new(keel_core::kv::KeyValue {
+                    key: Bytes::copy_from_slice(key.as_bytes()),
+                    value: Bytes::copy_from_slice(p.as_bytes()),
+                    create_revision: 1,
+                    mod_revision: 3,
+                    version: 2,
+                    expires_at_ms: None,
+                    lease: 0,
+                })
+            }),
         }
     }
 
@@ -495,7 +501,8 @@ mod tests {
         let put = Selector::of(&create).event(&event(KvEventKind::Put, "k", Some("old")));
         let kv = put.kv.unwrap();
         assert_eq!((put.r#type, kv.create_revision, kv.mod_revision, kv.version), (EventType::Put as i32, 2, 4, 3));
-        assert_eq!(&put.prev_kv.unwrap().value[..], b"old");
+        let prev = put.prev_kv.unwrap();
+        assert_eq!((&prev.value[..], prev.mod_revision, prev.version), (&b"old"[..], 3, 2));
         let delete = Selector::of(&WatchCreateRequest { prev_kv: false, ..create }).event(&event(
             KvEventKind::Delete,
             "k",

@@ -618,6 +618,8 @@ mod tests {
             create_revision: revision,
             mod_revision: revision,
             version: 1,
+            lease: 0,
+            prev_kv: None,
         }
     }
 

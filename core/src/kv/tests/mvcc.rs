@@ -162,10 +162,14 @@ fn events_are_ordered_and_carry_previous_values() {
             create_revision: 1,
             mod_revision: 1,
             version: 1,
+            lease: 0,
+            prev_kv: None,
         }]
     );
     let second = apply(&mut store, put("k", "v2"));
     assert_eq!(second.events[0].prev_value, Some(b("v1")));
+    let prev = second.events[0].prev_kv.as_ref().unwrap();
+    assert_eq!((prev.value.clone(), prev.create_revision, prev.mod_revision, prev.version), (b("v1"), 1, 1, 1));
     assert_eq!(second.events[0].version, 2);
     apply(&mut store, put("j", "x"));
     let range = apply(&mut store, KvCommand::DeleteRange { start: b("a"), end: b("z") });
