@@ -322,6 +322,12 @@ impl Simulator {
         if self.now_ms < deadline {
             return;
         }
+        if self.scenario.clients_switch_on_timeout
+            && matches!(client.stage, Stage::WaitingWrite(..) | Stage::WaitingRead(..))
+        {
+            self.clients[index].leader_hint = None;
+        }
+        let client = &self.clients[index];
         match client.stage {
             Stage::WaitingWrite(node, log_id) => {
                 self.waiting_writes.remove(&(node, log_id.index));

@@ -64,6 +64,7 @@ pub struct FaultScheduler {
     endings: BTreeMap<(u64, u64), Fault>,
     sequence: u64,
     bit_flip_used: bool,
+    drawn: u64,
 }
 
 impl FaultScheduler {
@@ -77,7 +78,13 @@ impl FaultScheduler {
             endings: BTreeMap::new(),
             sequence: 0,
             bit_flip_used: false,
+            drawn: 0,
         }
+    }
+
+    /// Faults drawn so far (endings not counted).
+    pub fn drawn(&self) -> u64 {
+        self.drawn
     }
 
     /// When the next fault is due.
@@ -105,6 +112,9 @@ impl FaultScheduler {
     pub fn draw(&mut self, now_ms: u64, view: &ClusterView) -> Option<Fault> {
         self.next_fault_ms =
             now_ms + self.rng.between(self.scenario.fault_interval_ms / 2, self.scenario.fault_interval_ms * 3 / 2);
+        if self.scenario.fault_count_max.is_some_and(|max| self.drawn >= max) {
+            return None;
+        }
         let minority = (self.scenario.node_count as usize - 1) / 2;
         let can_stop_one = view.unavailable_count < minority && !view.available.is_empty();
         let stall_ms =
@@ -148,6 +158,7 @@ impl FaultScheduler {
             8 if process.leader_transfers => Fault::TransferLeadership,
             _ => return None,
         };
+        self.drawn += 1;
         Some(fault)
     }
 

@@ -98,6 +98,10 @@ pub fn node_config(scenario: &Scenario, id: NodeId) -> Config {
     config.pending_reads_max = 256;
     config.snapshot_chunk_bytes = 4_096;
     config.rng_seed = scenario.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(id);
+    #[cfg(feature = "planted-bugs")]
+    {
+        config.planted_bug = scenario.planted_bug;
+    }
     config
 }
 

@@ -56,6 +56,8 @@ pub struct RunOutcome {
     pub simulated_ms: u64,
     /// Completed client operations by outcome.
     pub operations: OutcomeCounts,
+    /// Faults the scheduler injected (their endings not counted).
+    pub faults_injected: u64,
     /// Storage corruptions the nodes detected (expected after bit flips).
     pub detected_corruptions: Vec<String>,
     /// The client history given to the linearizability checker.
@@ -140,6 +142,7 @@ fn conclude(mut simulator: Simulator, verdict: RunVerdict) -> (RunOutcome, Optio
         steps: simulator.steps,
         simulated_ms: simulator.now_ms,
         operations: simulator.recorder.counts,
+        faults_injected: simulator.faults.drawn(),
         detected_corruptions: simulator.detected_corruptions.clone(),
         history,
         scenario: simulator.scenario,

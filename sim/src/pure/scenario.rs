@@ -3,7 +3,8 @@
 //! completely by `(seed, overrides)`, and `keel-sim run --seed N` rebuilds the same scenario.
 //!
 //! Data flow: [`Scenario::from_seed`] draws from a dedicated stream of the seed; the command line
-//! may then override `node_count` and `operation_count`; every other module reads its part.
+//! may then override its size and fault mix (`shrink::Overrides`, which also plants a bug with
+//! the `planted-bugs` feature); every other module reads its part.
 
 use super::rng::SimRng;
 
@@ -107,6 +108,15 @@ pub struct Scenario {
     pub clock: ClockFaults,
     /// Process and cluster-management faults.
     pub process: ProcessFaults,
+    /// Clients whose operation timed out forget their leader hint and start the next one on a
+    /// random node, as a client with several endpoints does (planted-bug runs switch it on).
+    pub clients_switch_on_timeout: bool,
+    /// Most faults the scheduler injects in the run (`None`: no limit); shrinking lowers it.
+    pub fault_count_max: Option<u64>,
+    /// The classic Raft bug every node plants (`keel-sim ... --planted-bug`).
+    #[cfg(feature = "planted-bugs")]
+    #[serde(default, with = "super::planted::bug_by_name")]
+    pub planted_bug: Option<keel_core::PlantedBug>,
 }
 
 /// The stream of the seed the scenario is drawn from.
@@ -165,6 +175,10 @@ impl Scenario {
             disk,
             clock,
             process,
+            clients_switch_on_timeout: false,
+            fault_count_max: None,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 

@@ -5,6 +5,7 @@ mod check;
 mod render;
 mod replay;
 mod run;
+mod shrink;
 mod sweep;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Draw a trace file as a self-contained HTML space-time diagram (exit 2 on a bad trace).
     Render(render::RenderArgs),
+    /// Minimise a failing seed's run while it still fails the same way; print the command that
+    /// reproduces the minimal run.
+    Shrink(shrink::ShrinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +47,6 @@ fn main() -> ExitCode {
         Command::Sweep(arguments) => sweep::run(&arguments),
         Command::Replay(arguments) => replay::run(&arguments),
         Command::Render(arguments) => render::run(&arguments),
+        Command::Shrink(arguments) => shrink::run(&arguments),
     }
 }

@@ -10,9 +10,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use keel_sim::pure::outcome::run_traced_catching;
+use keel_sim::pure::planted::run_catching as run_scenario;
 use keel_sim::pure::replay::check_determinism;
+use keel_sim::pure::shrink::Overrides;
 use keel_sim::pure::trace::Trace;
-use keel_sim::pure::{run as run_scenario, RunOutcome, RunVerdict, Scenario};
+use keel_sim::pure::{RunOutcome, RunVerdict, Scenario};
 
 /// Arguments of `keel-sim run`.
 #[derive(Debug, clap::Args)]
@@ -20,12 +22,9 @@ pub struct RunArgs {
     /// The seed: it determines the whole run.
     #[arg(long)]
     pub seed: u64,
-    /// Override the initial number of voters drawn from the seed (3 or 5 are the usual).
-    #[arg(long)]
-    pub nodes: Option<u32>,
-    /// Override the number of client operations drawn from the seed.
-    #[arg(long)]
-    pub ops: Option<u64>,
+    /// Overrides of the seed's scenario (cluster and workload size, fault mix, planted bug).
+    #[command(flatten)]
+    pub overrides: Overrides,
     /// Write the trace as JSON lines to this file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -38,27 +37,13 @@ pub struct RunArgs {
 }
 
 /// The scenario of a seed with the command line's overrides.
-pub fn scenario_of(seed: u64, nodes: Option<u32>, ops: Option<u64>) -> Scenario {
-    let mut scenario = Scenario::from_seed(seed);
-    if let Some(nodes) = nodes {
-        scenario.node_count = nodes.max(1);
-    }
-    if let Some(ops) = ops {
-        scenario.operation_count = ops;
-    }
-    scenario
+pub fn scenario_of(seed: u64, overrides: &Overrides) -> Scenario {
+    overrides.scenario(seed)
 }
 
 /// The command line that reproduces a run.
-pub fn reproduce_command(seed: u64, nodes: Option<u32>, ops: Option<u64>) -> String {
-    let mut command = format!("keel-sim run --seed {seed}");
-    if let Some(nodes) = nodes {
-        command.push_str(&format!(" --nodes {nodes}"));
-    }
-    if let Some(ops) = ops {
-        command.push_str(&format!(" --ops {ops}"));
-    }
-    command
+pub fn reproduce_command(seed: u64, overrides: &Overrides) -> String {
+    format!("keel-sim run --seed {seed}{}", overrides.args())
 }
 
 /// Writes `lines` to `path`, one a line.
@@ -79,7 +64,7 @@ pub fn describe_verdict(outcome: &RunOutcome) -> String {
 
 /// Runs `keel-sim run`.
 pub fn run(arguments: &RunArgs) -> ExitCode {
-    let scenario = scenario_of(arguments.seed, arguments.nodes, arguments.ops);
+    let scenario = scenario_of(arguments.seed, &arguments.overrides);
     println!("seed {}: {}", arguments.seed, scenario.describe());
     let started = Instant::now();
     // With a trace, a run stopped by a panic (a keel-core assertion) still leaves its trace.
@@ -123,7 +108,7 @@ pub fn run(arguments: &RunArgs) -> ExitCode {
     if outcome.passed() && deterministic {
         ExitCode::SUCCESS
     } else {
-        println!("reproduce with: {}", reproduce_command(arguments.seed, arguments.nodes, arguments.ops));
+        println!("reproduce with: {}", reproduce_command(arguments.seed, &arguments.overrides));
         ExitCode::FAILURE
     }
 }

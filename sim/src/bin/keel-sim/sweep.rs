@@ -12,9 +12,11 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_sim::pure::outcome::run_traced_catching;
+use keel_sim::pure::planted::run_catching as run_scenario;
 use keel_sim::pure::replay::{check_determinism, NONDETERMINISTIC};
+use keel_sim::pure::shrink::Overrides;
 use keel_sim::pure::trace::Trace;
-use keel_sim::pure::{run as run_scenario, RunVerdict};
+use keel_sim::pure::RunVerdict;
 
 use crate::run::{reproduce_command, scenario_of};
 
@@ -27,12 +29,12 @@ pub struct SweepArgs {
     /// Runs at a time.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
-    /// Override the number of voters of every seed.
+    /// Overrides of every seed's scenario (cluster and workload size, fault mix, planted bug).
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Stop at the first failing seed (implied by `--planted-bug`): report it and the time taken.
     #[arg(long)]
-    pub nodes: Option<u32>,
-    /// Override the number of client operations of every seed.
-    #[arg(long)]
-    pub ops: Option<u64>,
+    pub first_failure: bool,
     /// Run every seed twice and compare trace hashes; a difference fails the seed.
     #[arg(long)]
     pub check_determinism: bool,
@@ -79,7 +81,7 @@ fn run_seeds(arguments: &SweepArgs, bar: &ProgressBar) -> Vec<SeedResult> {
                 if seed >= end {
                     return;
                 }
-                let outcome = run_scenario(scenario_of(seed, arguments.nodes, arguments.ops), false);
+                let outcome = run_scenario(scenario_of(seed, &arguments.overrides), false);
                 let verdict = match arguments.check_determinism.then(|| check_determinism(&outcome, run_scenario)) {
                     Some(Err(why)) => RunVerdict::Failed(why),
                     _ => outcome.verdict,
@@ -105,7 +107,7 @@ fn run_seeds(arguments: &SweepArgs, bar: &ProgressBar) -> Vec<SeedResult> {
 }
 
 fn write_failure_trace(arguments: &SweepArgs, seed: u64, directory: &Path) -> String {
-    let outcome = run_traced_catching(scenario_of(seed, arguments.nodes, arguments.ops), Trace::new(true)).0;
+    let outcome = run_traced_catching(scenario_of(seed, &arguments.overrides), Trace::new(true)).0;
     let Some(text) = outcome.trace_file() else {
         return "no trace: the run kept none".to_string();
     };
@@ -121,6 +123,9 @@ fn write_failure_trace(arguments: &SweepArgs, seed: u64, directory: &Path) -> St
 
 /// Runs `keel-sim sweep`.
 pub fn run(arguments: &SweepArgs) -> ExitCode {
+    if arguments.first_failure || crate::shrink::plants_a_bug(&arguments.overrides) {
+        return crate::shrink::sweep_to_first_failure(arguments);
+    }
     let (first, end) = arguments.seeds;
     let bar = ProgressBar::new(end - first);
     let style =
@@ -156,7 +161,7 @@ pub fn run(arguments: &SweepArgs) -> ExitCode {
             _ => "",
         };
         println!("FAIL seed {}: {why}", failure.seed);
-        println!("  reproduce: {}   ({trace})", reproduce_command(failure.seed, arguments.nodes, arguments.ops));
+        println!("  reproduce: {}   ({trace})", reproduce_command(failure.seed, &arguments.overrides));
     }
     if failures.is_empty() {
         ExitCode::SUCCESS

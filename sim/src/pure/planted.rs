@@ -1,0 +1,191 @@
+//! Planted bugs in the pure simulator: running a seed with a classic Raft bug planted in every
+//! node (feature `planted-bugs`), naming the checker that caught it, and sweeping seeds until one
+//! does. Also, in every build, [`run_catching`]: a run whose core panics (a release-build safety
+//! assertion in keel-core fired) becomes a failed verdict instead of taking the process down.
+//!
+//! Data flow: [`plant`] sets the bug on a seed's scenario (every node's `Config::planted_bug`,
+//! through `node::node_config`) and makes sure the fault mix can reach it; [`run_catching`] runs
+//! it; [`detector`] reads the verdict and says which checker found the bug; [`first_failure`]
+//! sweeps a range of seeds on several threads and stops at the first failing one.
+
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::outcome::{run, RunOutcome, RunVerdict};
+use super::scenario::Scenario;
+
+/// The prefix of a verdict for a run whose core panicked.
+pub const CORE_ASSERTION: &str = "core assertion (keel-core panicked)";
+
+/// Runs `scenario` like [`run`], but a panic (a keel-core assertion, or a simulator bug) becomes
+/// a failed verdict naming the panic; the other figures of such an outcome are left empty.
+pub fn run_catching(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
+    let copy = scenario.clone();
+    match catch_unwind(AssertUnwindSafe(|| run(scenario, keep_trace_lines))) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            RunOutcome {
+                scenario: copy,
+                verdict: RunVerdict::Failed(format!("{CORE_ASSERTION}: {message}")),
+                trace_hash: 0,
+                trace_events: 0,
+                trace_lines: None,
+                messages_delivered: 0,
+                steps: 0,
+                simulated_ms: 0,
+                operations: Default::default(),
+                faults_injected: 0,
+                detected_corruptions: Vec::new(),
+                history: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The checker whose words a failure verdict carries: the simulator's own checkers
+/// (`invariants.rs`, `reference.rs`, the linearizability checker, the weak checks, liveness), or
+/// keel-core's assertions when the core panicked first.
+pub fn detector(failure: &str) -> &'static str {
+    const NAMES: [(&str, &str); 13] = [
+        (CORE_ASSERTION, "core assertion"),
+        ("election safety", "election safety"),
+        ("log matching", "log matching"),
+        ("leader completeness", "leader completeness"),
+        ("commit index regressed", "commit monotonicity"),
+        ("state machine safety", "state-machine safety"),
+        ("acknowledged write", "no acknowledged write lost"),
+        ("not linearizable", "linearizability"),
+        ("liveness", "liveness"),
+        ("scan of", "linearizable scans (weak checks)"),
+        ("eventual read", "eventual reads (weak checks)"),
+        ("watch", "watch streams (weak checks)"),
+        ("reference model", "state-machine safety"),
+    ];
+    NAMES.iter().find(|(words, _)| failure.contains(words)).map_or("other check", |(_, name)| name)
+}
+
+/// The first failing seed of a sweep, and what found the bug.
+#[derive(Clone, Debug)]
+pub struct FirstFailure {
+    /// The lowest failing seed.
+    pub seed: u64,
+    /// The failure, as the run reported it.
+    pub violation: String,
+    /// The checker that reported it ([`detector`]).
+    pub detector: &'static str,
+    /// Wall time of the sweep, which ends once every seed below the failing one has run.
+    pub elapsed: Duration,
+    /// Seeds run in all (on several threads, a few above the failing one may have run).
+    pub seeds_run: u64,
+}
+
+/// Runs the seeds of `seeds` (each scenario built by `scenario_of`) on `jobs` threads and
+/// stops at the first failing seed: no seed above a known failure is started, and every seed
+/// below it is finished, so the seed returned is the lowest failing one of the range.
+pub fn first_failure(
+    seeds: Range<u64>,
+    jobs: usize,
+    scenario_of: &(dyn Fn(u64) -> Scenario + Sync),
+) -> Option<FirstFailure> {
+    let started = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let run_count = AtomicU64::new(0);
+    let best: Mutex<Option<FirstFailure>> = Mutex::new(None);
+    let lowest_failing = AtomicU64::new(u64::MAX);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds.end || seed > lowest_failing.load(Ordering::Relaxed) {
+                    return;
+                }
+                let outcome = run_catching(scenario_of(seed), false);
+                run_count.fetch_add(1, Ordering::Relaxed);
+                if let RunVerdict::Failed(violation) = outcome.verdict {
+                    lowest_failing.fetch_min(seed, Ordering::Relaxed);
+                    let mut best = best.lock().expect("no thread panics holding it");
+                    if best.as_ref().is_none_or(|b| seed < b.seed) {
+                        let detector = detector(&violation);
+                        let elapsed = Duration::ZERO;
+                        *best = Some(FirstFailure { seed, violation, detector, elapsed, seeds_run: 0 });
+                    }
+                }
+            });
+        }
+    });
+    let mut found = best.into_inner().expect("no thread panicked holding it")?;
+    found.elapsed = started.elapsed();
+    found.seeds_run = run_count.load(Ordering::Relaxed);
+    Some(found)
+}
+
+#[cfg(feature = "planted-bugs")]
+pub use with_bugs::*;
+
+#[cfg(feature = "planted-bugs")]
+mod with_bugs {
+    use keel_core::PlantedBug;
+
+    use super::Scenario;
+
+    /// Plants `bug` in every node of `scenario` and adjusts the fault mix so that the bug can
+    /// show: what a bug needs (crashes, partitions, lease reads, clock drift) is switched on.
+    /// Nothing is switched on that would make the correct core fail: the same scenario without
+    /// the bug passes (`sim/tests/planted_bugs.rs` checks it).
+    pub fn plant(scenario: &mut Scenario, bug: PlantedBug) {
+        scenario.planted_bug = Some(bug);
+        match bug {
+            PlantedBug::ReadWithoutQuorum | PlantedBug::LeaseIgnoresDrift => slow_leader_clocks(scenario),
+            PlantedBug::CommitPreviousTerm => {
+                scenario.node_count = 5;
+                scenario.network.partitions = true;
+                scenario.process.crashes = true;
+                scenario.fault_interval_ms = scenario.fault_interval_ms.min(200);
+            }
+            _ => {}
+        }
+    }
+
+    /// Clocks whose rates differ by up to 30-45 % (still within the configured bound, so the
+    /// correct core stays safe), and elections slow enough for that difference to last long.
+    fn slow_leader_clocks(scenario: &mut Scenario) {
+        scenario.election_timeout_ms_min = 1_000;
+        scenario.operation_count *= 4;
+        scenario.operation_timeout_ms = 1_000;
+        scenario.clients_switch_on_timeout = true;
+        scenario.clock.drift_ppm_max = 400_000 + scenario.seed % 70_000;
+        scenario.clock.beyond_bound = false;
+        scenario.network.partitions = true;
+        if scenario.planted_bug == Some(PlantedBug::LeaseIgnoresDrift) {
+            scenario.lease_reads = true;
+        }
+    }
+
+    /// Serde for a scenario's planted bug: its command-line name.
+    pub mod bug_by_name {
+        use keel_core::PlantedBug;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes the bug's name, or null.
+        pub fn serialize<S: Serializer>(bug: &Option<PlantedBug>, serializer: S) -> Result<S::Ok, S::Error> {
+            match bug {
+                Some(bug) => serializer.serialize_str(bug.name()),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads a bug's name, or null.
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PlantedBug>, D::Error> {
+            let name: Option<String> = Option::deserialize(deserializer)?;
+            name.map(|name| name.parse().map_err(serde::de::Error::custom)).transpose()
+        }
+    }
+}
