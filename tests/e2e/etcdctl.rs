@@ -308,3 +308,30 @@ async fn etcdctl_hashkv_snapshot_defrag_and_alarms() {
     assert_eq!(ok(&all, &["defrag"]).matches("Finished defragmenting").count(), 3);
     assert_eq!(ok(&all, &["alarm", "list"]), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_adds_a_learner_promotes_it_and_removes_it() {
+    let (mut cluster, all) = cluster().await;
+    ok(&all, &["put", "/m", "1"]);
+    assert!(fails(&all, &["member", "add", "keel-4", "--peer-urls=http://127.0.0.1:1"]).contains("learner"));
+    let address = crate::cluster::free_address();
+    let added = ok(&all, &["member", "add", "keel-4", "--learner", &format!("--peer-urls=http://{address}")]);
+    assert!(added.contains("Member                4 added"), "{added}");
+    cluster.add_process(4, address.clone());
+    let promoted = cluster
+        .eventually("the learner promoted once caught up", || async {
+            let output = etcdctl(&all, &["member", "promote", "4"], "");
+            let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+            assert!(output.status.success() || stderr.contains("in sync with leader"), "{stderr}");
+            output.status.success().then_some(())
+        })
+        .await;
+    assert_eq!(promoted, ());
+    let members = ok(&all, &["member", "list"]);
+    assert!(members.contains(&format!("4, started, keel-4, http://{address}, http://{address}, false")), "{members}");
+    assert_eq!(ok(std::slice::from_ref(&address), &["get", "/m"]), "/m\n1\n", "the new member serves the data");
+    assert!(ok(&all, &["member", "remove", "4"]).contains("removed"));
+    assert!(!ok(&all, &["member", "list"]).contains("keel-4"));
+    assert!(fails(&all, &["member", "remove", "4"]).contains("member not found"));
+}
