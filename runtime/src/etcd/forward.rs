@@ -100,3 +100,20 @@ pub(crate) fn forwarded<T>(message: T) -> tonic::Request<T> {
     request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     request
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_forwarded_request_is_never_forwarded_again_and_no_leader_is_said() {
+        let forwarder = Forwarder::new(100);
+        let hint = LeaderHint { leader_id: Some(2), address: "127.0.0.1:1".into(), term: 3 };
+        let request = forwarded(());
+        let second_hop = forwarder.channel(&hint, request.metadata()).await.unwrap_err();
+        assert_eq!((second_hop.code(), second_hop.message()), (tonic::Code::Unavailable, errors::LEADER_CHANGED.1));
+        let unknown = LeaderHint { leader_id: None, address: String::new(), term: 3 };
+        let no_leader = forwarder.channel(&unknown, &MetadataMap::new()).await.unwrap_err();
+        assert_eq!(no_leader.message(), errors::NO_LEADER.1);
+    }
+}
