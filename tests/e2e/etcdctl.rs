@@ -335,3 +335,31 @@ async fn etcdctl_adds_a_learner_promotes_it_and_removes_it() {
     assert!(!ok(&all, &["member", "list"]).contains("keel-4"));
     assert!(fails(&all, &["member", "remove", "4"]).contains("member not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_leases_get_their_full_ttl_again_from_a_new_leader() {
+    let (mut cluster, all) = cluster().await;
+    let old_leader = cluster.leader(&[1, 2, 3]).await;
+    let started = tokio::time::Instant::now();
+    let id = granted_id(&ok(&all, &["lease", "grant", "6"]));
+    ok(&all, &["put", "/r", "1", &format!("--lease={id}")]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.nodes.get_mut(&old_leader).expect("the leader's process").kill_9();
+    let survivors: Vec<u32> = [1, 2, 3].into_iter().filter(|id| *id != old_leader).collect();
+    cluster.leader(&survivors).await;
+    let alive: Vec<String> = survivors.iter().map(|id| cluster.nodes[id].address.clone()).collect();
+    // The new leader restarted the lease's 6 s after the old leader's death (at least 3 s after
+    // the grant), so the key lives at least until 9 s after the grant; without the refresh it
+    // would be due 6 s after the grant.
+    let check_at = started + Duration::from_millis(7_500);
+    tokio::time::sleep_until(check_at).await;
+    if tokio::time::Instant::now() < started + Duration::from_millis(8_500) {
+        assert_eq!(ok(&alive, &["get", "/r"]), "/r\n1\n", "the lease was refreshed by the new leader");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ok(&alive, &["get", "/r"]).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the lease never expired under the new leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
