@@ -9,8 +9,9 @@
 //!   clock minus the clock-offset bound, so a lease never expires before its TTL has passed
 //!   since its last grant or keep-alive; a new leader first gives every lease its full TTL again
 //!   (as etcd does), and while no leader exists nothing expires.
-//! * **LeaseTimeToLive** and **LeaseLeases** read the answering node's applied lease table;
-//!   the remaining TTL counts against that node's clock. An unknown lease has TTL -1, as in etcd.
+//! * **LeaseTimeToLive** and **LeaseLeases** read the answering node's lease table after a
+//!   ReadIndex round (linearizable, on any node); the remaining TTL counts against that node's
+//!   clock. An unknown lease has TTL -1, as in etcd.
 //! * A keep-alive of an unknown lease is answered with TTL 0, as in etcd. Requests received by
 //!   a follower are forwarded to the leader (a keep-alive over a one-message stream).
 
@@ -138,6 +139,7 @@ impl EtcdLease {
 
     async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
         let id = lease_id(request.id)?;
+        self.shared.read_barrier().await?;
         let (leases, now_ms) = self.shared.handle.leases(Some(id)).await.map_err(|error| errors::of_client(&error))?;
         let header = Some(header(&self.shared.handle, None).await?);
         let Some(lease) = leases.into_iter().next() else {
@@ -154,6 +156,7 @@ impl EtcdLease {
     }
 
     async fn list(&self) -> Result<LeaseLeasesResponse, Status> {
+        self.shared.read_barrier().await?;
         let (leases, _) = self.shared.handle.leases(None).await.map_err(|error| errors::of_client(&error))?;
         Ok(LeaseLeasesResponse {
             header: Some(header(&self.shared.handle, None).await?),

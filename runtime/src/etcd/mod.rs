@@ -76,6 +76,18 @@ pub(crate) enum Written {
 }
 
 impl Shared {
+    /// Waits until this node has applied everything committed when the call arrived, confirmed
+    /// by the leader (a ReadIndex round), so that a read of its state that follows is
+    /// linearizable.
+    pub(crate) async fn read_barrier(&self) -> Result<(), tonic::Status> {
+        let nothing = keel_core::kv::KeyRange::key(bytes::Bytes::from_static(b"\0"));
+        let consistency = crate::node::ReadConsistency::Linearizable;
+        // The read itself cannot fail: the latest revision is always readable.
+        let _latest =
+            self.handle.range(nothing, None, 1, consistency).await.map_err(|error| errors::of_client(&error))?;
+        Ok(())
+    }
+
     /// Checks `command` against the limits and replicates it; on a follower, says where the
     /// leader is. An error applying it is etcd's status for that error.
     pub(crate) async fn propose(&self, command: keel_core::kv::KvCommand) -> Result<Written, tonic::Status> {
