@@ -112,9 +112,9 @@ pub fn client_options(client_id: u32, batch_stream: bool) -> ClientOptions {
 
 /// True when the client library guarantees that a failed write was not applied: it never
 /// reached a node, or the cluster refused it before proposing it (or saw its slot taken). A write
-/// given up after retries was only ever retried after such failures. `SHUTTING_DOWN` is left out
-/// on purpose: a node that stops answers the writes it already proposed with it, and those may
-/// still commit under the next leader.
+/// given up after retries was only ever retried after such failures. `SHUTTING_DOWN` means "not
+/// applied" too: a stopping node answers the writes it had already proposed `OUTCOME_UNKNOWN`
+/// (they may still commit under the next leader), and the simulation holds it to that.
 pub fn write_certainly_failed(error: &ClientError) -> bool {
     use ErrorCode as C;
     match error {
@@ -130,6 +130,7 @@ pub fn write_certainly_failed(error: &ClientError) -> bool {
                 | C::KeyTooLarge
                 | C::ValueTooLarge
                 | C::RequestTooLarge
+                | C::ShuttingDown
         ),
         _ => false,
     }

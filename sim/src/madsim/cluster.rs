@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ::madsim::net::NetSim;
@@ -23,6 +24,7 @@ use keel_runtime::clock::{Clock, SkewedClock, SystemClock};
 use keel_runtime::node::NodeConfig;
 use keel_runtime::server::{serve_with, ServerConfig};
 use keel_runtime::storage::{CrashFault, MemoryDisk, MemoryStorage};
+use tokio::sync::watch;
 
 use super::disk::{DiskSpeed, SlowStorage};
 
@@ -95,6 +97,8 @@ struct SimNode {
     disk: MemoryDisk,
     speed: DiskSpeed,
     skew: ClockSkew,
+    /// Bumped to ask the running incarnation for a graceful shutdown.
+    stop: watch::Sender<u64>,
 }
 
 /// Errors a node's server returned (it stopped on its own): a scenario must end with none.
@@ -123,16 +127,19 @@ impl SimCluster {
             let config = node_config(id, &members, seed);
             let (init_disk, init_speed) = (disk.clone(), speed.clone());
             let init_errors = Arc::clone(&errors);
+            let stop = watch::Sender::new(0);
+            let init_stop = stop.clone();
             let machine = handle
                 .create_node()
                 .name(format!("keel-{id}"))
                 .ip(node_ip(id))
                 .init(move || {
                     let storage = SlowStorage::new(MemoryStorage::open(init_disk.clone()), init_speed.clone());
-                    run_node(config.clone(), storage, skew, Arc::clone(&init_errors))
+                    let parts = NodeParts { storage, skew, stop: init_stop.subscribe() };
+                    run_node(config.clone(), parts, Arc::clone(&init_errors))
                 })
                 .build();
-            nodes.insert(id, SimNode { machine, disk, speed, skew });
+            nodes.insert(id, SimNode { machine, disk, speed, skew, stop });
         }
         Self {
             nodes,
@@ -186,9 +193,24 @@ impl SimCluster {
         Some(node.disk.crash_random(fault_seed))
     }
 
-    /// Restarts a killed node on its disk.
+    /// Asks a running node to shut down gracefully (it hands leadership over, drains its calls
+    /// and stops; its disk is not crashed). It counts as killed until restarted.
+    pub fn shutdown(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get(&id) else { return false };
+        if self.killed.contains(&id) || self.paused.contains(&id) {
+            return false;
+        }
+        node.stop.send_modify(|generation| *generation += 1);
+        self.killed.insert(id);
+        true
+    }
+
+    /// Restarts a killed (or shut down) node on its disk.
     pub fn restart(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.get(&id).filter(|_| self.killed.remove(&id)) {
+            // madsim frees a node's sockets on `kill` only, not when its task ends after a
+            // graceful shutdown nor on `restart`: kill first, as the process's exit would.
+            Handle::current().kill(node.machine.id());
             Handle::current().restart(node.machine.id());
         }
     }
@@ -272,13 +294,31 @@ impl SimCluster {
     }
 }
 
+/// What one incarnation of a node runs on.
+struct NodeParts {
+    storage: SlowStorage,
+    skew: ClockSkew,
+    stop: watch::Receiver<u64>,
+}
+
 /// One incarnation of a node: a fresh storage on the surviving disk, a fresh skewed clock, and
-/// the real server until the node is killed. A server that stops on its own records why.
-async fn run_node(config: ServerConfig, storage: SlowStorage, skew: ClockSkew, errors: NodeErrors) {
+/// the real server until the node is killed or asked to shut down. A server that stops on its
+/// own, or fails to shut down cleanly, records why.
+async fn run_node(config: ServerConfig, parts: NodeParts, errors: NodeErrors) {
     let id = config.node.raft.id;
+    let NodeParts { storage, skew, mut stop } = parts;
     let clock: Arc<dyn Clock> = SkewedClock::new(SystemClock::new(), skew.offset_ms, skew.drift_ppm);
-    let outcome = serve_with(config, Box::new(storage), clock, std::future::pending()).await;
-    let message = match outcome {
+    let asked = Arc::new(AtomicBool::new(false));
+    let asked_by_stop = Arc::clone(&asked);
+    let shutdown = async move {
+        // An error means the simulation is over: keep serving until the node is dropped.
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        asked_by_stop.store(true, Ordering::Relaxed);
+    };
+    let message = match serve_with(config, Box::new(storage), clock, shutdown).await {
+        Ok(()) if asked.load(Ordering::Relaxed) => return,
         Ok(()) => format!("node {id}: the server stopped without being asked to"),
         Err(error) => format!("node {id}: {error}"),
     };

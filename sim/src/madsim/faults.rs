@@ -1,6 +1,6 @@
 //! The fault schedule of a madsim scenario, drawn from the seed: partitions (one node cut off,
-//! a minority split from the rest, one-way links), kills with a disk crash and later restarts,
-//! pauses and resumes, slow disks. Every fault applied is logged with its virtual time, for the
+//! a minority split from the rest, one-way links), kills with a disk crash or graceful shutdowns
+//! and later restarts, pauses and resumes, slow disks. Every fault applied is logged with its virtual time, for the
 //! trace.
 
 use std::collections::BTreeSet;
@@ -24,7 +24,9 @@ pub enum Fault {
     HealNetwork,
     /// Kill a node and crash its disk (the fault drawn from this seed).
     Kill(NodeId, u64),
-    /// Restart a killed node.
+    /// Shut a node down gracefully (hand-over, drain; no disk crash).
+    Shutdown(NodeId),
+    /// Restart a killed or shut down node.
     Restart(NodeId),
     /// Pause a node.
     Pause(NodeId),
@@ -41,7 +43,7 @@ pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
     let pick = |rng: &mut Rng, from: &[NodeId]| from[rng.range(0, from.len() as u64) as usize];
     let minority = (ids.len() - 1) / 2;
     let down = cluster.killed().len() + cluster.paused().len();
-    match rng.range(0, 12) {
+    match rng.range(0, 13) {
         0 | 1 => Fault::Isolate(pick(rng, &ids)),
         2 => {
             let size = rng.range(1, minority as u64 + 1) as usize;
@@ -59,6 +61,7 @@ pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
         4..=6 => Fault::HealNetwork,
         7 if down < minority => Fault::Kill(pick(rng, &ids), rng.next_u64()),
         8 if down < minority => Fault::Pause(pick(rng, &ids)),
+        10 if down < minority => Fault::Shutdown(pick(rng, &ids)),
         9 => Fault::SlowDisk(pick(rng, &ids), [0, 0, 5, 20, 100, 400][rng.range(0, 6) as usize]),
         _ => {
             let killed: Vec<NodeId> = cluster.killed().iter().copied().collect();
@@ -84,6 +87,11 @@ pub fn apply(cluster: &mut SimCluster, fault: &Fault) -> Option<String> {
         Fault::Kill(id, seed) => {
             let crash = cluster.kill(*id, *seed)?;
             return Some(format!("kill {id}, disk {crash:?}"));
+        }
+        Fault::Shutdown(id) => {
+            if !cluster.shutdown(*id) {
+                return None;
+            }
         }
         Fault::Restart(id) => cluster.restart(*id),
         Fault::Pause(id) => cluster.pause(*id),
