@@ -158,6 +158,9 @@ impl Session {
     }
 
     async fn create(&mut self, create: WatchCreateRequest) {
+        // Forget the watches that ended on their own (canceled by the server): their tasks
+        // dropped their receivers. This keeps the map as small as the watches running.
+        self.watches.retain(|_, stop| !stop.is_closed());
         let id = if create.watch_id != 0 { create.watch_id } else { self.next_free_id() };
         if self.watches.contains_key(&id) {
             let reason = "mvcc: duplicate watch ID provided on the WatchStream".to_string();
