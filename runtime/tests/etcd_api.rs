@@ -1,0 +1,192 @@
+//! The etcd v3 API over gRPC with the generated etcd clients (plain build only): what etcdctl
+//! cannot exercise, such as several watches on one stream, filters, explicit and duplicate
+//! watch ids, progress requests, cancel, the compacted answer, and nested transactions.
+#![cfg(not(madsim))]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use keel::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use keel::proto::etcdserverpb::kv_client::KvClient;
+use keel::proto::etcdserverpb::request_op::Request as Op;
+use keel::proto::etcdserverpb::response_op::Response as OpAnswer;
+use keel::proto::etcdserverpb::watch_client::WatchClient;
+use keel::proto::etcdserverpb::watch_create_request::FilterType;
+use keel::proto::etcdserverpb::watch_request::RequestUnion;
+use keel::proto::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
+use keel::proto::mvccpb::event::EventType;
+use keel_runtime::embedded::EmbeddedNode;
+use keel_runtime::node::NodeConfig;
+use keel_runtime::server::ServerConfig;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// A single in-memory node, its address, and a channel to it once it leads.
+async fn node() -> (EmbeddedNode, Channel) {
+    let address = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("bound").to_string();
+    let mut node = NodeConfig::new(1, BTreeMap::from([(1, address.clone())]));
+    node.raft.election_timeout_ms_min = 200;
+    node.raft.election_timeout_ms_max = 400;
+    node.raft.heartbeat_interval_ms = 50;
+    let config = ServerConfig::new(node, address.parse().expect("an address"));
+    let node = EmbeddedNode::start(config).await.expect("the node starts");
+    let channel = Channel::from_shared(format!("http://{address}")).expect("a URI").connect_lazy();
+    let mut kv = KvClient::new(channel.clone());
+    for _ in 0..200 {
+        if kv.put(put("/ready", "1")).await.is_ok() {
+            return (node, channel);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the node never took a write");
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest { key: key.as_bytes().to_vec().into(), value: value.as_bytes().to_vec().into(), ..Default::default() }
+}
+
+fn create(key: &str, range_end: &str, f: impl FnOnce(&mut WatchCreateRequest)) -> WatchRequest {
+    let mut create = WatchCreateRequest {
+        key: key.as_bytes().to_vec().into(),
+        range_end: range_end.as_bytes().to_vec().into(),
+        ..Default::default()
+    };
+    f(&mut create);
+    WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }
+}
+
+/// A watch stream: the sender of its requests and the stream of its responses.
+async fn watch_stream(channel: &Channel) -> (mpsc::Sender<WatchRequest>, tonic::Streaming<WatchResponse>) {
+    let (sender, receiver) = mpsc::channel(16);
+    let requests = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|request| (request, receiver))
+    });
+    let responses = WatchClient::new(channel.clone()).watch(requests).await.expect("the watch opens").into_inner();
+    (sender, responses)
+}
+
+async fn next(responses: &mut tonic::Streaming<WatchResponse>) -> WatchResponse {
+    let next = tokio::time::timeout(Duration::from_secs(10), responses.next()).await.expect("a response in time");
+    next.expect("the stream stays open").expect("a response, not an error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_watches_share_one_stream_with_filters_ids_progress_and_cancel() {
+    let (_node, channel) = node().await;
+    let mut kv = KvClient::new(channel.clone());
+    let (requests, mut responses) = watch_stream(&channel).await;
+    requests.send(create("a/", "a0", |_| {})).await.expect("sent");
+    let first = next(&mut responses).await;
+    assert!(first.created && first.watch_id == 0, "{first:?}");
+    requests
+        .send(create("a/", "a0", |c| (c.watch_id, c.filters) = (7, vec![FilterType::Nodelete as i32])))
+        .await
+        .expect("sent");
+    let second = next(&mut responses).await;
+    assert!(second.created && second.watch_id == 7, "{second:?}");
+    requests.send(create("x", "", |c| c.watch_id = 7)).await.expect("sent");
+    let duplicate = next(&mut responses).await;
+    assert!(duplicate.canceled && duplicate.cancel_reason.contains("duplicate"), "{duplicate:?}");
+
+    let revision = kv.put(put("a/1", "v")).await.expect("put").into_inner().header.expect("a header").revision;
+    kv.delete_range(DeleteRangeRequest { key: "a/1".into(), ..Default::default() }).await.expect("delete");
+    let mut seen: BTreeMap<i64, Vec<(i32, i64)>> = BTreeMap::new();
+    while seen.values().map(Vec::len).sum::<usize>() < 3 {
+        let response = next(&mut responses).await;
+        for event in response.events {
+            seen.entry(response.watch_id).or_default().push((event.r#type, event.kv.expect("a kv").mod_revision));
+        }
+    }
+    let (put_event, delete_event) = (EventType::Put as i32, EventType::Delete as i32);
+    assert_eq!(seen[&0], vec![(put_event, revision), (delete_event, revision + 1)]);
+    assert_eq!(seen[&7], vec![(put_event, revision)], "NODELETE drops the delete");
+
+    requests
+        .send(WatchRequest { request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})) })
+        .await
+        .expect("sent");
+    let progress = next(&mut responses).await;
+    assert_eq!((progress.watch_id, progress.header.expect("a header").revision), (-1, revision + 1));
+    requests
+        .send(WatchRequest { request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 0 })) })
+        .await
+        .expect("sent");
+    let canceled = next(&mut responses).await;
+    assert!(canceled.canceled && canceled.watch_id == 0, "{canceled:?}");
+    kv.put(put("a/2", "w")).await.expect("put");
+    let after = next(&mut responses).await;
+    assert_eq!(after.watch_id, 7, "only the remaining watch reports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_compacted_revision_gets_the_compacted_answer() {
+    let (_node, channel) = node().await;
+    let mut kv = KvClient::new(channel.clone());
+    for value in ["1", "2", "3"] {
+        kv.put(put("/c", value)).await.expect("put");
+    }
+    kv.compact(CompactionRequest { revision: 3, physical: false }).await.expect("compacted");
+    let (requests, mut responses) = watch_stream(&channel).await;
+    requests.send(create("/c", "", |c| (c.start_revision, c.prev_kv) = (2, true))).await.expect("sent");
+    assert!(next(&mut responses).await.created);
+    let compacted = next(&mut responses).await;
+    assert!(compacted.canceled && compacted.compact_revision == 3, "{compacted:?}");
+    requests.send(create("/c", "", |c| (c.start_revision, c.prev_kv) = (4, true))).await.expect("sent");
+    assert!(next(&mut responses).await.created);
+    let replayed = next(&mut responses).await;
+    let event = &replayed.events[0];
+    assert_eq!(event.kv.as_ref().map(|kv| (kv.mod_revision, kv.version)), Some((4, 3)));
+    let prev = event.prev_kv.as_ref().expect("the previous key-value");
+    assert_eq!((&prev.value[..], prev.mod_revision, prev.version), (&b"2"[..], 3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_transactions_and_ranged_compares_over_grpc() {
+    let (_node, channel) = node().await;
+    let mut kv = KvClient::new(channel);
+    kv.put(put("p/1", "x")).await.expect("put");
+    kv.put(put("p/2", "x")).await.expect("put");
+    let every_x = Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Value as i32,
+        key: "p/".into(),
+        range_end: "p0".into(),
+        target_union: Some(TargetUnion::Value("x".into())),
+    };
+    let read = RequestOp {
+        request: Some(Op::RequestRange(RangeRequest {
+            key: "p/".into(),
+            range_end: "p0".into(),
+            count_only: true,
+            ..Default::default()
+        })),
+    };
+    let inner = TxnRequest { success: vec![read], ..Default::default() };
+    let txn = TxnRequest {
+        compare: vec![every_x],
+        success: vec![
+            RequestOp { request: Some(Op::RequestPut(put("p/3", "y"))) },
+            RequestOp { request: Some(Op::RequestTxn(inner)) },
+        ],
+        failure: vec![],
+    };
+    let answer = kv.txn(txn.clone()).await.expect("txn").into_inner();
+    assert!(answer.succeeded);
+    let Some(OpAnswer::ResponseTxn(nested)) = &answer.responses[1].response else { panic!("{answer:?}") };
+    let Some(OpAnswer::ResponseRange(range)) = &nested.responses[0].response else { panic!("{nested:?}") };
+    assert_eq!((range.count, range.kvs.len()), (3, 0), "the nested read sees the put; count_only");
+    assert!(!kv.txn(txn).await.expect("txn").into_inner().succeeded, "p/3 is y now: not every key is x");
+    let too_many = TxnRequest {
+        success: vec![RequestOp { request: Some(Op::RequestPut(put("k", "v"))) }; 200],
+        ..Default::default()
+    };
+    let status = kv.txn(too_many).await.expect_err("refused");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::InvalidArgument, "etcdserver: too many operations in txn request")
+    );
+}
