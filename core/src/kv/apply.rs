@@ -304,6 +304,9 @@ impl KvStore {
                 TxnOp::PutInLease { lease, .. } if !self.leases.contains_key(lease) => {
                     return Err(KvError::LeaseNotFound)
                 }
+                TxnOp::RangeAt { revision, .. } => {
+                    self.readable_revision(Some(*revision))?;
+                }
                 _ => {}
             }
         }
@@ -347,6 +350,13 @@ impl KvStore {
                 let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
                 let range = KeyRange::new(start.clone(), end.clone());
                 OpResponse::Range(self.range_latest(&range, pending.observed(), limit))
+            }
+            TxnOp::RangeAt { start, end, limit, revision } => {
+                let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+                let range = KeyRange::new(start.clone(), end.clone());
+                // Checked readable before the transaction began (check_plan); the transaction's
+                // own changes are above `revision`, so they are not seen.
+                OpResponse::Range(self.range(&range, Some(*revision), limit).unwrap_or_default())
             }
         }
     }

@@ -315,6 +315,19 @@ pub enum TxnOp {
         /// Operations run otherwise.
         failure: Vec<TxnOp>,
     },
+    /// Read a range as it was at `revision`, a revision before the transaction (etcd's range
+    /// with a revision inside a transaction). A compacted or future revision refuses the whole
+    /// transaction with the read's error, before anything changes.
+    RangeAt {
+        /// First key (inclusive).
+        start: Bytes,
+        /// End of the range; see [`KeyRange`].
+        end: Bytes,
+        /// Most keys returned; 0 for no limit.
+        limit: u64,
+        /// The revision read (at most the revision before the transaction).
+        revision: u64,
+    },
     /// Read a range of the state as it is at this point of the transaction (earlier operations
     /// of the transaction included). Reading at a past revision is not offered inside a
     /// transaction.

@@ -29,7 +29,8 @@
 //!                tag 3 DeleteRange start:bytes end:bytes; 4 Range start:bytes end:bytes limit:u64;
 //!                tag 5 Txn compares:list<compare8> success:list<op> failure:list<op>;
 //!                tag 6 PutSameValue key:bytes; 7 PutInLease key:bytes value:bytes lease:u64;
-//!                tag 8 PutKeepLease key:bytes value:bytes
+//!                tag 8 PutKeepLease key:bytes value:bytes;
+//!                tag 9 RangeAt start:bytes end:bytes limit:u64 revision:u64
 //! ```
 //!
 //! Tag 5 is how transactions were written before compares had a range end; it is still read
@@ -247,6 +248,13 @@ fn write_ops(out: &mut impl Sink, ops: &[TxnOp]) {
                 out.put_bytes(key);
                 out.put_bytes(value);
             }
+            TxnOp::RangeAt { start, end, limit, revision } => {
+                out.put_u8(9);
+                out.put_bytes(start);
+                out.put_bytes(end);
+                out.put_u64(*limit);
+                out.put_u64(*revision);
+            }
         }
     }
 }
@@ -332,6 +340,12 @@ fn read_op(reader: &mut Reader<'_>, depth: usize) -> Result<TxnOp, KvDecodeError
             lease: reader.u64("put lease")?,
         },
         8 => TxnOp::PutKeepLease { key: reader.bytes("put key")?, value: reader.bytes("put value")? },
+        9 => TxnOp::RangeAt {
+            start: reader.bytes("range start")?,
+            end: reader.bytes("range end")?,
+            limit: reader.u64("range limit")?,
+            revision: reader.u64("range revision")?,
+        },
         tag => return Err(KvDecodeError::UnknownTag { field: "txn op", offset, tag }),
     })
 }

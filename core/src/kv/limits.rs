@@ -131,7 +131,9 @@ impl KvLimits {
                     self.check_put(key, value, None)?
                 }
                 TxnOp::Delete { key } | TxnOp::PutSameValue { key } => self.check_key(key)?,
-                TxnOp::DeleteRange { start, end } | TxnOp::Range { start, end, .. } => self.check_range(start, end)?,
+                TxnOp::DeleteRange { start, end }
+                | TxnOp::Range { start, end, .. }
+                | TxnOp::RangeAt { start, end, .. } => self.check_range(start, end)?,
                 TxnOp::Txn { compares, success, failure } => self.check_txn(compares, success, failure, depth + 1)?,
             }
         }

@@ -4,8 +4,9 @@
 //!
 //! Refused as etcd refuses them: a list longer than the node's `txn_ops_max` (`too many
 //! operations`), a branch that writes one key twice or puts a key its own delete covers
-//! (`duplicate key`). Puts map as outside a transaction (`kv.rs`). Not offered inside a
-//! transaction (answered `Unimplemented`): a range at a past revision.
+//! (`duplicate key`). Puts map as outside a transaction (`kv.rs`); a range with a `revision`
+//! reads that past revision (a compacted or future one refuses the whole transaction with
+//! etcd's revision errors, as etcd does).
 
 use bytes::Bytes;
 use keel::proto::etcdserverpb::compare::{CompareResult, CompareTarget as WireTarget, TargetUnion};
@@ -18,7 +19,7 @@ use keel::proto::etcdserverpb::{
 use keel_core::kv::{Compare, CompareOp, CompareTarget, KeyRange, KvCommand, OpResponse, TxnOp};
 use tonic::Status;
 
-use super::convert::{finish_range, int, key_range, key_value};
+use super::convert::{finish_range, int, key_range, key_value, revision_of};
 use super::errors;
 
 /// The command of a transaction request, refused with etcd's errors where etcd refuses it.
@@ -91,11 +92,11 @@ fn ops_of(ops: &[RequestOp], ops_max: usize) -> Result<Vec<TxnOp>, Status> {
 fn op_of(op: &RequestOp, ops_max: usize) -> Result<TxnOp, Status> {
     match &op.request {
         Some(WireRequest::RequestRange(range)) => {
-            if range.revision > 0 {
-                return Err(errors::unimplemented("a range at a past revision inside a transaction"));
-            }
             let keys = key_range(&range.key, &range.range_end)?;
-            Ok(TxnOp::Range { start: keys.start, end: keys.end, limit: 0 })
+            Ok(match revision_of(range.revision) {
+                Some(revision) => TxnOp::RangeAt { start: keys.start, end: keys.end, limit: 0, revision },
+                None => TxnOp::Range { start: keys.start, end: keys.end, limit: 0 },
+            })
         }
         Some(WireRequest::RequestPut(put)) => match super::kv::put_command(put)? {
             KvCommand::Put { key, value, ttl_ms } => Ok(TxnOp::Put { key, value, ttl_ms }),
@@ -131,7 +132,7 @@ fn check_duplicates(ops: &[TxnOp]) -> Result<(), Status> {
             }
             TxnOp::DeleteRange { start, end } => deletes.push(KeyRange::new(start.clone(), end.clone())),
             TxnOp::Delete { key } => deletes.push(KeyRange::key(key.clone())),
-            TxnOp::Range { .. } | TxnOp::Txn { .. } => {}
+            TxnOp::Range { .. } | TxnOp::RangeAt { .. } | TxnOp::Txn { .. } => {}
         }
     }
     if puts.iter().any(|key| deletes.iter().any(|range| range.contains(key))) {
@@ -301,7 +302,8 @@ mod tests {
             success: vec![RequestOp { request: Some(WireRequest::RequestRange(past.clone())) }],
             ..Default::default()
         };
-        assert_eq!(command_of(&at_past, 128).unwrap_err().code(), tonic::Code::Unimplemented);
+        let KvCommand::Txn { success, .. } = command_of(&at_past, 128).unwrap() else { panic!("a transaction") };
+        assert_eq!(success, vec![TxnOp::RangeAt { start: "a".into(), end: Bytes::new(), limit: 0, revision: 3 }]);
         past.revision = 0;
         past.key = Bytes::new();
         let empty = TxnRequest {

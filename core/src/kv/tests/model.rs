@@ -92,7 +92,11 @@ impl Step {
             TxnOp::DeleteRange { start, end } => self.delete_where(|k, _| in_range(start, end, k)),
             TxnOp::Range { .. } => {}
             // Covered by the unit tests in txn.rs; the model's strategy does not generate them.
-            TxnOp::PutSameValue { .. } | TxnOp::PutInLease { .. } | TxnOp::PutKeepLease { .. } | TxnOp::Txn { .. } => {
+            TxnOp::PutSameValue { .. }
+            | TxnOp::PutInLease { .. }
+            | TxnOp::PutKeepLease { .. }
+            | TxnOp::RangeAt { .. }
+            | TxnOp::Txn { .. } => {
                 unreachable!("not generated for the model")
             }
         }

@@ -141,6 +141,23 @@ fn delete_range_follows_the_etcd_range_convention() {
     assert_eq!(store.range(&crate::kv::KeyRange::all(), None, 0).unwrap().count, 0);
 }
 
+#[test]
+fn reads_at_a_past_revision_inside_a_transaction() {
+    let mut store = KvStore::new();
+    apply(&mut store, put("k", "old")); // 1
+    apply(&mut store, put("k", "new")); // 2
+    let at = |revision| TxnOp::RangeAt { start: b("k"), end: Bytes::new(), limit: 0, revision };
+    let result = apply(&mut store, txn(vec![], vec![txn_put("k", "newer"), at(1), at(2)], vec![]));
+    let [_, OpResponse::Range(first), OpResponse::Range(second)] = &result.responses[..] else {
+        panic!("{:?}", result.responses)
+    };
+    assert_eq!((first.kvs[0].value.clone(), first.revision), (b("old"), 1));
+    assert_eq!(second.kvs[0].value.clone(), b("new"), "the transaction's own put is not at revision 2");
+    let future = apply(&mut store, txn(vec![], vec![txn_put("x", "1"), at(9)], vec![]));
+    assert!(matches!(future.error, Some(crate::kv::KvError::FutureRevision { .. })));
+    assert_eq!((future.events.len(), value(&store, "x")), (0, None), "a refused transaction changes nothing");
+}
+
 fn ranged(key: &str, range_end: &str, target: CompareTarget, op: CompareOp) -> Compare {
     Compare { key: b(key), range_end: b(range_end), target, op }
 }
