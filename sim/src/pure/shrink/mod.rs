@@ -111,6 +111,14 @@ impl Search<'_> {
         improved
     }
 
+    /// A cap above the faults the best run injected changes nothing: lower it to that number.
+    fn tighten_fault_cap(&mut self) {
+        let injected = self.best_outcome.faults_injected;
+        if self.best.faults.is_some_and(|cap| cap > injected) {
+            self.try_candidate(Overrides { faults: Some(injected), ..self.best.clone() });
+        }
+    }
+
     fn shrink_nodes(&mut self) -> bool {
         let nodes = self.best_outcome.scenario.node_count;
         nodes > 3 && self.try_candidate(Overrides { nodes: Some(3), ..self.best.clone() })
@@ -165,6 +173,7 @@ pub fn shrink(seed: u64, start: Overrides, progress: &mut dyn FnMut(&str)) -> Re
             break;
         }
     }
+    search.tighten_fault_cap();
     let minimal_failure = match &search.best_outcome.verdict {
         RunVerdict::Failed(why) => why.clone(),
         _ => unreachable!("only failing runs are kept"),
