@@ -132,8 +132,11 @@ pub type HashAnswer = Result<(u32, u64, u64), KvError>;
 
 /// What a [`NodeHandle::range`] reads.
 pub(crate) struct RangeQuery {
+    /// The keys, in etcd's range conventions.
     pub range: KeyRange,
+    /// The revision read; `None` for the latest.
     pub revision: Option<u64>,
+    /// Most keys returned, in key order; 0 for all.
     pub limit: usize,
 }
 
