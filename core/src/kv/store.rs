@@ -150,6 +150,22 @@ impl KvStore {
         key.into_iter().chain(lease).min()
     }
 
+    /// About how many bytes the store holds: every key once per version, every value, and a
+    /// fixed overhead per version for its revisions, version, expiry and lease. Computed by a
+    /// walk over the keys (etcd reports its database file size; this is Keel's equivalent).
+    pub fn size_bytes(&self) -> u64 {
+        /// Bytes of a version besides its key and value, as the snapshot encodes it.
+        const VERSION_OVERHEAD_BYTES: u64 = 8 + 4 + 1 + 8 + 8 + 9 + 8;
+        let mut size = 0u64;
+        for (key, versions) in &self.keys {
+            for version in versions {
+                let value = version.live.as_ref().map_or(0, |live| live.value.len() as u64);
+                size = size.saturating_add(key.len() as u64 + value + VERSION_OVERHEAD_BYTES);
+            }
+        }
+        size
+    }
+
     /// `key` at `revision` (`None`: the current revision); `Ok(None)` when it did not exist then.
     pub fn get(&self, key: &[u8], revision: Option<u64>) -> Result<Option<KeyValue>, KvError> {
         let revision = self.readable_revision(revision)?;

@@ -2,8 +2,9 @@
 //!
 //! * **Status** reports version [`ETCD_VERSION`] (the etcd API level Keel speaks, so that
 //!   etcdctl 3.4 accepts it), the leader, the Raft commit index (`raftIndex`), term and applied
-//!   index, and whether this member is a learner. `dbSize` and `dbSizeInUse` are 0: Keel does
-//!   not measure its storage size yet.
+//!   index, and whether this member is a learner. `dbSize` and `dbSizeInUse` are the key-value
+//!   store's size (`KvStore::size_bytes`: keys, values and version records, history included),
+//!   not the size of the storage files.
 //! * **Alarm**: Keel raises no alarms. `GET` and `DEACTIVATE` answer an empty list; `ACTIVATE`
 //!   is `Unimplemented`.
 //! * **Defragment** succeeds doing nothing: Keel's storage needs no defragmentation.
@@ -70,17 +71,17 @@ pub(super) fn server(maintenance: EtcdMaintenance) -> EtcdMaintenanceServer {
 }
 
 /// etcd's status of a node.
-fn status_response(status: &NodeStatus) -> StatusResponse {
+fn status_response(status: &NodeStatus, size: u64) -> StatusResponse {
     StatusResponse {
         header: Some(from_status(status, None)),
         version: ETCD_VERSION.to_string(),
-        db_size: 0,
+        db_size: int(size),
         leader: status.leader.leader_id.map_or(0, u64::from),
         raft_index: status.commit_index,
         raft_term: status.term,
         raft_applied_index: status.applied_index,
         errors: Vec::new(),
-        db_size_in_use: 0,
+        db_size_in_use: int(size),
         is_learner: status.role == Role::Learner,
     }
 }
@@ -180,7 +181,8 @@ impl Maintenance for EtcdMaintenance {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
-        Ok(Response::new(status_response(&status)))
+        let size = self.shared.handle.kv_size().await.map_err(|error| errors::of_client(&error))?;
+        Ok(Response::new(status_response(&status, size)))
     }
 
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {

@@ -412,6 +412,9 @@ impl Driver {
                 let (compacted, current) = (self.kv.compacted_revision(), self.kv.current_revision());
                 let _ = reply.send(Ok(answer.map(|hash| (hash, compacted, current))));
             }
+            Request::KvSize { reply } => {
+                let _ = reply.send(Ok(self.kv.size_bytes()));
+            }
             Request::KvSnapshot { reply } => {
                 let _ = reply.send(Ok((self.kv.snapshot(), self.kv.current_revision())));
             }

@@ -154,6 +154,7 @@ pub(crate) enum Request {
     Leases { id: Option<u64>, reply: Reply<(Vec<LeaseInfo>, u64)> },
     HashKv { revision: Option<u64>, reply: Reply<HashAnswer> },
     KvSnapshot { reply: Reply<(Bytes, u64)> },
+    KvSize { reply: Reply<u64> },
 }
 
 /// A cheap, cloneable handle on a running node.
@@ -275,6 +276,11 @@ impl NodeHandle {
     /// `KvStore::snapshot`), with its revision: etcd's `Snapshot`.
     pub async fn kv_snapshot(&self) -> Result<(Bytes, u64), ClientError> {
         self.call(|reply| Request::KvSnapshot { reply }, ClientError::Timeout).await
+    }
+
+    /// About how many bytes this node's key-value store holds (`KvStore::size_bytes`).
+    pub async fn kv_size(&self) -> Result<u64, ClientError> {
+        self.call(|reply| Request::KvSize { reply }, ClientError::Timeout).await
     }
 
     /// The latest committed membership and the index of its entry, updated on every change.

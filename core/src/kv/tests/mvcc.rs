@@ -148,6 +148,18 @@ fn compaction_errors_are_reported_through_the_log() {
 }
 
 #[test]
+fn the_size_grows_with_versions_and_shrinks_with_compaction() {
+    let mut store = KvStore::new();
+    assert_eq!(store.size_bytes(), 0);
+    apply(&mut store, put("k", "12345"));
+    let one = store.size_bytes();
+    apply(&mut store, put("k", "12345"));
+    assert_eq!(store.size_bytes(), 2 * one, "two versions of the same size");
+    apply(&mut store, KvCommand::Compact { revision: 2 });
+    assert_eq!(store.size_bytes(), one);
+}
+
+#[test]
 fn events_are_ordered_and_carry_previous_values() {
     let mut store = KvStore::new();
     let first = apply(&mut store, put("k", "v1"));
