@@ -192,12 +192,15 @@ async fn etcdctl_members_status_health_and_move_leader() {
         let line = format!("{id:x}, started, keel-{id}, http://{address}, http://{address}, false");
         assert!(members.contains(&line), "{line} in {members}");
     }
+    ok(&all, &["put", "/s", "1"]);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    cluster.converged(leader, &[1, 2, 3]).await;
     let status = ok(&all, &["endpoint", "status", "-w", "json"]);
     let statuses = json(&status);
-    let leader = cluster.leader(&[1, 2, 3]).await;
     for entry in statuses.as_array().expect("a list") {
         assert_eq!(entry["Status"]["version"].as_str(), Some("3.4.0"));
         assert_eq!(entry["Status"]["leader"].as_u64(), Some(u64::from(leader)));
+        assert!(entry["Status"]["dbSize"].as_i64().is_some_and(|size| size > 0), "{entry}");
     }
     // etcdctl 3.4 prints the health of each endpoint on standard error.
     let output = etcdctl(&all, &["endpoint", "health"], "");
