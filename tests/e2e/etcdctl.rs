@@ -254,7 +254,10 @@ fn granted_id(answer: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs etcdctl (apt-get install etcd-client)"]
 async fn etcdctl_leases_keep_keys_alive_then_expire_or_revoke_them() {
-    let (_cluster, all) = cluster().await;
+    let (cluster, all) = cluster().await;
+    // Keep-alives and revokes go to a follower, which forwards them to the leader.
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let follower = vec![all[if leader == 1 { 1 } else { 0 }].clone()];
     let id = granted_id(&ok(&all, &["lease", "grant", "3"]));
     ok(&all, &["put", "/l/a", "1", &format!("--lease={id}")]);
     ok(&all, &["put", "/l/b", "2", &format!("--lease={id}")]);
@@ -265,7 +268,7 @@ async fn etcdctl_leases_keep_keys_alive_then_expire_or_revoke_them() {
     assert_eq!(leased["kvs"][0]["lease"].as_i64(), i64::from_str_radix(&id, 16).ok());
     // Kept alive through a follower for longer than its TTL, the keys stay.
     for _ in 0..5 {
-        let kept = ok(std::slice::from_ref(&all[2]), &["lease", "keep-alive", "--once", &id]);
+        let kept = ok(&follower, &["lease", "keep-alive", "--once", &id]);
         assert!(kept.contains("keepalived with TTL(3)"), "{kept}");
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
@@ -281,7 +284,7 @@ async fn etcdctl_leases_keep_keys_alive_then_expire_or_revoke_them() {
     // Revoked, a lease's keys go at once.
     let other = granted_id(&ok(&all, &["lease", "grant", "600"]));
     ok(&all, &["put", "/l/c", "3", &format!("--lease={other}")]);
-    assert!(ok(std::slice::from_ref(&all[1]), &["lease", "revoke", &other]).contains("revoked"));
+    assert!(ok(&follower, &["lease", "revoke", &other]).contains("revoked"));
     assert_eq!(ok(&all, &["get", "/l/c"]), "");
     assert!(fails(&all, &["put", "/l/d", "v", "--lease=1234"]).contains("requested lease not found"));
 }
