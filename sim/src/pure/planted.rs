@@ -9,45 +9,21 @@
 //! sweeps a range of seeds on several threads and stops at the first failing one.
 
 use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::outcome::{run, RunOutcome, RunVerdict};
+use super::outcome::{run_traced_catching, RunOutcome, RunVerdict};
 use super::scenario::Scenario;
+use super::trace::Trace;
 
-/// The prefix of a verdict for a run whose core panicked.
-pub const CORE_ASSERTION: &str = "core assertion (keel-core panicked)";
+/// The prefix of a verdict for a run whose core panicked (`outcome::PANICKED`).
+pub use super::outcome::PANICKED as CORE_ASSERTION;
 
-/// Runs `scenario` like [`run`], but a panic (a keel-core assertion, or a simulator bug) becomes
-/// a failed verdict naming the panic; the other figures of such an outcome are left empty.
+/// Runs `scenario` like [`super::run`], but a panic (a keel-core assertion, or a simulator bug)
+/// becomes a failed verdict naming the panic (`outcome::run_traced_catching`).
 pub fn run_catching(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
-    let copy = scenario.clone();
-    match catch_unwind(AssertUnwindSafe(|| run(scenario, keep_trace_lines))) {
-        Ok(outcome) => outcome,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_else(|| "a panic without a message".to_string());
-            RunOutcome {
-                scenario: copy,
-                verdict: RunVerdict::Failed(format!("{CORE_ASSERTION}: {message}")),
-                trace_hash: 0,
-                trace_events: 0,
-                trace_lines: None,
-                messages_delivered: 0,
-                steps: 0,
-                simulated_ms: 0,
-                operations: Default::default(),
-                faults_injected: 0,
-                detected_corruptions: Vec::new(),
-                history: Vec::new(),
-            }
-        }
-    }
+    run_traced_catching(scenario, Trace::new(keep_trace_lines)).0
 }
 
 /// The checker whose words a failure verdict carries: the simulator's own checkers
