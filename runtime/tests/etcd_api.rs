@@ -120,6 +120,10 @@ async fn several_watches_share_one_stream_with_filters_ids_progress_and_cancel()
     kv.put(put("a/2", "w")).await.expect("put");
     let after = next(&mut responses).await;
     assert_eq!(after.watch_id, 7, "only the remaining watch reports");
+    drop(requests); // the client closes its side of the stream and keeps reading
+    kv.put(put("a/3", "z")).await.expect("put");
+    let half_closed = next(&mut responses).await;
+    assert_eq!((half_closed.watch_id, &half_closed.events[0].kv.as_ref().expect("a kv").key[..]), (7, &b"a/3"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

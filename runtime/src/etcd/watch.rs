@@ -120,7 +120,16 @@ impl Session {
             tokio::select! {
                 request = requests.next() => match request {
                     Some(Ok(request)) => self.on_request(request).await,
-                    Some(Err(_)) | None => break,
+                    Some(Err(_)) => break,
+                    // The client closed its side but may still read: the watches go on until it
+                    // goes away or the node stops.
+                    None => {
+                        tokio::select! {
+                            _ = self.output.closed() => {}
+                            _ = raised(&mut closing) => drop(self.output.try_send(Err(shutting_down_status()))),
+                        }
+                        break;
+                    }
                 },
                 _ = raised(&mut closing) => {
                     let _ = self.output.try_send(Err(shutting_down_status()));
