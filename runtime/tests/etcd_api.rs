@@ -188,6 +188,13 @@ async fn nested_transactions_and_ranged_compares_over_grpc() {
         success: vec![RequestOp { request: Some(Op::RequestPut(put("k", "v"))) }; 200],
         ..Default::default()
     };
+    let mut deep =
+        TxnRequest { success: vec![RequestOp { request: Some(Op::RequestPut(put("d", "v"))) }], ..Default::default() };
+    for _ in 0..40 {
+        deep = TxnRequest { success: vec![RequestOp { request: Some(Op::RequestTxn(deep)) }], ..Default::default() };
+    }
+    let refused = kv.txn(deep).await.expect_err("nested too deep");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     let status = kv.txn(too_many).await.expect_err("refused");
     assert_eq!(
         (status.code(), status.message()),
