@@ -26,7 +26,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::forward::forwarded;
-use super::header::{from_status, header};
+use super::header::from_status;
 use super::{errors, Shared};
 use crate::node::ClientError;
 
@@ -140,7 +140,7 @@ impl EtcdCluster {
             return self.shared.forwarder.call(&address, client.member_add(forwarded(request))).await;
         };
         Ok(MemberAddResponse {
-            header: Some(header(&self.shared.handle, None).await?),
+            header: Some(self.shared.headers.header(None).await?),
             member: Some(member(&membership, node_id, true)),
             members: members_of(&membership),
         })
@@ -157,7 +157,7 @@ impl EtcdCluster {
             return self.shared.forwarder.call(&address, client.member_remove(forwarded(request))).await;
         };
         Ok(MemberRemoveResponse {
-            header: Some(header(&self.shared.handle, None).await?),
+            header: Some(self.shared.headers.header(None).await?),
             members: members_of(&membership),
         })
     }
@@ -173,7 +173,7 @@ impl EtcdCluster {
             return self.shared.forwarder.call(&address, client.member_promote(forwarded(request))).await;
         };
         Ok(MemberPromoteResponse {
-            header: Some(header(&self.shared.handle, None).await?),
+            header: Some(self.shared.headers.header(None).await?),
             members: members_of(&membership),
         })
     }

@@ -30,7 +30,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{finish_range, int, key_range, key_value, read_error, revision_of};
 use super::forward::forwarded;
-use super::header::header;
 use super::{errors, txn, Shared, Written};
 use crate::node::ReadConsistency;
 
@@ -69,7 +68,7 @@ impl EtcdKv {
         let (read, current) = answer.map_err(|error| errors::of_client(&error))?.map_err(|error| read_error(&error))?;
         let finished = finish_range(&request, read);
         Ok(RangeResponse {
-            header: Some(header(&self.shared.handle, Some(current)).await?),
+            header: Some(self.shared.headers.header(Some(current)).await?),
             kvs: finished.kvs,
             more: finished.more,
             count: finished.count,
@@ -90,7 +89,7 @@ impl EtcdKv {
             _ => None,
         };
         Ok(PutResponse {
-            header: Some(header(&self.shared.handle, Some(result.revision)).await?),
+            header: Some(self.shared.headers.header(Some(result.revision)).await?),
             prev_kv: prev.filter(|_| request.prev_kv).map(|kv| key_value(kv, false)),
         })
     }
@@ -114,7 +113,7 @@ impl EtcdKv {
             _ => &[],
         };
         Ok(DeleteRangeResponse {
-            header: Some(header(&self.shared.handle, Some(result.revision)).await?),
+            header: Some(self.shared.headers.header(Some(result.revision)).await?),
             deleted: int(deleted.len() as u64),
             prev_kvs: if request.prev_kv {
                 deleted.iter().map(|kv| key_value(kv, false)).collect()
@@ -133,7 +132,7 @@ impl EtcdKv {
                 return self.shared.forwarder.call(&hint.address, client.txn(forwarded(request))).await;
             }
         };
-        let header = header(&self.shared.handle, Some(result.revision)).await?;
+        let header = self.shared.headers.header(Some(result.revision)).await?;
         let responses = txn::responses_of(&request, result.succeeded, &result.responses, &header);
         Ok(TxnResponse { header: Some(header), succeeded: result.succeeded, responses })
     }
@@ -147,7 +146,7 @@ impl EtcdKv {
                 return self.shared.forwarder.call(&hint.address, client.compact(forwarded(request))).await;
             }
         };
-        Ok(CompactionResponse { header: Some(header(&self.shared.handle, Some(result.revision)).await?) })
+        Ok(CompactionResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })
     }
 }
 

@@ -35,7 +35,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert::int;
 use super::forward::forwarded;
-use super::header::header;
 use super::{errors, Shared, Written};
 use crate::service::{send_or_stop, shutting_down_status, ChannelStream};
 
@@ -92,7 +91,7 @@ impl EtcdLease {
             return Err(Status::internal("etcdserver: the grant applied without a lease"));
         };
         Ok(LeaseGrantResponse {
-            header: Some(header(&self.shared.handle, Some(result.revision)).await?),
+            header: Some(self.shared.headers.header(Some(result.revision)).await?),
             id: int(*id),
             ttl: ttl_secs,
             error: String::new(),
@@ -108,7 +107,7 @@ impl EtcdLease {
                 return self.shared.forwarder.call(&hint.address, client.lease_revoke(forwarded(request))).await;
             }
         };
-        Ok(LeaseRevokeResponse { header: Some(header(&self.shared.handle, Some(result.revision)).await?) })
+        Ok(LeaseRevokeResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })
     }
 
     /// One keep-alive: renewed here on the leader, or forwarded over a one-message stream.
@@ -121,7 +120,7 @@ impl EtcdLease {
                     Some(OpResponse::Lease { ttl_ms, .. }) => *ttl_ms,
                     _ => 0,
                 };
-                Ok(answer(int(ttl_ms / 1_000), header(&self.shared.handle, None).await?))
+                Ok(answer(int(ttl_ms / 1_000), self.shared.headers.header(None).await?))
             }
             Ok(Written::Elsewhere(hint)) => {
                 let mut client = self.leader(&hint, metadata).await?;
@@ -131,7 +130,7 @@ impl EtcdLease {
                 stream.next().await.unwrap_or_else(|| Err(errors::status(errors::LEADER_CHANGED)))
             }
             Err(status) if status.message() == errors::LEASE_NOT_FOUND.1 => {
-                Ok(answer(0, header(&self.shared.handle, None).await?))
+                Ok(answer(0, self.shared.headers.header(None).await?))
             }
             Err(status) => Err(status),
         }
@@ -141,7 +140,7 @@ impl EtcdLease {
         let id = lease_id(request.id)?;
         self.shared.read_barrier().await?;
         let (leases, now_ms) = self.shared.handle.leases(Some(id)).await.map_err(|error| errors::of_client(&error))?;
-        let header = Some(header(&self.shared.handle, None).await?);
+        let header = Some(self.shared.headers.header(None).await?);
         let Some(lease) = leases.into_iter().next() else {
             return Ok(LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, granted_ttl: 0, keys: Vec::new() });
         };
@@ -159,7 +158,7 @@ impl EtcdLease {
         self.shared.read_barrier().await?;
         let (leases, _) = self.shared.handle.leases(None).await.map_err(|error| errors::of_client(&error))?;
         Ok(LeaseLeasesResponse {
-            header: Some(header(&self.shared.handle, None).await?),
+            header: Some(self.shared.headers.header(None).await?),
             leases: leases.iter().map(|lease| LeaseStatus { id: int(lease.id) }).collect(),
         })
     }

@@ -39,7 +39,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{int, revision_of};
-use super::header::{from_status, header};
+use super::header::from_status;
 use super::{errors, Shared};
 use crate::node::{ClientError, NodeStatus};
 use crate::service::{send_or_stop, ChannelStream};
@@ -149,7 +149,7 @@ impl EtcdMaintenance {
             }
             self.wait_for_leader(target).await?;
         }
-        Ok(MoveLeaderResponse { header: Some(header(handle, None).await?) })
+        Ok(MoveLeaderResponse { header: Some(self.shared.headers.header(None).await?) })
     }
 
     async fn wait_for_leader(&self, target: NodeId) -> Result<(), Status> {
@@ -172,7 +172,7 @@ impl Maintenance for EtcdMaintenance {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         match AlarmAction::try_from(request.get_ref().action) {
             Ok(AlarmAction::Get | AlarmAction::Deactivate) => {
-                let header = header(&self.shared.handle, None).await?;
+                let header = self.shared.headers.header(None).await?;
                 Ok(Response::new(AlarmResponse { header: Some(header), alarms: Vec::new() }))
             }
             _ => Err(errors::unimplemented("raising an alarm (Alarm ACTIVATE)")),
@@ -186,18 +186,18 @@ impl Maintenance for EtcdMaintenance {
     }
 
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        Ok(Response::new(DefragmentResponse { header: Some(header(&self.shared.handle, None).await?) }))
+        Ok(Response::new(DefragmentResponse { header: Some(self.shared.headers.header(None).await?) }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let (hash, _, current) = self.hash_at(None).await?;
-        Ok(Response::new(HashResponse { header: Some(header(&self.shared.handle, Some(current)).await?), hash }))
+        Ok(Response::new(HashResponse { header: Some(self.shared.headers.header(Some(current)).await?), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let (hash, compacted, current) = self.hash_at(revision_of(request.get_ref().revision)).await?;
         Ok(Response::new(HashKvResponse {
-            header: Some(header(&self.shared.handle, Some(current)).await?),
+            header: Some(self.shared.headers.header(Some(current)).await?),
             hash,
             compact_revision: int(compacted),
         }))
@@ -208,7 +208,7 @@ impl Maintenance for EtcdMaintenance {
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         let handle = &self.shared.handle;
         let (bytes, revision) = handle.kv_snapshot().await.map_err(|error| errors::of_client(&error))?;
-        let header = header(handle, Some(revision)).await?;
+        let header = self.shared.headers.header(Some(revision)).await?;
         let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
         let closing = self.shared.closer.subscribe();
         tokio::spawn(stream_snapshot(snapshot_blob(&bytes), header, output, closing));

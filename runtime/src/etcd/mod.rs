@@ -58,6 +58,7 @@ use crate::service::{ServiceConfig, StreamCloser};
 /// What every etcd service of a node shares.
 pub(crate) struct Shared {
     handle: NodeHandle,
+    headers: header::Headers,
     limits: KvLimits,
     config: ServiceConfig,
     closer: StreamCloser,
@@ -123,6 +124,7 @@ impl EtcdApi {
         let watch_slots = crate::service::WatcherSlots::new(config.watchers_max.max(1));
         let forwarder = forward::Forwarder::new(node.request_timeout_ms);
         let shared = Shared {
+            headers: header::Headers::new(handle.clone()),
             handle,
             limits: node.kv_limits,
             config,

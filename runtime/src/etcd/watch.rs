@@ -39,7 +39,6 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{int, key_value};
-use super::header::header;
 use super::{errors, Shared};
 use crate::node::{ClientError, NodeHandle};
 use crate::service::{send_or_stop, shutting_down_status, ChannelStream, WatcherSlot};
@@ -202,7 +201,7 @@ impl Session {
     /// A response for watch `id` with the current header, shaped by `fill`.
     async fn answer(&self, id: i64, fill: impl FnOnce(&mut WatchResponse)) -> WatchResponse {
         let mut response =
-            WatchResponse { header: header(&self.shared.handle, None).await.ok(), watch_id: id, ..Default::default() };
+            WatchResponse { header: self.shared.headers.header(None).await.ok(), watch_id: id, ..Default::default() };
         fill(&mut response);
         response
     }
@@ -262,6 +261,7 @@ impl Selector {
 /// One watch: replays the history it asked for, then forwards live events.
 struct WatchTask {
     handle: NodeHandle,
+    headers: super::header::Headers,
     id: i64,
     selector: Selector,
     start_revision: u64,
@@ -293,6 +293,7 @@ impl WatchTask {
         let interval = Duration::from_millis(shared.config.watch_progress_interval_ms.max(1));
         Self {
             handle: shared.handle.clone(),
+            headers: shared.headers.clone(),
             id,
             selector: Selector::of(&create),
             start_revision: u64::try_from(create.start_revision).unwrap_or(0),
@@ -446,11 +447,8 @@ impl WatchTask {
 
     /// A response of this watch with a header at `revision` (`None`: the current revision).
     async fn response(&self, revision: Option<u64>, fill: impl FnOnce(&mut WatchResponse)) -> WatchResponse {
-        let mut response = WatchResponse {
-            header: header(&self.handle, revision).await.ok(),
-            watch_id: self.id,
-            ..Default::default()
-        };
+        let mut response =
+            WatchResponse { header: self.headers.header(revision).await.ok(), watch_id: self.id, ..Default::default() };
         fill(&mut response);
         response
     }
