@@ -39,14 +39,16 @@ use tokio::task::JoinSet;
 use super::node::{fresh_temp_dir, init_logging, multi_thread_runtime, shutdown_signal};
 use super::{ClientArgs, ConsistencyArg, Format, EXIT_FAILED, EXIT_USAGE};
 
+mod etcd;
 mod load;
 mod local;
 mod report;
 
+use etcd::EtcdLoad;
+use load::Tally;
+use load::{client_loop, Sender, Shared, Workset, MEASURE, STOP, WARMUP};
 #[cfg(test)]
 use load::{error_label, Op};
-use load::Tally;
-use load::{client_loop, Shared, Workset, MEASURE, STOP, WARMUP};
 use local::LocalCluster;
 pub use report::{render, ClusterInfo, ErrorCount, Report};
 
@@ -102,6 +104,10 @@ pub struct BenchArgs {
     /// over `Batch` streams.
     #[arg(long)]
     pub unary: bool,
+    /// Which API the load goes through: Keel's native API, or the etcd v3 API (`Put` and
+    /// `Range` unary calls to the leader), which Keel and etcd both serve.
+    #[arg(long, value_enum, default_value_t = Api::Native)]
+    pub api: Api,
     /// How long to measure, after the warm-up: e.g. 10s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration, conflicts_with = "requests")]
     pub duration: Duration,
@@ -122,6 +128,25 @@ pub struct BenchArgs {
     pub keys: u64,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// `--api` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// Keel's native API, through the Rust client library.
+    Native,
+    /// The etcd v3 API (`etcdserverpb.KV`): measures Keel or a real etcd cluster alike.
+    Etcd,
+}
+
+impl Api {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Etcd => "etcd",
+        }
+    }
 }
 
 /// `--workload` values.
@@ -231,6 +256,8 @@ pub struct Plan {
     pub connections: usize,
     /// One unary call per request rather than `Batch` streams.
     pub unary: bool,
+    /// The API the load goes through.
+    pub api: Api,
     /// When the measurement ends.
     pub length: Length,
     /// Load before measuring.
@@ -278,6 +305,11 @@ impl Plan {
                 "lease reads need leases on the cluster: add --lease-drift-ppm N (for example 500) to --local".into()
             );
         }
+        if args.api == Api::Etcd && args.workload.reads() && args.consistency == ConsistencyArg::Lease {
+            return Err(
+                "the etcd API has no lease reads: use --consistency linearizable or eventual (serializable)".into()
+            );
+        }
         let read_ratio = match args.workload {
             Workload::Write => 0.0,
             Workload::Read => 1.0,
@@ -291,6 +323,7 @@ impl Plan {
             clients: args.clients as usize,
             connections: args.connections.min(args.clients) as usize,
             unary: args.unary,
+            api: args.api,
             length,
             warmup: args.warmup,
             key_size: args.key_size as usize,
@@ -460,17 +493,22 @@ async fn run_target(plan: &Plan) -> Result<(Option<PathBuf>, Report), Failure> {
 }
 
 /// The clients' connections: `plan.connections` clients of the library, each with its own
-/// connection to each node. Fails early when no endpoint can be reached.
-async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Arc<KeelClient>>, Failure> {
+/// connection to each node, or `plan.connections` connections to the etcd API's leader. Fails
+/// early when no endpoint can be reached.
+async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Sender>, Failure> {
+    let failure = |error: ClientError| match error {
+        ClientError::InvalidEndpoint { .. } | ClientError::NoEndpoints => Failure::Usage(error.to_string()),
+        error => Failure::Failed(format!("{error}\nHint: {}", error.advice())),
+    };
+    if plan.api == Api::Etcd {
+        let load = Arc::new(EtcdLoad::connect(endpoints, plan.connections, plan.timeout).await.map_err(failure)?);
+        return Ok((0..load.connections()).map(|connection| Sender::Etcd(load.clone(), connection)).collect());
+    }
     let options = ClientOptions {
         deadline: plan.timeout,
         request_timeout: ClientOptions::default().request_timeout.min(plan.timeout),
         batch_stream: !plan.unary,
         ..ClientOptions::default()
-    };
-    let failure = |error: ClientError| match error {
-        ClientError::InvalidEndpoint { .. } | ClientError::NoEndpoints => Failure::Usage(error.to_string()),
-        error => Failure::Failed(format!("{error}\nHint: {}", error.advice())),
     };
     let mut clients = Vec::with_capacity(plan.connections);
     for index in 0..plan.connections {
@@ -480,7 +518,7 @@ async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Arc<KeelClient
         } else {
             KeelClient::new(endpoints.to_vec(), options)
         };
-        clients.push(Arc::new(client.map_err(failure)?));
+        clients.push(Sender::Native(Arc::new(client.map_err(failure)?)));
     }
     Ok(clients)
 }
@@ -501,7 +539,7 @@ fn progress_bar(plan: &Plan, length: Option<u64>, template: &str) -> ProgressBar
 }
 
 /// Writes every key once, `plan.clients` at a time (at least [`POPULATE_CONCURRENCY_MIN`]).
-async fn populate(plan: &Plan, clients: &[Arc<KeelClient>], work: &Arc<Workset>) -> Result<(), Failure> {
+async fn populate(plan: &Plan, clients: &[Sender], work: &Arc<Workset>) -> Result<(), Failure> {
     let bar = progress_bar(plan, Some(plan.keys), "populating {bar:40} {pos}/{len} keys [{elapsed}]");
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
@@ -515,7 +553,7 @@ async fn populate(plan: &Plan, clients: &[Arc<KeelClient>], work: &Arc<Workset>)
                     return Ok(());
                 }
                 let name = work.keys[key as usize].clone();
-                client.put(name.clone(), work.value.clone(), None).await.map_err(|error| {
+                client.put(name.clone(), work.value.clone()).await.map_err(|error| {
                     format!("pre-populating the key space failed at {}: {error}", String::from_utf8_lossy(&name))
                 })?;
                 bar.inc(1);

@@ -243,3 +243,46 @@ fn json_and_text_carry_the_same_fields() {
     assert!(writes.get("reads").is_none());
     assert!(writes["config"].get("consistency").is_none());
 }
+
+#[test]
+fn the_etcd_api_refuses_lease_reads() {
+    let error = plan(&["--api", "etcd", "--workload", "read", "--consistency", "lease"]).unwrap_err();
+    assert!(error.contains("etcd API has no lease reads"), "{error}");
+    assert_eq!(plan(&["--api", "etcd", "--workload", "write"]).unwrap().api, Api::Etcd);
+}
+
+/// Runs a short measurement on a `--local` cluster through each API: every request is counted,
+/// answered and succeeds, and the report says which API was measured.
+#[test]
+fn both_apis_measure_a_local_cluster() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    for (api, workload) in [("native", "mixed"), ("etcd", "mixed"), ("etcd", "write")] {
+        let plan = plan(&[
+            "--local",
+            "--api",
+            api,
+            "--workload",
+            workload,
+            "--consistency",
+            "eventual",
+            "--requests",
+            "300",
+            "--warmup",
+            "0s",
+            "--clients",
+            "8",
+            "--keys",
+            "100",
+        ])
+        .unwrap();
+        let (dir, report) =
+            runtime.block_on(run_target(&plan)).unwrap_or_else(|failure| panic!("{api} {workload}: {failure:?}"));
+        if let Some(dir) = dir {
+            remove_dir(&dir);
+        }
+        assert_eq!((report.requests(), report.failed()), (300, 0), "{api} {workload}");
+        let json: Value = serde_json::from_str(&render(Format::Json, &report)).unwrap();
+        assert_eq!(json["config"]["api"], api);
+        assert_eq!(json["succeeded"], 300);
+    }
+}

@@ -31,10 +31,10 @@
 pub mod admin;
 mod batch;
 pub mod client;
-mod watcher;
 #[cfg(not(madsim))]
 mod decode_status;
 pub mod error;
+mod watcher;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use keel::client::{ClientError, Consistency, KeelClient};
 
+use super::etcd::EtcdLoad;
 use super::{ErrorCount, Rng, LATENCY_MAX_US};
 
 /// Which operation a request was.
@@ -108,14 +109,40 @@ pub fn error_label(error: &ClientError) -> String {
     }
 }
 
+/// How one client sends its requests: through the native client library, or through the etcd
+/// v3 API on one of the connections of an [`EtcdLoad`].
+#[derive(Clone)]
+pub(super) enum Sender {
+    /// The native API (leader redirection, `Batch` streams or unary calls).
+    Native(Arc<KeelClient>),
+    /// The etcd v3 API, on this connection.
+    Etcd(Arc<EtcdLoad>, usize),
+}
+
+impl Sender {
+    /// Writes `value` at `key`.
+    pub(super) async fn put(&self, key: Bytes, value: Bytes) -> Result<(), ClientError> {
+        match self {
+            Self::Native(client) => client.put(key, value, None).await,
+            Self::Etcd(load, connection) => load.put(*connection, key, value).await,
+        }
+    }
+
+    /// Reads `key`; over the etcd API, an eventual read is a serializable `Range` and any other
+    /// a linearizable one (the plan refuses lease reads there).
+    pub(super) async fn get(&self, key: Bytes, consistency: Consistency) -> Result<(), ClientError> {
+        match self {
+            Self::Native(client) => client.get([key], consistency).await.map(drop),
+            Self::Etcd(load, connection) => {
+                load.get(*connection, key, matches!(consistency, Consistency::Eventual)).await
+            }
+        }
+    }
+}
+
 /// One closed-loop client: sends requests until the phase says stop (or the request budget is
 /// spent), timing those sent while measuring.
-pub(super) async fn client_loop(
-    index: usize,
-    client: Arc<KeelClient>,
-    shared: Arc<Shared>,
-    work: Arc<Workset>,
-) -> Tally {
+pub(super) async fn client_loop(index: usize, client: Sender, shared: Arc<Shared>, work: Arc<Workset>) -> Tally {
     let mut rng = Rng::new(0x5eed_0000 ^ index as u64);
     let mut tally = Tally::new();
     let keys = work.keys.len() as u64;
@@ -140,8 +167,8 @@ pub(super) async fn client_loop(
         };
         let start = Instant::now();
         let result = match op {
-            Op::Read => client.get([key], work.consistency).await.map(drop),
-            Op::Write => client.put(key, work.value.clone(), None).await,
+            Op::Read => client.get(key, work.consistency).await,
+            Op::Write => client.put(key, work.value.clone()).await,
         };
         let latency = start.elapsed();
         if !measured {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use super::{consistency_name, Length, Plan, Tally, Workload, FAILED_RATIO_MAX, LOCAL_NODES};
+use super::{consistency_name, Api, Length, Plan, Tally, Workload, FAILED_RATIO_MAX, LOCAL_NODES};
 use crate::cli::Format;
 
 /// What the report says about the cluster measured.
@@ -206,7 +206,8 @@ fn config_json(report: &Report) -> Value {
     }
     config.insert("clients".into(), json!(plan.clients));
     config.insert("connections".into(), json!(plan.connections));
-    config.insert("api".into(), json!(if plan.unary { "unary" } else { "batch" }));
+    config.insert("api".into(), json!(plan.api.name()));
+    config.insert("calls".into(), json!(calls_name(plan)));
     match plan.length {
         Length::Duration(duration) => config.insert("duration_s".into(), json!(duration.as_secs_f64())),
         Length::Requests(requests) => config.insert("requests".into(), json!(requests)),
@@ -286,11 +287,16 @@ fn render_text(report: &Report) -> String {
         ),
     };
     row("workload", workload);
-    let api = if plan.unary { "one unary call per request" } else { "multiplexed on a Batch stream" };
-    row(
-        "clients",
-        format!("{} closed-loop, over {} gRPC connection(s) per node, {api}", plan.clients, plan.connections),
-    );
+    let clients = match plan.api {
+        Api::Native if plan.unary => {
+            format!("over {} gRPC connection(s) per node, one unary call per request", plan.connections)
+        }
+        Api::Native => format!("over {} gRPC connection(s) per node, multiplexed on a Batch stream", plan.connections),
+        Api::Etcd => {
+            format!("over {} gRPC connection(s) to the leader, etcd API (unary Put / Range)", plan.connections)
+        }
+    };
+    row("clients", format!("{} closed-loop, {clients}", plan.clients));
     let warmup = if plan.warmup.is_zero() {
         "no warm-up".to_string()
     } else {
@@ -343,4 +349,13 @@ fn render_text(report: &Report) -> String {
         }
     }
     text
+}
+
+/// How requests travel, in the JSON report: `batch` or `unary` (native API), `unary` (etcd API).
+fn calls_name(plan: &Plan) -> &'static str {
+    if plan.unary || plan.api == Api::Etcd {
+        "unary"
+    } else {
+        "batch"
+    }
 }
