@@ -281,7 +281,9 @@ async fn run(
     tracing::info!(node = id, address = address.as_str(), "serving");
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // `biased`: no random branch order, so that a simulated run depends on its seed alone.
     let ending = tokio::select! {
+        biased;
         _ = &mut shutdown => Ending::Requested,
         joined = &mut server => Ending::ServerEnded(match joined {
             Ok(Ok(())) => "the gRPC server stopped unexpectedly".to_string(),

@@ -231,9 +231,11 @@ pub(crate) async fn send_or_stop<T>(
     if *closing.borrow() {
         return false;
     }
+    // `biased`: no random branch order, so that a simulated run depends on its seed alone.
     tokio::select! {
-        sent = output.send(item) => sent.is_ok(),
+        biased;
         _ = closing.wait_for(|closed| *closed) => false,
+        sent = output.send(item) => sent.is_ok(),
     }
 }
 

@@ -270,11 +270,15 @@ impl SenderTask {
         let timeout = self.config.call_timeout();
         loop {
             let taking = self.stream.as_ref().is_none_or(|stream| !stream.is_full());
+            // `biased` (no random branch order, so that a simulated run depends on its seed
+            // alone), acknowledgements first: they are ready only for batches already sent, so
+            // they cannot starve the queue, and they free room on a full stream.
             let step = tokio::select! {
-                batch = next_batch(&mut self.queue, &mut self.carry, &self.config), if taking => Step::Batch(batch),
+                biased;
                 delivered = acknowledged(&mut self.stream, timeout), if self.stream.is_some() => {
                     Step::Acknowledged(delivered)
                 }
+                batch = next_batch(&mut self.queue, &mut self.carry, &self.config), if taking => Step::Batch(batch),
             };
             match step {
                 Step::Batch(None) => break,
