@@ -50,6 +50,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use error::{ClientError, LeaderHint};
 pub use options::{ClientOptions, Consistency};
+/// The form the client dials an endpoint in: `host:port` becomes `http://host:port`.
+pub use retry::normalize as normalize_endpoint;
 pub use types::{KeyValue, Membership, NodeStatus, PeerStatus, Role, ScanResult, WatchEvent, WatchEventKind};
 pub use watch::WatchStream;
 

@@ -131,7 +131,7 @@ fn step_for_code(kind: OpKind, code: ErrorCode, redirect: Option<String>, retry_
 }
 
 /// `host:port` → `http://host:port`; a URI with a scheme is kept as it is.
-pub(crate) fn normalize(address: &str) -> String {
+pub fn normalize(address: &str) -> String {
     let address = address.trim();
     if address.is_empty() || address.contains("://") {
         address.to_owned()

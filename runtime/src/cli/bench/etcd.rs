@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel::client::ClientError;
+use keel::client::{normalize_endpoint, ClientError};
 use keel::proto::etcdserverpb::kv_client::KvClient;
 use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
@@ -113,8 +113,7 @@ async fn find_leader(endpoints: &[String]) -> Result<String, ClientError> {
 }
 
 fn channel(endpoint: &str) -> Result<Endpoint, ClientError> {
-    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
-    Endpoint::from_shared(uri)
+    Endpoint::from_shared(normalize_endpoint(endpoint))
         .map(|endpoint| endpoint.tcp_nodelay(true))
         .map_err(|error| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: error.to_string() })
 }
