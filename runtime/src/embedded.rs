@@ -55,6 +55,7 @@ impl EmbeddedNode {
         };
         let mut server = tokio::spawn(serve_embedded(config, shutdown, started_tx));
         tokio::select! {
+            biased;
             started = started_rx => match started {
                 Ok(handle) => Ok(Self { handle, stop, server }),
                 // The server ended before the node started: its result says why.

@@ -28,7 +28,10 @@
 //!    peers' answers still arrive, and new writes are refused with a leader hint;
 //! 2. every open watch stream ends with the gRPC status `UNAVAILABLE`;
 //! 3. the gRPC server stops accepting connections and drains the calls in flight, at most
-//!    [`ServerConfig::drain_timeout_ms`], after which it is aborted;
+//!    [`ServerConfig::drain_timeout_ms`], after which it is aborted; the peers' streams into the
+//!    node stay open until the node's own calls are answered (so a write in flight when it stopped
+//!    leading still learns its outcome) and then end, so that nodes stopping together do not hold
+//!    each other's drains open;
 //! 4. the node stops (its storage is closed once its worker has finished).
 //!
 //! # Message sizes
@@ -53,10 +56,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::node::{Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
 use crate::service::{AdminService, ClientService, ServiceConfig};
 use crate::storage::{MemoryStorage, Storage};
-use crate::transport::{peer_service_with_limit, PeerTransport, TransportConfig};
+use crate::transport::{peer_server, PeerService, PeerTransport, TransportConfig};
 
 /// How often the hand-over on shutdown checks whether leadership moved.
 const HANDOVER_POLL: Duration = Duration::from_millis(10);
+
+/// How often a stopping server looks whether its calls in flight are all answered.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// Room a peer message needs beyond the largest command it carries.
 const PEER_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -242,7 +248,11 @@ async fn run(
     let client = ClientService::new(handle.clone(), &config.node, config.service.clone());
     let closer = client.closer();
     let admin = AdminService::new(handle.clone(), &config.node, &config.service);
-    let peer = peer_service_with_limit(id, node.inbound(), config.transport.message_bytes_max);
+    // Peer streams end once the server closes and its calls are answered, so that nodes stopping
+    // together do not wait for each other's senders (see `PeerService::closing_with`).
+    let (release_peers, peers_released) = tokio::sync::watch::channel(false);
+    let peer_service = PeerService::new(id, node.inbound()).closing_with(peers_released);
+    let peer = peer_server(peer_service, config.transport.message_bytes_max);
     #[cfg(not(madsim))]
     let mut builder = Server::builder().layer(crate::service::DecodeErrorLayer);
     #[cfg(madsim)]
@@ -300,7 +310,8 @@ async fn run(
     let _ = stop_tx.send(());
     if !matches!(ending, Ending::ServerEnded(_)) {
         let drain = Duration::from_millis(config.drain_timeout_ms);
-        match tokio::time::timeout(drain, &mut server).await {
+        let released = release_peers_when_answered(&handle, Instant::now() + drain, &release_peers);
+        match tokio::join!(released, tokio::time::timeout(drain, &mut server)).1 {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => tracing::warn!(node = id, "the gRPC server ended with an error: {error}"),
             Ok(Err(error)) => tracing::warn!(node = id, "the gRPC server task failed: {error}"),
@@ -341,6 +352,20 @@ fn open_storage(config: &ServerConfig) -> Result<Box<dyn Storage + Send>, Server
         }
         None => Ok(Box::new(MemoryStorage::new())),
     }
+}
+
+/// Waits until every call made through `handle` is answered (or `deadline` passes), then ends
+/// the peers' streams into this node. Until then the node keeps hearing from its peers, so that
+/// a write in flight when it stopped leading can still learn its outcome from the new leader.
+async fn release_peers_when_answered(
+    handle: &NodeHandle,
+    deadline: Instant,
+    release: &tokio::sync::watch::Sender<bool>,
+) {
+    while handle.calls_in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    release.send_replace(true);
 }
 
 /// The voter other than this node that holds the most of the log (ties: the one heard from most

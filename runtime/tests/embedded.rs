@@ -6,13 +6,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_core::kv::{KvCommand, KvEventKind};
+use keel_core::NodeId;
 use keel_runtime::embedded::EmbeddedNode;
 use keel_runtime::node::{NodeConfig, ReadConsistency};
 use keel_runtime::server::ServerConfig;
 
 fn config(address: &str, dir: &std::path::Path) -> ServerConfig {
-    let members = BTreeMap::from([(1, address.to_string())]);
-    let mut node = NodeConfig::new(1, members);
+    member_config(1, &BTreeMap::from([(1, address.to_string())]), dir)
+}
+
+/// The configuration of member `id` of `members`, with short timeouts, storing under `dir`.
+fn member_config(id: NodeId, members: &BTreeMap<NodeId, String>, dir: &std::path::Path) -> ServerConfig {
+    let address = &members[&id];
+    let mut node = NodeConfig::new(id, members.clone());
     node.raft.election_timeout_ms_min = 200;
     node.raft.election_timeout_ms_max = 400;
     node.raft.heartbeat_interval_ms = 50;
@@ -73,4 +79,43 @@ async fn an_invalid_configuration_is_refused_at_start() {
     config.node.raft.election_timeout_ms_min = 10;
     let error = EmbeddedNode::start(config).await.err().expect("refused");
     assert!(error.to_string().contains("election"), "{error}");
+}
+
+/// A whole cluster stopped at once stops promptly: each node's server ends the peer streams it
+/// receives as soon as it starts closing, instead of waiting, until its drain timeout, for
+/// senders on the other nodes that are themselves waiting to stop. The drain timeout here is
+/// two minutes, so a node that waits for its peers misses the one-minute bound by far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_stopped_at_once_does_not_wait_out_its_drain_timeout() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("a temporary directory")).collect();
+    let listeners: Vec<_> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a port")).collect();
+    let members: BTreeMap<NodeId, String> =
+        listeners.iter().zip(1..).map(|(l, id)| (id, l.local_addr().expect("bound").to_string())).collect();
+    drop(listeners);
+    let mut nodes = Vec::new();
+    for (id, dir) in (1..).zip(&dirs) {
+        let mut config = member_config(id, &members, dir.path());
+        config.drain_timeout_ms = 120_000;
+        nodes.push(EmbeddedNode::start(config).await.expect("the node starts"));
+    }
+    // Some node leads and commits through the others: the peer streams are up.
+    let put = KvCommand::Put { key: "/a".into(), value: "1".into(), ttl_ms: None };
+    let mut written = false;
+    for _ in 0..200 {
+        for node in &nodes {
+            written = written || node.handle().write(put.clone()).await.is_ok();
+        }
+        if written {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(written, "no node of the cluster accepted a write");
+
+    let stopping = futures_util::future::join_all(nodes.into_iter().map(EmbeddedNode::shutdown));
+    let stopped = tokio::time::timeout(Duration::from_secs(60), stopping).await;
+    let results = stopped.expect("every node stopped within a minute, not after its two-minute drain");
+    for result in results {
+        result.expect("a clean shutdown");
+    }
 }

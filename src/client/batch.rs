@@ -18,7 +18,7 @@
 //! server answers everything it accepted before ending the stream), or [`Failure::Lost`] when
 //! the connection broke, which a write reports as an unknown outcome.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -54,7 +54,7 @@ struct Submission {
 /// Requests sent and not answered yet, by id; `closed` once the stream failed.
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<u64, (oneshot::Sender<Answer>, OwnedSemaphorePermit)>,
+    waiting: BTreeMap<u64, (oneshot::Sender<Answer>, OwnedSemaphorePermit)>,
     closed: bool,
 }
 
@@ -206,7 +206,9 @@ async fn read_loop(mut inbound: tonic::Streaming<BatchResponses>, pending: &Mute
 fn fail_all(pending: &Mutex<Pending>, failure: &Failure) {
     let mut pending = lock(pending);
     pending.closed = true;
-    for (_, (reply, _permit)) in pending.waiting.drain() {
+    // In request order (a BTreeMap): the order the callers wake in must not depend on hashing,
+    // or a simulated run would not be reproducible from its seed.
+    for (_, (reply, _permit)) in std::mem::take(&mut pending.waiting) {
         let _ = reply.send(Err(failure.clone()));
     }
 }

@@ -173,6 +173,7 @@ impl EtcdLease {
         let mut closing = self.shared.closer.subscribe();
         loop {
             let request = tokio::select! {
+                biased;
                 request = requests.next() => request,
                 _ = closing.wait_for(|closed| *closed) => {
                     let _ = output.try_send(Err(shutting_down_status()));

@@ -117,6 +117,7 @@ impl Session {
         let mut leader_check = tokio::time::interval(LEADER_CHECK);
         loop {
             tokio::select! {
+                biased;
                 request = requests.next() => match request {
                     Some(Ok(request)) => self.on_request(request).await,
                     Some(Err(_)) => break,
@@ -124,6 +125,7 @@ impl Session {
                     // goes away or the node stops.
                     None => {
                         tokio::select! {
+                            biased;
                             _ = self.output.closed() => {}
                             _ = raised(&mut closing) => drop(self.output.try_send(Err(shutting_down_status()))),
                         }
@@ -377,6 +379,7 @@ impl WatchTask {
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
+                biased;
                 received = events.recv() => {
                     let first = match received {
                         Ok(event) => event,

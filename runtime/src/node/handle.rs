@@ -2,6 +2,8 @@
 //! the answer, with a deadline; it is what the gRPC services and the embedded (in-process) client
 //! use. Requests travel as Rust values: no serialization.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -165,6 +167,24 @@ pub struct NodeHandle {
     pub(crate) events: broadcast::Sender<KvEvent>,
     pub(crate) membership: watch::Receiver<(Index, Membership)>,
     pub(crate) request_timeout: Duration,
+    /// Calls sent through any clone of this handle and not answered yet (see [`NodeHandle::calls_in_flight`]).
+    pub(crate) calls_in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one call in flight for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl NodeHandle {
@@ -173,10 +193,17 @@ impl NodeHandle {
         self.id
     }
 
+    /// How many calls made through this handle (or any clone of it) wait for their answer now:
+    /// a stopping server drains them before it lets go of its peers (`server.rs`).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Sends a request and waits for its answer. `unanswered` is the error when the deadline
     /// passes or the driver stops before answering: `OutcomeUnknown` for requests that may have
     /// been proposed, a plain failure otherwise.
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, unanswered: ClientError) -> Result<T, ClientError> {
+        let _in_flight = InFlight::start(&self.calls_in_flight);
         let (reply, answer) = oneshot::channel();
         self.requests.try_send(make(reply)).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ClientError::Overloaded("the node's request queue is full".into()),

@@ -141,6 +141,7 @@ impl Node {
             events: events_tx.clone(),
             membership: membership_rx,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            calls_in_flight: Default::default(),
         };
         let worker = storage_worker::StorageWorker::start(storage, clock.clone());
         let driver = driver::Driver::new(

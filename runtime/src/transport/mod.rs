@@ -25,7 +25,7 @@ use std::sync::Arc;
 use keel_core::{Message, NodeId};
 
 pub use sender::{PeerSender, TransportConfig, TransportStats, TransportStatsSnapshot, DEFAULT_MESSAGE_BYTES_MAX};
-pub use server::{peer_service, peer_service_with_limit, PeerServer, PeerService};
+pub use server::{peer_server, peer_service, peer_service_with_limit, PeerServer, PeerService};
 
 /// The outgoing side of one node's peer transport: a [`PeerSender`] per peer, routed by
 /// destination, with shared [`TransportStats`].

@@ -37,13 +37,34 @@ pub type PeerServer = RaftPeerServer<PeerService, tonic::codegen::IdentityInterc
 pub struct PeerService {
     node_id: NodeId,
     inbound: mpsc::Sender<Vec<Message>>,
+    /// Turns true when the server starts closing: open `Stream` calls then end at once.
+    closing: Option<watch::Receiver<bool>>,
 }
 
 impl PeerService {
     /// The service of node `node_id`, queueing each decoded batch into `inbound`.
     pub fn new(node_id: NodeId, inbound: mpsc::Sender<Vec<Message>>) -> Self {
-        Self { node_id, inbound }
+        Self { node_id, inbound, closing: None }
     }
+
+    /// Ends every open and future `Stream` call with `UNAVAILABLE` once `closing` turns true.
+    /// A server that drains its calls before stopping needs it: the peers' senders keep their
+    /// streams open for as long as their own nodes run, so when a whole cluster stops at once
+    /// each server would otherwise wait out its drain timeout for the others.
+    pub fn closing_with(mut self, closing: watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
+    }
+}
+
+/// Resolves once `closing` turns true; never without one, or once its sender is gone unraised.
+async fn closed(closing: Option<watch::Receiver<bool>>) {
+    if let Some(mut closing) = closing {
+        if closing.wait_for(|closed| *closed).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// The peer service of `node_id`, ready to serve, accepting messages up to
@@ -60,7 +81,13 @@ pub fn peer_service_with_limit(
     inbound_tx: mpsc::Sender<Vec<Message>>,
     message_bytes_max: usize,
 ) -> PeerServer {
-    RaftPeerServer::new(PeerService::new(node_id, inbound_tx))
+    peer_server(PeerService::new(node_id, inbound_tx), message_bytes_max)
+}
+
+/// `service`, ready to serve, accepting and sending messages up to `message_bytes_max` bytes
+/// encoded (see [`peer_service_with_limit`]).
+pub fn peer_server(service: PeerService, message_bytes_max: usize) -> PeerServer {
+    RaftPeerServer::new(service)
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max)
 }
@@ -97,8 +124,15 @@ impl PeerService {
     /// a batch is refused.
     async fn receive(self, mut batches: Streaming<RaftMessageBatch>, progress: watch::Sender<Progress>) {
         let mut queued = 0u64;
+        let mut closed = std::pin::pin!(closed(self.closing.clone()));
         let ended = loop {
-            let batch = match batches.message().await {
+            // `biased`: no random branch order, so that a simulated run depends on its seed alone.
+            let received = tokio::select! {
+                biased;
+                () = &mut closed => break Status::unavailable("node is shutting down"),
+                received = batches.message() => received,
+            };
+            let batch = match received {
                 Ok(Some(batch)) => batch,
                 Ok(None) | Err(_) => return,
             };

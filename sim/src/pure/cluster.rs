@@ -128,7 +128,15 @@ impl Simulator {
             ),
             Err(error) => {
                 let message = format!("node {node} refuses to start: {error}");
-                self.detected_corruptions.push(message.clone());
+                // Expected only as the detection of a bit flipped on this node's disk: a refusal
+                // for any other reason (a clean disk, a snapshot that does not restore, a
+                // recovered state the core rejects) is a bug.
+                let flipped = sim_node.corrupted.is_some() && sim_node.disk.stats.bit_flips > 0;
+                if flipped {
+                    self.detected_corruptions.push(message.clone());
+                } else {
+                    self.violate(format!("{message} (no bit was flipped on its disk)"));
+                }
                 message
             }
         }

@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipe();
     match Cli::parse().command {
         Command::Check(arguments) => check::run(&arguments),
         Command::Run(arguments) => run::run(&arguments),
@@ -48,5 +49,17 @@ fn main() -> ExitCode {
         Command::Replay(arguments) => replay::run(&arguments),
         Command::Render(arguments) => render::run(&arguments),
         Command::Shrink(arguments) => shrink::run(&arguments),
+    }
+}
+
+/// `keel-sim run ... | head`: when the reader of standard output goes away, end the way Unix
+/// tools do (killed by `SIGPIPE`, no message) instead of panicking in `println!`. Rust ignores
+/// `SIGPIPE` by default, which turns the closed pipe into a write error.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists,
+    // touches no memory and races with nothing.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
