@@ -11,6 +11,8 @@
 //!   [`SkewedClock`] (an offset and a drift drawn from the seed, within the bounds the cluster is
 //!   configured to tolerate), created anew at every (re)start like a process's clock.
 //! * **Network.** Node `i` has the address `10.0.0.i:7000`; partitions clog madsim links.
+//! * **Membership.** Spare nodes run empty outside the configuration until the admin machine
+//!   adds them ([`SimCluster::add_spares`], `membership.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +29,7 @@ use keel_runtime::storage::{CrashFault, MemoryDisk, MemoryStorage};
 use tokio::sync::watch;
 
 use super::disk::{DiskSpeed, SlowStorage};
+use super::membership::{Admin, AdminFault, Members};
 
 /// The port every node serves peers and clients on.
 pub const NODE_PORT: u16 = 7000;
@@ -108,6 +111,8 @@ pub type NodeErrors = Arc<Mutex<Vec<String>>>;
 pub struct SimCluster {
     nodes: BTreeMap<NodeId, SimNode>,
     errors: NodeErrors,
+    members: Members,
+    admin: Option<Admin>,
     killed: BTreeSet<NodeId>,
     paused: BTreeSet<NodeId>,
     isolated: BTreeSet<NodeId>,
@@ -117,38 +122,52 @@ pub struct SimCluster {
 impl SimCluster {
     /// Starts nodes `1..=size` on the current madsim runtime, clocks drawn from `rng`.
     pub fn start(size: u32, seed: u64, rng: &mut Rng) -> Self {
-        let handle = Handle::current();
         let members: BTreeMap<NodeId, String> = (1..=size).map(|id| (id, node_address(id))).collect();
         let errors = NodeErrors::default();
-        let mut nodes = BTreeMap::new();
-        for &id in members.keys() {
-            let (disk, speed) = (MemoryDisk::new(), DiskSpeed::default());
-            let skew = ClockSkew::draw(rng);
-            let config = node_config(id, &members, seed);
-            let (init_disk, init_speed) = (disk.clone(), speed.clone());
-            let init_errors = Arc::clone(&errors);
-            let stop = watch::Sender::new(0);
-            let init_stop = stop.clone();
-            let machine = handle
-                .create_node()
-                .name(format!("keel-{id}"))
-                .ip(node_ip(id))
-                .init(move || {
-                    let storage = SlowStorage::new(MemoryStorage::open(init_disk.clone()), init_speed.clone());
-                    let parts = NodeParts { storage, skew, stop: init_stop.subscribe() };
-                    run_node(config.clone(), parts, Arc::clone(&init_errors))
-                })
-                .build();
-            nodes.insert(id, SimNode { machine, disk, speed, skew, stop });
-        }
+        let nodes = members.keys().map(|&id| (id, start_node(id, &members, seed, rng, &errors))).collect();
+        let voters = members.keys().copied().collect();
         Self {
             nodes,
             errors,
+            members: Members { voters, voters_min: size as usize, ..Members::default() },
+            admin: None,
             killed: BTreeSet::new(),
             paused: BTreeSet::new(),
             isolated: BTreeSet::new(),
             clogged_links: BTreeSet::new(),
         }
+    }
+
+    /// Starts `count` spare nodes (empty, outside the configuration, waiting to be added) and
+    /// the admin machine at `admin_ip` that adds, promotes and removes members and transfers
+    /// leadership ([`SimCluster::change`]).
+    pub fn add_spares(&mut self, count: u32, seed: u64, rng: &mut Rng, admin_ip: IpAddr) -> Result<(), String> {
+        let initial: BTreeMap<NodeId, String> = self.members.voters.iter().map(|&id| (id, node_address(id))).collect();
+        let first = self.nodes.keys().last().copied().unwrap_or(0) + 1;
+        for id in first..first + count {
+            let node = start_node(id, &initial, seed, rng, &self.errors);
+            self.nodes.insert(id, node);
+            self.members.spares.insert(id);
+        }
+        self.admin = Some(Admin::new(admin_ip, initial.into_values().collect())?);
+        Ok(())
+    }
+
+    /// Whether membership changes and transfers can be made ([`SimCluster::add_spares`]).
+    pub fn has_admin(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// The configuration as last reported to the admin (the initial voters until a change).
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// Makes a membership change or leadership transfer through the admin; returns its trace
+    /// line (`None` without an admin, see [`SimCluster::add_spares`]).
+    pub async fn change(&mut self, fault: &AdminFault) -> Option<String> {
+        let admin = self.admin.as_ref()?;
+        Some(admin.apply(fault, &mut self.members).await)
     }
 
     /// The node ids, in order.
@@ -174,6 +193,11 @@ impl SimCluster {
     /// The nodes currently killed.
     pub fn killed(&self) -> &BTreeSet<NodeId> {
         &self.killed
+    }
+
+    /// The nodes currently cut off by [`SimCluster::isolate`].
+    pub fn isolated(&self) -> &BTreeSet<NodeId> {
+        &self.isolated
     }
 
     /// The nodes currently paused.
@@ -292,6 +316,35 @@ impl SimCluster {
             self.restart(id);
         }
     }
+}
+
+/// Creates the machine of node `id` (peers `members`; a node not among them starts empty and
+/// waits to be added) and starts its first incarnation.
+fn start_node(
+    id: NodeId,
+    members: &BTreeMap<NodeId, String>,
+    seed: u64,
+    rng: &mut Rng,
+    errors: &NodeErrors,
+) -> SimNode {
+    let (disk, speed) = (MemoryDisk::new(), DiskSpeed::default());
+    let skew = ClockSkew::draw(rng);
+    let config = node_config(id, members, seed);
+    let (init_disk, init_speed) = (disk.clone(), speed.clone());
+    let init_errors = Arc::clone(errors);
+    let stop = watch::Sender::new(0);
+    let init_stop = stop.clone();
+    let machine = Handle::current()
+        .create_node()
+        .name(format!("keel-{id}"))
+        .ip(node_ip(id))
+        .init(move || {
+            let storage = SlowStorage::new(MemoryStorage::open(init_disk.clone()), init_speed.clone());
+            let parts = NodeParts { storage, skew, stop: init_stop.subscribe() };
+            run_node(config.clone(), parts, Arc::clone(&init_errors))
+        })
+        .build();
+    SimNode { machine, disk, speed, skew, stop }
 }
 
 /// What one incarnation of a node runs on.

@@ -1,6 +1,7 @@
 //! The fault schedule of a madsim scenario, drawn from the seed: partitions (one node cut off,
 //! a minority split from the rest, one-way links), kills with a disk crash or graceful shutdowns
-//! and later restarts, pauses and resumes, slow disks. Every fault applied is logged with its virtual time, for the
+//! and later restarts, pauses and resumes, slow disks, membership changes and leadership
+//! transfers (`membership.rs`). Every fault applied is logged with its virtual time, for the
 //! trace.
 
 use std::collections::BTreeSet;
@@ -10,6 +11,7 @@ use keel_core::{NodeId, Rng};
 use tokio::time::Instant;
 
 use super::cluster::SimCluster;
+use super::membership::AdminFault;
 
 /// One fault the schedule can apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,17 +36,25 @@ pub enum Fault {
     Resume(NodeId),
     /// Make a node's disk take this many milliseconds per group of operations (0: fast again).
     SlowDisk(NodeId, u64),
+    /// A membership change or leadership transfer, through the admin API.
+    Admin(AdminFault),
 }
 
-/// Draws the next fault for `cluster`: at most a minority of the nodes down at once, so that
+/// Draws the next fault for `cluster`: at most a minority of the voters down at once, so that
 /// the cluster also makes progress between faults.
 pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
     let ids = cluster.ids();
     let pick = |rng: &mut Rng, from: &[NodeId]| from[rng.range(0, from.len() as u64) as usize];
-    let minority = (ids.len() - 1) / 2;
-    let down = cluster.killed().len() + cluster.paused().len();
-    match rng.range(0, 13) {
-        0 | 1 => Fault::Isolate(pick(rng, &ids)),
+    let voters = &cluster.members().voters;
+    let minority = (voters.len().max(1) - 1) / 2;
+    // Voters killed, paused or cut off (isolations add up until the network heals): past a
+    // minority the cluster could not work at all until then, and the run would test little.
+    let out =
+        |id: &&NodeId| [cluster.killed(), cluster.paused(), cluster.isolated()].iter().any(|set| set.contains(id));
+    let down = voters.iter().filter(out).count();
+    match rng.range(0, 16) {
+        13..=15 if cluster.has_admin() => Fault::Admin(cluster.members().draw(rng)),
+        0 | 1 if down < minority.max(1) => Fault::Isolate(pick(rng, &ids)),
         2 => {
             let size = rng.range(1, minority as u64 + 1) as usize;
             let mut side = BTreeSet::new();
@@ -97,6 +107,8 @@ pub fn apply(cluster: &mut SimCluster, fault: &Fault) -> Option<String> {
         Fault::Pause(id) => cluster.pause(*id),
         Fault::Resume(id) => cluster.resume(*id),
         Fault::SlowDisk(id, delay_ms) => cluster.slow_disk(*id, *delay_ms),
+        // Sent and awaited by `inject`, which can wait for the answer.
+        Fault::Admin(_) => return None,
     }
     Some(format!("{fault:?}"))
 }
@@ -114,7 +126,11 @@ pub async fn inject(cluster: &mut SimCluster, rng: &mut Rng, duration: Duration,
         }
         tokio::time::sleep(wait).await;
         let fault = draw(rng, cluster);
-        if let Some(line) = apply(cluster, &fault) {
+        let line = match &fault {
+            Fault::Admin(change) => cluster.change(change).await,
+            _ => apply(cluster, &fault),
+        };
+        if let Some(line) = line {
             log.push(format!("{} {line}", start.elapsed().as_millis()));
         }
     }

@@ -12,6 +12,7 @@
 //! * [`disk`]: slow disks (a delay per group of operations, changed at any time).
 //! * [`clients`]: client processes and the history they record.
 //! * [`faults`]: the fault schedule drawn from the seed.
+//! * [`membership`]: membership changes and leadership transfers through the admin API.
 //! * [`scenario`]: the standard scenario and its verdicts (linearizable history, no
 //!   acknowledged write lost, every operation ended after the heal), and the trace hash.
 //!
@@ -21,6 +22,7 @@ pub mod clients;
 pub mod cluster;
 pub mod disk;
 pub mod faults;
+pub mod membership;
 pub mod scenario;
 
 pub use scenario::{run, Report, Scenario};

@@ -46,12 +46,15 @@ pub struct Scenario {
     pub fault_ms: u64,
     /// Virtual time within which every pending operation must end once faults stop.
     pub heal_bound_ms: u64,
+    /// Nodes started outside the configuration, for the admin to add, promote and remove.
+    pub spare_nodes: u32,
 }
 
 impl Scenario {
-    /// The standard scenario: 3 nodes, 5 clients on 4 keys, 10 s of faults, 20 s to heal.
+    /// The standard scenario: 3 nodes and 2 spares, 5 clients on 4 keys, 10 s of faults
+    /// (membership changes and transfers among them), 20 s to heal.
     pub fn standard() -> Self {
-        Self { nodes: 3, clients: 5, keys: 4, fault_ms: 10_000, heal_bound_ms: 20_000 }
+        Self { nodes: 3, clients: 5, keys: 4, fault_ms: 10_000, heal_bound_ms: 20_000, spare_nodes: 2 }
     }
 
     /// Like [`Scenario::standard`] with 5 nodes (two may be down at once).
@@ -100,6 +103,9 @@ const READ_BACK_PROCESS: u64 = 1_000_000;
 /// The read-back client's machine number (clients use `0..clients`).
 const READER_INDEX: u32 = 200;
 
+/// The admin's machine number (membership changes and transfers).
+const ADMIN_INDEX: u32 = 201;
+
 fn client_ip(index: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, (index % 250) as u8 + 1))
 }
@@ -110,6 +116,9 @@ pub async fn run(seed: u64, scenario: &Scenario) -> Report {
     let mut rng = Rng::new(seed ^ 0x6B65_656C_6D61_6473);
     let start = Instant::now();
     let mut cluster = SimCluster::start(scenario.nodes, seed, &mut rng);
+    if let Err(problem) = cluster.add_spares(scenario.spare_nodes, seed, &mut rng, client_ip(ADMIN_INDEX)) {
+        return failed(seed, Recorder::new(), problem);
+    }
     let recorder = Recorder::new();
     let keys = register_keys(scenario.keys);
     let stop = Arc::new(AtomicBool::new(false));
