@@ -415,6 +415,9 @@ impl Driver {
             Request::KvSize { reply } => {
                 let _ = reply.send(Ok(self.kv.size_bytes()));
             }
+            Request::Alarms { reply } => {
+                let _ = reply.send(Ok(self.kv.alarms().collect()));
+            }
             Request::KvSnapshot { reply } => {
                 let _ = reply.send(Ok((self.kv.snapshot(), self.kv.current_revision())));
             }
