@@ -33,8 +33,14 @@ use tonic::transport::Channel;
 
 /// A single in-memory node, its address, and a channel to it once it leads.
 async fn node() -> (EmbeddedNode, Channel) {
+    node_with(|_| {}).await
+}
+
+/// [`node`], configured further by `tweak`.
+async fn node_with(tweak: impl FnOnce(&mut NodeConfig)) -> (EmbeddedNode, Channel) {
     let address = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("bound").to_string();
     let mut node = NodeConfig::new(1, BTreeMap::from([(1, address.clone())]));
+    tweak(&mut node);
     node.raft.election_timeout_ms_min = 200;
     node.raft.election_timeout_ms_max = 400;
     node.raft.heartbeat_interval_ms = 50;
@@ -242,6 +248,34 @@ async fn a_nospace_alarm_refuses_growth_until_it_is_cleared() {
     assert!(again.alarms.is_empty());
     assert!(maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms.is_empty());
     kv.put(put("/n/b", "2")).await.expect("writes work again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_quota_the_leader_raises_nospace_which_stays_cleared_once_space_is_freed() {
+    let (_node, channel) = node_with(|node| (node.kv_quota_bytes, node.expire_interval_ms) = (4_000, 50)).await;
+    let (mut kv, mut maintenance) = (KvClient::new(channel.clone()), MaintenanceClient::new(channel));
+    let big = "x".repeat(1_000);
+    // About 1 KB of data each: three stay under the quota, the fourth goes past it.
+    for i in 0..4 {
+        kv.put(put(&format!("/q/{i}"), &big)).await.expect("within the quota when proposed");
+    }
+    let nospace = AlarmMember { member_id: 1, alarm: AlarmType::Nospace as i32 };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms != vec![nospace] {
+        assert!(tokio::time::Instant::now() < deadline, "the quota never raised NOSPACE");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = kv.put(put("/q/more", "1")).await.expect_err("out of space");
+    assert_eq!(refused.message(), "etcdserver: mvcc: database space exceeded");
+    // Freeing space: delete, compact the history away, then disarm.
+    let deleted =
+        kv.delete_range(DeleteRangeRequest { key: "/q/".into(), range_end: "/q0".into(), ..Default::default() });
+    let revision = deleted.await.expect("deletes work").into_inner().header.expect("a header").revision;
+    kv.compact(CompactionRequest { revision, physical: false }).await.expect("compacted");
+    maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("cleared");
+    tokio::time::sleep(Duration::from_millis(300)).await; // several quota checks
+    assert!(maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms.is_empty());
+    kv.put(put("/q/more", "1")).await.expect("writes work again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,11 @@
 //! * While a `NOSPACE` alarm is raised the store refuses, when applying, every write that can
 //!   grow it (Put, a Txn with a put, LeaseGrant, and native writes) with etcd's `etcdserver:
 //!   mvcc: database space exceeded` (`RESOURCE_EXHAUSTED`); reads, deletes, compaction, lease
-//!   revokes and keep-alives still work. Keel never raises `NOSPACE` itself: it has no storage
-//!   quota (etcd's `--quota-backend-bytes`) yet.
+//!   revokes and keep-alives still work.
+//! * With a storage quota (`NodeConfig::kv_quota_bytes`, `keel node --quota-backend-bytes`, as
+//!   etcd's flag), the leader raises `NOSPACE` for itself once the key-value data exceeds it
+//!   (checked every `expire_interval_ms`, so a few writes may pass the quota first), and raises
+//!   it again after a disarm while the data is still over the quota.
 
 use keel::proto::etcdserverpb::alarm_request::AlarmAction;
 use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
