@@ -69,6 +69,14 @@ pub enum MembershipChange {
         /// The members to remove.
         node_ids: Vec<NodeId>,
     },
+    /// Change the network address of one member (voter or learner); its voting right stays.
+    /// Refused if another member already has that address.
+    UpdateAddress {
+        /// The member.
+        node_id: NodeId,
+        /// Where peers reach it from now on.
+        address: String,
+    },
 }
 
 /// Why a membership change was refused. Each message says what to do instead.
@@ -86,6 +94,8 @@ pub enum MembershipError {
     NoVotersLeft,
     /// The batch is empty or names a node twice.
     InvalidBatch,
+    /// Another member already has this address.
+    AddressInUse(NodeId),
 }
 
 impl std::fmt::Display for MembershipError {
@@ -99,6 +109,7 @@ impl std::fmt::Display for MembershipError {
             }
             Self::NoVotersLeft => write!(f, "the change would leave no voter; add and promote a replacement first"),
             Self::InvalidBatch => write!(f, "the batch is empty or names a node twice; list each node once"),
+            Self::AddressInUse(id) => write!(f, "node {id} already has this address; give each member its own"),
         }
     }
 }
@@ -196,6 +207,7 @@ impl Membership {
                     next.remove(*id)?;
                 }
             }
+            MembershipChange::UpdateAddress { node_id, address } => next.update_address(*node_id, address)?,
         }
         if next.voters.is_empty() {
             return Err(MembershipError::NoVotersLeft);
@@ -214,6 +226,19 @@ impl Membership {
                 Ok(())
             }
         }
+    }
+
+    fn update_address(&mut self, id: NodeId, address: &str) -> Result<(), MembershipError> {
+        if !self.contains(id) {
+            return Err(MembershipError::UnknownMember(id));
+        }
+        let holder =
+            self.addresses.iter().find(|(other, held)| **other != id && !address.is_empty() && *held == address);
+        if let Some((other, _)) = holder {
+            return Err(MembershipError::AddressInUse(*other));
+        }
+        self.addresses.insert(id, address.to_string());
+        Ok(())
     }
 
     fn remove(&mut self, id: NodeId) -> Result<(), MembershipError> {
@@ -282,6 +307,18 @@ mod tests {
             |id| MembershipChange::AddLearner { node_id: id, address: String::new(), kind: LearnerKind::Promotable };
         assert_eq!(three().apply_change(&add(2)).unwrap_err(), MembershipError::AlreadyMember(2));
         assert_eq!(three().apply_change(&add(0)).unwrap_err(), MembershipError::InvalidNodeId);
+    }
+
+    #[test]
+    fn update_address_changes_one_member_and_refuses_unknown_ids_and_taken_addresses() {
+        let mut config = three();
+        config.addresses.extend([(1, "a1".to_string()), (2, "a2".into()), (3, "a3".into())]);
+        let update = |id, address: &str| MembershipChange::UpdateAddress { node_id: id, address: address.into() };
+        let next = config.apply_change(&update(2, "b2")).unwrap();
+        assert_eq!((next.address_of(2), next.voters_changed(&config)), ("b2".to_string(), 0));
+        assert_eq!(config.apply_change(&update(2, "a2")).unwrap(), config, "its own address again");
+        assert_eq!(config.apply_change(&update(9, "b9")).unwrap_err(), MembershipError::UnknownMember(9));
+        assert_eq!(config.apply_change(&update(2, "a3")).unwrap_err(), MembershipError::AddressInUse(3));
     }
 
     #[test]

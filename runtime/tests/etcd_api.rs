@@ -1,21 +1,27 @@
 //! The etcd v3 API over gRPC with the generated etcd clients (plain build only): what etcdctl
 //! cannot exercise, such as several watches on one stream, filters, explicit and duplicate
-//! watch ids, progress requests, cancel, the compacted answer, and nested transactions.
+//! watch ids, progress requests, cancel, the compacted answer, nested transactions, raising an
+//! alarm (etcdctl can only list and disarm them), and MemberUpdate's errors.
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use keel::proto::etcdserverpb::alarm_request::AlarmAction;
+use keel::proto::etcdserverpb::cluster_client::ClusterClient;
 use keel::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel::proto::etcdserverpb::kv_client::KvClient;
+use keel::proto::etcdserverpb::lease_client::LeaseClient;
+use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel::proto::etcdserverpb::request_op::Request as Op;
 use keel::proto::etcdserverpb::response_op::Response as OpAnswer;
 use keel::proto::etcdserverpb::watch_client::WatchClient;
 use keel::proto::etcdserverpb::watch_create_request::FilterType;
 use keel::proto::etcdserverpb::watch_request::RequestUnion;
 use keel::proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    AlarmMember, AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    MemberAddRequest, MemberListRequest, MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
     WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use keel::proto::mvccpb::event::EventType;
@@ -27,8 +33,14 @@ use tonic::transport::Channel;
 
 /// A single in-memory node, its address, and a channel to it once it leads.
 async fn node() -> (EmbeddedNode, Channel) {
+    node_with(|_| {}).await
+}
+
+/// [`node`], configured further by `tweak`.
+async fn node_with(tweak: impl FnOnce(&mut NodeConfig)) -> (EmbeddedNode, Channel) {
     let address = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("bound").to_string();
     let mut node = NodeConfig::new(1, BTreeMap::from([(1, address.clone())]));
+    tweak(&mut node);
     node.raft.election_timeout_ms_min = 200;
     node.raft.election_timeout_ms_max = 400;
     node.raft.heartbeat_interval_ms = 50;
@@ -200,4 +212,95 @@ async fn nested_transactions_and_ranged_compares_over_grpc() {
         (status.code(), status.message()),
         (tonic::Code::InvalidArgument, "etcdserver: too many operations in txn request")
     );
+}
+
+fn alarm(action: AlarmAction, member_id: u64) -> AlarmRequest {
+    AlarmRequest { action: action as i32, member_id, alarm: AlarmType::Nospace as i32 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nospace_alarm_refuses_growth_until_it_is_cleared() {
+    let (_node, channel) = node().await;
+    let (mut kv, mut maintenance) = (KvClient::new(channel.clone()), MaintenanceClient::new(channel.clone()));
+    kv.put(put("/n/a", "1")).await.expect("put");
+    let raised = maintenance.alarm(alarm(AlarmAction::Activate, 1)).await.expect("raised").into_inner();
+    let nospace = AlarmMember { member_id: 1, alarm: AlarmType::Nospace as i32 };
+    assert_eq!(raised.alarms, vec![nospace]);
+    let listed = maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner();
+    assert_eq!(listed.alarms, vec![nospace]);
+    let exceeded = |status: tonic::Status| (status.code(), status.message().to_string());
+    let expected = (tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".to_string());
+    assert_eq!(exceeded(kv.put(put("/n/b", "2")).await.expect_err("refused")), expected);
+    let put_in_txn = TxnRequest {
+        success: vec![RequestOp { request: Some(Op::RequestPut(put("/n/c", "3"))) }],
+        ..Default::default()
+    };
+    assert_eq!(exceeded(kv.txn(put_in_txn).await.expect_err("refused")), expected);
+    let grant = LeaseClient::new(channel.clone()).lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await;
+    assert_eq!(exceeded(grant.expect_err("refused")), expected);
+    let read = kv.range(RangeRequest { key: "/n/a".into(), ..Default::default() }).await.expect("reads work");
+    assert_eq!(read.into_inner().count, 1);
+    let delete = DeleteRangeRequest { key: "/n/a".into(), ..Default::default() };
+    assert_eq!(kv.delete_range(delete).await.expect("deletes work").into_inner().deleted, 1);
+    let cleared = maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("cleared").into_inner();
+    assert_eq!(cleared.alarms, vec![nospace]);
+    let again = maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("nothing to clear").into_inner();
+    assert!(again.alarms.is_empty());
+    assert!(maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms.is_empty());
+    kv.put(put("/n/b", "2")).await.expect("writes work again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_quota_the_leader_raises_nospace_which_stays_cleared_once_space_is_freed() {
+    let (_node, channel) = node_with(|node| (node.kv_quota_bytes, node.expire_interval_ms) = (4_000, 50)).await;
+    let (mut kv, mut maintenance) = (KvClient::new(channel.clone()), MaintenanceClient::new(channel));
+    let big = "x".repeat(1_000);
+    // About 1 KB of data each: three stay under the quota, the fourth goes past it.
+    for i in 0..4 {
+        kv.put(put(&format!("/q/{i}"), &big)).await.expect("within the quota when proposed");
+    }
+    let nospace = AlarmMember { member_id: 1, alarm: AlarmType::Nospace as i32 };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms != vec![nospace] {
+        assert!(tokio::time::Instant::now() < deadline, "the quota never raised NOSPACE");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = kv.put(put("/q/more", "1")).await.expect_err("out of space");
+    assert_eq!(refused.message(), "etcdserver: mvcc: database space exceeded");
+    // Freeing space: delete, compact the history away, then disarm.
+    let deleted =
+        kv.delete_range(DeleteRangeRequest { key: "/q/".into(), range_end: "/q0".into(), ..Default::default() });
+    let revision = deleted.await.expect("deletes work").into_inner().header.expect("a header").revision;
+    kv.compact(CompactionRequest { revision, physical: false }).await.expect("compacted");
+    maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("cleared");
+    tokio::time::sleep(Duration::from_millis(300)).await; // several quota checks
+    assert!(maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms.is_empty());
+    kv.put(put("/q/more", "1")).await.expect("writes work again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_update_moves_a_member_and_refuses_unknown_ids_and_taken_urls() {
+    let (_node, channel) = node().await;
+    let mut cluster = ClusterClient::new(channel);
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let add = MemberAddRequest { peer_ur_ls: vec![url(1)], is_learner: true };
+    let added = cluster.member_add(add.clone()).await.expect("a learner added").into_inner();
+    let learner = added.member.expect("the new member").id;
+    let update = |id: u64, port: u16| MemberUpdateRequest { id, peer_ur_ls: vec![url(port)] };
+    let updated = cluster.member_update(update(learner, 2)).await.expect("updated").into_inner();
+    let moved = updated.members.iter().find(|member| member.id == learner).expect("still a member");
+    assert_eq!((moved.peer_ur_ls.clone(), moved.is_learner), (vec![url(2)], true));
+    let listed = cluster.member_list(MemberListRequest::default()).await.expect("listed").into_inner();
+    assert_eq!(listed.members, updated.members);
+    let unknown = cluster.member_update(update(99, 3)).await.expect_err("no member 99");
+    assert_eq!((unknown.code(), unknown.message()), (tonic::Code::NotFound, "etcdserver: member not found"));
+    let taken = cluster.member_update(update(1, 2)).await.expect_err("the learner's URL");
+    assert_eq!(
+        (taken.code(), taken.message()),
+        (tonic::Code::FailedPrecondition, "etcdserver: Peer URLs already exists")
+    );
+    let again = MemberAddRequest { peer_ur_ls: vec![url(2)], is_learner: true };
+    assert_eq!(cluster.member_add(again).await.expect_err("taken").message(), "etcdserver: Peer URLs already exists");
+    let bad = MemberUpdateRequest { id: learner, peer_ur_ls: vec![] };
+    assert_eq!(cluster.member_update(bad).await.expect_err("no URL").code(), tonic::Code::InvalidArgument);
 }

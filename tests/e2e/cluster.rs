@@ -131,6 +131,18 @@ impl Cluster {
         self.nodes.insert(id, node);
     }
 
+    /// Kills node `id` (`kill -9`) and starts it again on its data directory, listening at
+    /// `address` from now on.
+    pub fn restart_at(&mut self, id: u32, address: String) {
+        let node = self.nodes.get_mut(&id).expect("a node of the cluster");
+        node.kill_9();
+        for arg in node.args.iter_mut().filter(|arg| arg.starts_with("--listen=")) {
+            *arg = format!("--listen={address}");
+        }
+        node.address = address;
+        node.spawn();
+    }
+
     /// Every node's client address, in id order.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.values().map(|node| node.address.clone()).collect()

@@ -315,6 +315,74 @@ async fn etcdctl_hashkv_snapshot_defrag_and_alarms() {
     assert_eq!(ok(&all, &["alarm", "list"]), "");
 }
 
+/// Raises a NOSPACE alarm for member 1 through `endpoint` (etcdctl cannot raise alarms).
+async fn raise_nospace(endpoint: &str) {
+    use keel::proto::etcdserverpb::alarm_request::AlarmAction;
+    use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use keel::proto::etcdserverpb::{AlarmRequest, AlarmType};
+    let mut maintenance = MaintenanceClient::connect(format!("http://{endpoint}")).await.expect("connected");
+    let request = AlarmRequest { action: AlarmAction::Activate as i32, member_id: 1, alarm: AlarmType::Nospace as i32 };
+    maintenance.alarm(request).await.expect("the alarm is raised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_alarms_refuse_growth_survive_a_leader_kill_and_restart_then_disarm() {
+    let (mut cluster, all) = cluster().await;
+    ok(&all, &["put", "/q/a", "1"]);
+    ok(&all, &["put", "/q/b", "2"]);
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    raise_nospace(&all[follower as usize - 1]).await;
+    let listed = "memberID:1 alarm:NOSPACE \n";
+    assert_eq!(ok(&all, &["alarm", "list"]), listed);
+    assert!(fails(&all, &["put", "/q/c", "3"]).contains("etcdserver: mvcc: database space exceeded"));
+    assert!(fails(&all, &["lease", "grant", "60"]).contains("database space exceeded"));
+    assert_eq!(ok(&all, &["get", "/q/a"]), "/q/a\n1\n", "reads still work");
+    assert_eq!(ok(&all, &["del", "/q/a"]), "1\n", "deletes still work");
+    // The alarm is replicated state: a new leader and a restarted member still have it.
+    cluster.nodes.get_mut(&leader).expect("the leader's process").kill_9();
+    let survivors: Vec<u32> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    cluster.leader(&survivors).await;
+    let alive: Vec<String> = survivors.iter().map(|id| cluster.nodes[id].address.clone()).collect();
+    assert_eq!(ok(&alive, &["alarm", "list"]), listed);
+    assert!(fails(&alive, &["put", "/q/c", "3"]).contains("database space exceeded"));
+    cluster.nodes.get_mut(&leader).expect("the old leader's process").restart();
+    let new_leader = cluster.leader(&[1, 2, 3]).await;
+    cluster.converged(new_leader, &[1, 2, 3]).await;
+    let restarted = vec![cluster.nodes[&leader].address.clone()];
+    assert_eq!(ok(&restarted, &["alarm", "list"]), listed);
+    assert_eq!(ok(&restarted, &["alarm", "disarm"]), listed);
+    assert_eq!(ok(&all, &["alarm", "list"]), "");
+    assert_eq!(ok(&all, &["put", "/q/c", "3"]), "OK\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_member_update_moves_a_member_to_a_new_address() {
+    let (mut cluster, all) = cluster().await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let moved = if leader == 3 { 2 } else { 3 };
+    let address = crate::cluster::free_address();
+    let peer_url = format!("--peer-urls=http://{address}");
+    let updated = ok(&all, &["member", "update", &format!("{moved:x}"), &peer_url]);
+    assert!(updated.contains(&format!("Member {moved:16x} updated")), "{updated}");
+    ok(&all, &["put", "/u", "written while the member moves"]);
+    cluster.restart_at(moved, address.clone());
+    let members = ok(&cluster.endpoints(), &["member", "list"]);
+    let line = format!("{moved:x}, started, keel-{moved}, http://{address}, http://{address}, false");
+    assert!(members.contains(&line), "{line} in {members}");
+    // The leader replicates to the member at its new address.
+    cluster.converged(leader, &[1, 2, 3]).await;
+    let serializable = ok(std::slice::from_ref(&address), &["get", "/u", "--consistency=s"]);
+    assert_eq!(serializable, "/u\nwritten while the member moves\n");
+    let endpoints = cluster.endpoints();
+    assert!(fails(&endpoints, &["member", "update", "63", &peer_url]).contains("etcdserver: member not found"));
+    let taken = format!("--peer-urls=http://{}", all[leader as usize - 1]);
+    let refused = fails(&endpoints, &["member", "update", &format!("{moved:x}"), &taken]);
+    assert!(refused.contains("etcdserver: Peer URLs already exists"), "{refused}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs etcdctl (apt-get install etcd-client)"]
 async fn etcdctl_adds_a_learner_promotes_it_and_removes_it() {

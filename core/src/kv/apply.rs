@@ -26,7 +26,9 @@ pub struct ApplyResult {
     /// `false` when a compare-and-swap or transaction compare failed, or on `error`; `true`
     /// otherwise (a delete of a missing key succeeds, deleting nothing).
     pub succeeded: bool,
-    /// Why the command was refused: only a [`KvCommand::Compact`] at an unusable revision.
+    /// Why the command was refused: a [`KvCommand::Compact`] at an unusable revision, a
+    /// transaction or lease command whose key or lease is missing, or a command that grows the
+    /// store while it is out of space ([`KvError::NoSpace`]).
     pub error: Option<KvError>,
     /// One response per operation run: a put, delete or delete-range gives one; a transaction
     /// one per operation of the branch taken; a compare-and-swap a `Put` when it succeeded, a
@@ -35,6 +37,13 @@ pub struct ApplyResult {
     pub responses: Vec<OpResponse>,
     /// The changes made, in order, all with revision `revision`.
     pub events: Vec<KvEvent>,
+}
+
+impl ApplyResult {
+    /// A command refused as a whole: nothing changed.
+    fn refused(log_index: u64, revision: u64, error: KvError) -> Self {
+        ApplyResult { log_index, revision, succeeded: false, error: Some(error), responses: vec![], events: vec![] }
+    }
 }
 
 /// The response to one operation.
@@ -122,6 +131,9 @@ impl KvStore {
     pub fn apply(&mut self, log_index: u64, proposed_at_ms: u64, command: &KvCommand) -> ApplyResult {
         self.advance_applied_index(log_index);
         let mut pending = PendingRevision { revision: self.current_revision + 1, next_sub: 0 };
+        if let Err(error) = self.check_space(command) {
+            return ApplyResult::refused(log_index, self.current_revision, error);
+        }
         let (succeeded, error, responses) = match command {
             KvCommand::Put { key, value, ttl_ms } => {
                 (true, None, vec![self.put(&mut pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms), 0)])
@@ -161,6 +173,10 @@ impl KvStore {
                 Ok(responses) => (true, None, responses),
                 Err(error) => (false, Some(error), Vec::new()),
             },
+            KvCommand::Alarm { member, alarm, active } => {
+                self.set_alarm(*member, *alarm, *active);
+                (true, None, Vec::new())
+            }
         };
         let events = self.finish(pending);
         ApplyResult { log_index, revision: self.current_revision, succeeded, error, responses, events }

@@ -174,6 +174,15 @@ pub enum KvCommand {
     },
     /// Give every lease its full TTL from the proposal stamp: proposed by a new leader.
     LeaseRefreshAll,
+    /// Raise (`active`) or clear an alarm of a member (see `alarm.rs`): no revision, no event.
+    Alarm {
+        /// The member the alarm is about.
+        member: u64,
+        /// Which alarm.
+        alarm: super::Alarm,
+        /// `true` raises it, `false` clears it.
+        active: bool,
+    },
 }
 
 /// Deepest nesting of transactions inside transactions ([`TxnOp::Txn`]) a command may have:

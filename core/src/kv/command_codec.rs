@@ -19,6 +19,7 @@
 //! tag 10 LeaseRevoke   id:u64
 //! tag 11 LeaseKeepAlive id:u64
 //! tag 12 LeaseRefreshAll
+//! tag 13 Alarm         member:u64 alarm:u8 (1 NoSpace, 2 Corrupt) active:u8 (0 clear, 1 raise)
 //! compare      = key:bytes target:u8 operand op:u8
 //!                target 1 Value (operand bytes), 2 Version, 3 CreateRevision, 4 ModRevision,
 //!                5 Lease (operand u64)
@@ -41,6 +42,7 @@
 
 use bytes::Bytes;
 
+use super::alarm::Alarm;
 use super::command::{Compare, CompareOp, CompareTarget, KvCommand, TxnOp, TXN_NESTING_MAX};
 use super::error::KvDecodeError;
 use super::wire::{ByteCounter, Reader, Sink};
@@ -99,6 +101,7 @@ impl KvCommand {
             10 => KvCommand::LeaseRevoke { id: reader.u64("lease id")? },
             11 => KvCommand::LeaseKeepAlive { id: reader.u64("lease id")? },
             12 => KvCommand::LeaseRefreshAll,
+            13 => read_alarm(&mut reader)?,
             tag => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag }),
         };
         reader.finish()?;
@@ -154,8 +157,28 @@ impl KvCommand {
                 out.put_u64(*id);
             }
             KvCommand::LeaseRefreshAll => out.put_u8(12),
+            KvCommand::Alarm { member, alarm, active } => {
+                out.put_u8(13);
+                out.put_u64(*member);
+                out.put_u8(alarm.code());
+                out.put_u8(u8::from(*active));
+            }
         }
     }
+}
+
+fn read_alarm(reader: &mut Reader<'_>) -> Result<KvCommand, KvDecodeError> {
+    let member = reader.u64("alarm member")?;
+    let offset = reader.offset();
+    let tag = reader.u8("alarm kind")?;
+    let alarm = Alarm::of_code(tag).ok_or(KvDecodeError::UnknownTag { field: "alarm kind", offset, tag })?;
+    let offset = reader.offset();
+    let active = match reader.u8("alarm active")? {
+        0 => false,
+        1 => true,
+        tag => return Err(KvDecodeError::UnknownTag { field: "alarm active", offset, tag }),
+    };
+    Ok(KvCommand::Alarm { member, alarm, active })
 }
 
 fn write_put(out: &mut impl Sink, key: &[u8], value: &[u8], ttl_ms: Option<u64>) {

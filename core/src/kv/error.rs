@@ -67,6 +67,8 @@ pub enum KvError {
         /// The store's current revision.
         current: u64,
     },
+    /// A `NoSpace` alarm is raised: commands that grow the store are refused when applied.
+    NoSpace,
 }
 
 impl std::fmt::Display for KvError {
@@ -99,6 +101,10 @@ impl std::fmt::Display for KvError {
                 f,
                 "revision {requested} has been compacted (compacted revision {compacted}); \
                  read at {compacted} or later"
+            ),
+            Self::NoSpace => write!(
+                f,
+                "the store is out of space (a NOSPACE alarm is raised); delete or compact, then clear the alarm"
             ),
             Self::FutureRevision { requested, current } => write!(
                 f,

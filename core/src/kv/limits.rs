@@ -49,7 +49,8 @@ impl KvLimits {
             | KvCommand::LeaseGrant { .. }
             | KvCommand::LeaseRevoke { .. }
             | KvCommand::LeaseKeepAlive { .. }
-            | KvCommand::LeaseRefreshAll => {}
+            | KvCommand::LeaseRefreshAll
+            | KvCommand::Alarm { .. } => {}
         }
         let size = command.encoded_len();
         if size > self.command_bytes_max {

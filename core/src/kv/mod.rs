@@ -105,11 +105,13 @@
 //! | `apply.rs` | [`KvStore::apply`]: puts, deletes, transactions, expiry |
 //! | `event.rs` | [`KvEvent`] and the [`Watch`] iterator |
 //! | `lease.rs` | leases: grant, keep-alive, revoke, expiry through the log, refresh on a new leader |
+//! | `alarm.rs` | [`Alarm`]s (etcd's NOSPACE, CORRUPT) and the refusal of growth while out of space |
 //! | `snapshot.rs` | snapshot and checked restore |
 //! | `hash.rs` | the checksum of the history up to a revision (etcd's `HashKV`) |
 //! | `crc32.rs` | the snapshot checksum |
 //! | `error.rs` | [`KvError`], [`KvDecodeError`], [`KvSnapshotError`] |
 
+mod alarm;
 mod apply;
 mod command;
 mod command_codec;
@@ -126,6 +128,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use alarm::Alarm;
 pub use apply::{ApplyResult, OpResponse};
 pub use command::{prefix_range_end, Compare, CompareOp, CompareTarget, KeyRange, KvCommand, TxnOp, TXN_NESTING_MAX};
 pub use error::{KvDecodeError, KvError, KvSnapshotError};

@@ -15,6 +15,11 @@
 //! lease    = id:u64 ttl_ms:u64 expires_at_ms:u64
 //! ```
 //!
+//! Version 3 is version 2 followed, after the leases, by `alarm_count:u32 alarm*` with
+//! `alarm = member:u64 kind:u8` (1 NoSpace, 2 Corrupt), in strictly increasing order. It is
+//! written only while an alarm is raised, so that a store without alarms keeps its version-2
+//! bytes (and stays readable by builds from before alarms).
+//!
 //! Version 1, written before leases, is still restored: the same without the `lease` field of
 //! a version and without the leases after the keys.
 //!
@@ -27,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use super::alarm::Alarm;
 use super::crc32::crc32;
 use super::error::{KvDecodeError, KvSnapshotError};
 use super::lease::Lease;
@@ -39,6 +45,10 @@ const MAGIC: &[u8; 8] = b"KEELKVSN";
 const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 /// The format before leases, still restored.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Version 2 followed by the raised alarms, written while there are any.
+const SNAPSHOT_FORMAT_V3: u8 = 3;
+/// Bytes of one alarm record.
+const ALARM_BYTES: usize = 8 + 1;
 /// Bytes of one lease record.
 const LEASE_BYTES: usize = 8 + 8 + 8;
 /// Fewest bytes of one key record (empty key, version count).
@@ -52,7 +62,7 @@ impl KvStore {
     pub fn snapshot(&self) -> Bytes {
         let mut out = Vec::new();
         out.put_slice(MAGIC);
-        out.put_u8(SNAPSHOT_FORMAT_VERSION);
+        out.put_u8(if self.alarms.is_empty() { SNAPSHOT_FORMAT_VERSION } else { SNAPSHOT_FORMAT_V3 });
         out.put_u64(self.last_applied_index);
         out.put_u64(self.current_revision);
         out.put_u64(self.compacted_revision);
@@ -71,6 +81,13 @@ impl KvStore {
             out.put_u64(lease.ttl_ms);
             out.put_u64(lease.expires_at_ms);
         }
+        if !self.alarms.is_empty() {
+            out.put_count(self.alarms.len());
+            for (member, alarm) in &self.alarms {
+                out.put_u64(*member);
+                out.put_u8(alarm.code());
+            }
+        }
         let checksum = crc32(&out);
         out.put_u32(checksum);
         Bytes::from(out)
@@ -87,7 +104,7 @@ impl KvStore {
             return Err(KvSnapshotError::BadMagic);
         }
         let version = data[MAGIC.len()];
-        if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_V1 {
+        if ![SNAPSHOT_FORMAT_V1, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_V3].contains(&version) {
             return Err(KvSnapshotError::UnsupportedVersion { version });
         }
         let (content, trailer) = data.split_at(data.len() - 4);
@@ -98,7 +115,10 @@ impl KvStore {
         }
         let mut reader = Reader::new(content);
         reader.slice(header, "header")?;
-        let store = read_body(&mut reader, version == SNAPSHOT_FORMAT_VERSION)?;
+        let mut store = read_body(&mut reader, version != SNAPSHOT_FORMAT_V1)?;
+        if version == SNAPSHOT_FORMAT_V3 {
+            read_alarms(&mut reader, &mut store)?;
+        }
         reader.finish()?;
         check_store(&store).map_err(KvSnapshotError::Inconsistent)?;
         Ok(store.with_indexes())
@@ -184,6 +204,24 @@ fn read_leases(reader: &mut Reader<'_>, store: &mut KvStore) -> Result<(), KvSna
             return Err(KvSnapshotError::Inconsistent(format!("lease {id} is above the last lease id granted")));
         }
         store.leases.insert(id, lease);
+    }
+    Ok(())
+}
+
+fn read_alarms(reader: &mut Reader<'_>, store: &mut KvStore) -> Result<(), KvSnapshotError> {
+    let count = reader.count("alarm count", ALARM_BYTES)?;
+    for _ in 0..count {
+        let member = reader.u64("alarm member")?;
+        let offset = reader.offset();
+        let tag = reader.u8("alarm kind")?;
+        let alarm = Alarm::of_code(tag).ok_or(KvDecodeError::UnknownTag { field: "alarm kind", offset, tag })?;
+        if store.alarms.last().is_some_and(|last| *last >= (member, alarm)) {
+            return Err(KvSnapshotError::Inconsistent(format!("alarm {alarm:?} of {member} is out of order")));
+        }
+        store.alarms.insert((member, alarm));
+    }
+    if count == 0 {
+        return Err(KvSnapshotError::Inconsistent("a version-3 snapshot lists no alarm".into()));
     }
     Ok(())
 }

@@ -119,6 +119,8 @@ pub struct KvStore {
     pub(crate) lease_deadlines: BTreeSet<(u64, u64)>,
     /// The highest lease id granted so far (ids are never reused while it grows).
     pub(crate) last_lease_id: u64,
+    /// Raised alarms as `(member, kind)` (see `alarm.rs`).
+    pub(crate) alarms: BTreeSet<(u64, super::alarm::Alarm)>,
 }
 
 impl KvStore {

@@ -90,6 +90,11 @@ pub struct NodeSettings {
     /// Largest value, in bytes [default: 1048576].
     #[arg(long)]
     pub value_bytes_max: Option<usize>,
+    /// Storage quota, in bytes of key-value data (history included): past it the leader raises
+    /// etcd's NOSPACE alarm and writes that grow the store are refused until `etcdctl alarm
+    /// disarm` [default: none].
+    #[arg(long)]
+    pub quota_backend_bytes: Option<u64>,
     /// Largest gRPC message, in bytes, for clients and peers [default: 16777216].
     #[arg(long)]
     pub message_bytes_max: Option<usize>,
@@ -162,6 +167,7 @@ impl NodeSettings {
             watchers_max,
             key_bytes_max,
             value_bytes_max,
+            quota_backend_bytes,
             message_bytes_max,
             lease_clock_drift_ppm,
             peer_timeout_ms,
@@ -259,6 +265,7 @@ impl NodeSettings {
         set(&mut node.raft.pending_reads_max, "pending_reads_max", self.pending_reads_max)?;
         set(&mut node.snapshot_interval_entries, "snapshot_interval_entries", self.snapshot_interval_entries)?;
         set(&mut node.watch_buffer_events, "watch_buffer_events", self.watch_buffer_events)?;
+        set(&mut node.kv_quota_bytes, "quota_backend_bytes", self.quota_backend_bytes)?;
         let limits = &mut node.kv_limits;
         set(&mut limits.key_bytes_max, "key_bytes_max", self.key_bytes_max)?;
         set(&mut limits.value_bytes_max, "value_bytes_max", self.value_bytes_max)?;

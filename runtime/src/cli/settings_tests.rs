@@ -125,3 +125,11 @@ fn unknown_or_mistyped_keys_are_refused() {
     let missing = NodeSettings::from_file(Path::new("/nonexistent/keel.toml")).unwrap_err().0;
     assert!(missing.contains("cannot read the config file"), "{missing}");
 }
+
+#[test]
+fn the_storage_quota_is_optional_and_never_zero() {
+    assert_eq!(valid().validate().unwrap().server.node.kv_quota_bytes, 0, "no quota by default");
+    let quota = NodeSettings { quota_backend_bytes: Some(2_000_000), ..valid() };
+    assert_eq!(quota.validate().unwrap().server.node.kv_quota_bytes, 2_000_000);
+    assert!(error(NodeSettings { quota_backend_bytes: Some(0), ..valid() }).contains("quota_backend_bytes"));
+}

@@ -9,7 +9,12 @@
 //!   the first peer URL without its scheme.
 //! * **MemberRemove** and **MemberPromote** map to Keel's remove and promote; etcd's errors for
 //!   an unknown member, a promotion of a voter, and a learner not caught up.
-//! * **MemberUpdate** is `Unimplemented`: Keel cannot change a member's address.
+//! * **MemberUpdate** changes a member's address (the first peer URL without its scheme) through
+//!   the log, as Keel's `MembershipChange::UpdateAddress`: peers dial the new address from the
+//!   entry on, so the member must be (re)started listening there. An unknown id is etcd's
+//!   `member not found`; an address another member has is `Peer URLs already exists` (also
+//!   checked by MemberAdd). Since one address serves peers and clients, the client URL changes
+//!   with it.
 //!
 //! Sent to a follower, changes are forwarded to the leader (`forward.rs`).
 
@@ -21,7 +26,7 @@ use keel::proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
     MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
-use keel_core::{LearnerKind, Membership, MembershipChange, NodeId};
+use keel_core::{LearnerKind, Membership, MembershipChange, MembershipError, NodeId};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -100,17 +105,12 @@ impl EtcdCluster {
         let Ok(status) = self.shared.handle.status().await else {
             return Status::failed_precondition(format!("etcdserver: {message}"));
         };
-        let membership = &status.membership;
-        match change {
-            MembershipChange::RemoveNode { node_id } | MembershipChange::PromoteLearner { node_id }
-                if !membership.contains(*node_id) =>
-            {
-                errors::status(errors::MEMBER_NOT_FOUND)
-            }
-            MembershipChange::PromoteLearner { node_id } if !membership.learners.contains_key(node_id) => {
-                errors::status(errors::MEMBER_NOT_LEARNER)
-            }
-            MembershipChange::PromoteLearner { .. } => errors::status(errors::LEARNER_NOT_READY),
+        let promotion = matches!(change, MembershipChange::PromoteLearner { .. });
+        match status.membership.apply_change(change) {
+            Err(MembershipError::UnknownMember(_)) => errors::status(errors::MEMBER_NOT_FOUND),
+            Err(MembershipError::AddressInUse(_)) => errors::status(errors::PEER_URL_EXISTS),
+            Err(MembershipError::NotPromotable(_)) if promotion => errors::status(errors::MEMBER_NOT_LEARNER),
+            Ok(_) if promotion => errors::status(errors::LEARNER_NOT_READY),
             _ => Status::failed_precondition(format!("etcdserver: {message}")),
         }
     }
@@ -132,6 +132,9 @@ impl EtcdCluster {
         }
         let address = address_of(request.peer_ur_ls.first().map(String::as_str).unwrap_or_default())?;
         let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
+        if status.membership.addresses.values().any(|held| *held == address) {
+            return Err(errors::status(errors::PEER_URL_EXISTS));
+        }
         let highest = status.membership.voters.iter().chain(status.membership.learners.keys()).max().copied();
         let node_id = highest.unwrap_or(0).checked_add(1).ok_or_else(|| errors::status(errors::MEMBER_BAD_URLS))?;
         let change = MembershipChange::AddLearner { node_id, address, kind: LearnerKind::Promotable };
@@ -157,6 +160,23 @@ impl EtcdCluster {
             return self.shared.forwarder.call(&address, client.member_remove(forwarded(request))).await;
         };
         Ok(MemberRemoveResponse {
+            header: Some(self.shared.headers.header(None).await?),
+            members: members_of(&membership),
+        })
+    }
+
+    async fn member_update(
+        &self,
+        metadata: MetadataMap,
+        request: MemberUpdateRequest,
+    ) -> Result<MemberUpdateResponse, Status> {
+        let address = address_of(request.peer_ur_ls.first().map(String::as_str).unwrap_or_default())?;
+        let change = MembershipChange::UpdateAddress { node_id: node_id(request.id)?, address };
+        let Some(membership) = self.change(change).await? else {
+            let (mut client, address) = self.leader(&metadata).await?;
+            return self.shared.forwarder.call(&address, client.member_update(forwarded(request))).await;
+        };
+        Ok(MemberUpdateResponse {
             header: Some(self.shared.headers.header(None).await?),
             members: members_of(&membership),
         })
@@ -194,8 +214,12 @@ impl Cluster for EtcdCluster {
         EtcdCluster::member_remove(self, metadata, request).await.map(Response::new)
     }
 
-    async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(errors::unimplemented("MemberUpdate (changing a member's address)"))
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        EtcdCluster::member_update(self, metadata, request).await.map(Response::new)
     }
 
     async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {

@@ -28,6 +28,8 @@ pub(crate) const COMPACTED: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc:
 /// The revision asked for is not reached yet.
 pub(crate) const FUTURE_REVISION: (Code, &str) =
     (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
+/// A write that grows the store while a NOSPACE alarm is raised.
+pub(crate) const NO_SPACE: (Code, &str) = (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded");
 /// The lease named does not exist.
 pub(crate) const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
 /// A lease with the id asked for exists already.
@@ -52,6 +54,8 @@ pub(crate) const MEMBER_NOT_LEARNER: (Code, &str) =
 /// The learner has not caught up yet.
 pub(crate) const LEARNER_NOT_READY: (Code, &str) =
     (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader");
+/// Another member has the peer URL given.
+pub(crate) const PEER_URL_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: Peer URLs already exists");
 /// The peer URLs given cannot be used.
 pub(crate) const MEMBER_BAD_URLS: (Code, &str) = (Code::InvalidArgument, "etcdserver: given member URLs are invalid");
 /// The leader-transfer target is not a voter.
@@ -77,6 +81,7 @@ pub(crate) fn of_kv(error: &KvError) -> Status {
         KvError::LeaseExists => status(LEASE_EXISTS),
         KvError::Compacted { .. } => status(COMPACTED),
         KvError::FutureRevision { .. } => status(FUTURE_REVISION),
+        KvError::NoSpace => status(NO_SPACE),
         KvError::ZeroTtl => Status::invalid_argument(format!("etcdserver: {error}")),
     }
 }

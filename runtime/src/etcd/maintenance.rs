@@ -5,8 +5,8 @@
 //!   index, and whether this member is a learner. `dbSize` and `dbSizeInUse` are the key-value
 //!   store's size (`KvStore::size_bytes`: keys, values and version records, history included),
 //!   not the size of the storage files.
-//! * **Alarm**: Keel raises no alarms. `GET` and `DEACTIVATE` answer an empty list; `ACTIVATE`
-//!   is `Unimplemented`.
+//! * **Alarm**: `GET`, `ACTIVATE` and `DEACTIVATE` on the store's replicated alarms; see
+//!   `alarm.rs` (a raised `NOSPACE` refuses the writes that grow the store).
 //! * **Defragment** succeeds doing nothing: Keel's storage needs no defragmentation.
 //! * **MoveLeader** (sent to the leader, as etcd requires) hands leadership to `targetID` and
 //!   answers once this node sees it lead, or `etcdserver: request timed out` after two maximum
@@ -25,7 +25,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Duration;
 
-use keel::proto::etcdserverpb::alarm_request::AlarmAction;
 use keel::proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
 use keel::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
@@ -170,13 +169,8 @@ impl EtcdMaintenance {
 #[tonic::async_trait]
 impl Maintenance for EtcdMaintenance {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        match AlarmAction::try_from(request.get_ref().action) {
-            Ok(AlarmAction::Get | AlarmAction::Deactivate) => {
-                let header = self.shared.headers.header(None).await?;
-                Ok(Response::new(AlarmResponse { header: Some(header), alarms: Vec::new() }))
-            }
-            _ => Err(errors::unimplemented("raising an alarm (Alarm ACTIVATE)")),
-        }
+        let (metadata, _, request) = request.into_parts();
+        super::alarm::alarm(&self.shared, metadata, request).await.map(Response::new)
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -12,7 +12,8 @@
 //! | `txn.rs` | the conversion of etcd transactions to one `KvCommand::Txn` and back |
 //! | `watch.rs` | `Watch`: many watches on one bidirectional stream, history replay |
 //! | `cluster.rs` | `Cluster`: member list and changes, mapped on Keel's membership |
-//! | `maintenance.rs` | `Maintenance`: status, alarms, hashes, snapshot, leader moves |
+//! | `maintenance.rs` | `Maintenance`: status, hashes, snapshot, leader moves |
+//! | `alarm.rs` | `Maintenance.Alarm`: replicated alarms; a raised NOSPACE refuses growth |
 //! | `sha256.rs` | the SHA-256 that ends a snapshot stream |
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
@@ -29,6 +30,7 @@
 //! node's local state. Watches subscribe to the node's applied-event broadcast and replay
 //! history from the store, like the native watch.
 
+mod alarm;
 mod cluster;
 mod convert;
 mod errors;

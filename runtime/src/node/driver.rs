@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{KeyRange, KvCommand, KvStore};
+use keel_core::kv::{Alarm, KeyRange, KvCommand, KvStore};
 use keel_core::{
     Entry, EntryPayload, Error as CoreError, Index, Membership, Message, RaftNode, ReadPolicy, Ready, Role,
 };
@@ -357,13 +357,27 @@ impl Driver {
     /// history, proposes compacting it down to the latest `history_retention_revisions`, through
     /// the log so that every replica compacts at the same point. Without it the history (and so
     /// every snapshot) would grow with every write forever.
+    ///
+    /// On the same schedule, it raises a NOSPACE alarm (of this node) once the store exceeds
+    /// `kv_quota_bytes`.
     fn propose_history_compaction(&mut self) {
         let now = self.clock.now_ms();
-        let retention = self.config.history_retention_revisions;
-        if retention == 0 || self.raft.role() != Role::Leader || now < self.next_history_compaction_ms {
+        if self.raft.role() != Role::Leader || now < self.next_history_compaction_ms {
             return;
         }
         self.next_history_compaction_ms = now + self.config.expire_interval_ms;
+        let quota = self.config.kv_quota_bytes;
+        if quota > 0 && !self.kv.out_of_space() && self.kv.size_bytes() > quota {
+            tracing::warn!(quota, size = self.kv.size_bytes(), "storage quota exceeded: raising NOSPACE");
+            let command = KvCommand::Alarm { member: u64::from(self.raft.id()), alarm: Alarm::NoSpace, active: true };
+            if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
+                tracing::debug!("NOSPACE alarm not proposed: {error}");
+            }
+        }
+        let retention = self.config.history_retention_revisions;
+        if retention == 0 {
+            return;
+        }
         let current = self.kv.current_revision();
         if current.saturating_sub(self.kv.compacted_revision()) <= retention.saturating_mul(2) {
             return;
@@ -414,6 +428,9 @@ impl Driver {
             }
             Request::KvSize { reply } => {
                 let _ = reply.send(Ok(self.kv.size_bytes()));
+            }
+            Request::Alarms { reply } => {
+                let _ = reply.send(Ok(self.kv.alarms().collect()));
             }
             Request::KvSnapshot { reply } => {
                 let _ = reply.send(Ok((self.kv.snapshot(), self.kv.current_revision())));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{ApplyResult, KeyRange, KeyValue, KvCommand, KvError, KvEvent, LeaseInfo, RangeResult};
+use keel_core::kv::{Alarm, ApplyResult, KeyRange, KeyValue, KvCommand, KvError, KvEvent, LeaseInfo, RangeResult};
 use keel_core::{Index, LeaderHint, Membership, MembershipChange, NodeId, Role};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -157,6 +157,7 @@ pub(crate) enum Request {
     HashKv { revision: Option<u64>, reply: Reply<HashAnswer> },
     KvSnapshot { reply: Reply<(Bytes, u64)> },
     KvSize { reply: Reply<u64> },
+    Alarms { reply: Reply<Vec<(u64, Alarm)>> },
 }
 
 /// A cheap, cloneable handle on a running node.
@@ -308,6 +309,12 @@ impl NodeHandle {
     /// About how many bytes this node's key-value store holds (`KvStore::size_bytes`).
     pub async fn kv_size(&self) -> Result<u64, ClientError> {
         self.call(|reply| Request::KvSize { reply }, ClientError::Timeout).await
+    }
+
+    /// The alarms raised in this node's key-value store, as `(member, kind)` in order
+    /// (`KvStore::alarms`; served from local state).
+    pub async fn alarms(&self) -> Result<Vec<(u64, Alarm)>, ClientError> {
+        self.call(|reply| Request::Alarms { reply }, ClientError::Timeout).await
     }
 
     /// The latest committed membership and the index of its entry, updated on every change.

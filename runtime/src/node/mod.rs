@@ -68,6 +68,11 @@ pub struct NodeConfig {
     pub watch_buffer_events: usize,
     /// Key, value and transaction size limits.
     pub kv_limits: KvLimits,
+    /// Storage quota (etcd's `--quota-backend-bytes`): once the key-value data
+    /// (`KvStore::size_bytes`, history included) exceeds this many bytes, the leader raises a
+    /// NOSPACE alarm through the log (checked every `expire_interval_ms`), after which writes
+    /// that grow the store are refused until the alarm is cleared. 0 for no quota.
+    pub kv_quota_bytes: u64,
 }
 
 impl NodeConfig {
@@ -87,6 +92,7 @@ impl NodeConfig {
             clock_offset_ms_max: 500,
             watch_buffer_events: 4_096,
             kv_limits: KvLimits::DEFAULT,
+            kv_quota_bytes: 0,
         }
     }
 }

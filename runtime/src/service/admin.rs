@@ -210,9 +210,10 @@ pub fn membership_code(error: &MembershipError) -> ErrorCode {
     match error {
         MembershipError::AlreadyMember(_) => ErrorCode::MemberAlreadyExists,
         MembershipError::UnknownMember(_) | MembershipError::NotPromotable(_) => ErrorCode::UnknownMember,
-        MembershipError::InvalidNodeId | MembershipError::NoVotersLeft | MembershipError::InvalidBatch => {
-            ErrorCode::InvalidArgument
-        }
+        MembershipError::InvalidNodeId
+        | MembershipError::NoVotersLeft
+        | MembershipError::InvalidBatch
+        | MembershipError::AddressInUse(_) => ErrorCode::InvalidArgument,
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `KvError::ValueTooLarge` | `VALUE_TOO_LARGE` | |
 //! | `KvError::CommandTooLarge`, `TooManyTxnOps` | `REQUEST_TOO_LARGE` | |
 //! | `KvError::EmptyKey`, `ZeroTtl`, `Compacted`, `FutureRevision` | `INVALID_ARGUMENT` | |
+//! | `KvError::NoSpace` (a write that grows the store while a NOSPACE alarm is raised) | `INVALID_ARGUMENT` | |
 //! | `ClientError::ProposalDropped` | `PROPOSAL_DROPPED` | leader hint when known |
 //! | `ClientError::OutcomeUnknown` | `OUTCOME_UNKNOWN` | |
 //! | `ClientError::Timeout` | `TIMEOUT` | |
@@ -122,7 +123,8 @@ pub fn kv_code_of(error: &KvError) -> ErrorCode {
         | KvError::LeaseNotFound
         | KvError::LeaseExists
         | KvError::Compacted { .. }
-        | KvError::FutureRevision { .. } => ErrorCode::InvalidArgument,
+        | KvError::FutureRevision { .. }
+        | KvError::NoSpace => ErrorCode::InvalidArgument,
     }
 }
 

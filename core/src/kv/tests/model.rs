@@ -154,7 +154,8 @@ impl Model {
             KvCommand::LeaseGrant { .. }
             | KvCommand::LeaseRevoke { .. }
             | KvCommand::LeaseKeepAlive { .. }
-            | KvCommand::LeaseRefreshAll => unreachable!("not generated for the model"),
+            | KvCommand::LeaseRefreshAll
+            | KvCommand::Alarm { .. } => unreachable!("not generated for the model"),
         };
         if step.changed {
             self.states.push(step.state);

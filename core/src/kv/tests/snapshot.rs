@@ -75,8 +75,8 @@ fn every_corrupted_byte_and_truncation_is_refused() {
     assert_eq!(KvStore::restore(b"nope"), Err(KvSnapshotError::TooShort { size: 4 }));
     assert_eq!(KvStore::restore(b"NOTASNAPSHOT!"), Err(KvSnapshotError::BadMagic));
     let mut future = snapshot.to_vec();
-    future[8] = 3;
-    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 3 }));
+    future[8] = 4;
+    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 4 }));
 }
 
 #[test]
