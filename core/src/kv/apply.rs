@@ -396,7 +396,9 @@ impl KvStore {
             None => (change.revision, 1),
         };
         let live = LiveValue { value: value.clone(), create_revision, version, expires_at_ms, lease };
-        versions.push(KeyVersion { change, live: Some(live) });
+        let version = KeyVersion { change, live: Some(live) };
+        self.size_bytes += super::store::version_bytes(key, &version);
+        versions.push(version);
         self.set_expiry(key, prev.as_ref().and_then(|prev| prev.expires_at_ms), expires_at_ms);
         self.move_key_lease(key, prev.as_ref().map_or(0, |prev| prev.lease), lease);
         self.changes.insert(change, key.clone());
@@ -420,7 +422,9 @@ impl KvStore {
         let last = versions.last().expect("a key's history is never empty");
         assert!(last.change < change, "change {change:?} is not after {:?} on the same key", last.change);
         let prev = KeyValue::of(key, last).expect("only live keys are deleted");
-        versions.push(KeyVersion { change, live: None });
+        let version = KeyVersion { change, live: None };
+        self.size_bytes += super::store::version_bytes(key, &version);
+        versions.push(version);
         self.set_expiry(key, prev.expires_at_ms, None);
         self.move_key_lease(key, prev.lease, 0);
         self.changes.insert(change, key.clone());

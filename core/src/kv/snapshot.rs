@@ -184,6 +184,7 @@ fn read_body(reader: &mut Reader<'_>, with_leases: bool) -> Result<KvStore, KvSn
     if with_leases {
         read_leases(reader, &mut store)?;
     }
+    store.size_bytes = store.measured_size_bytes();
     Ok(store)
 }
 

@@ -121,6 +121,18 @@ pub struct KvStore {
     pub(crate) last_lease_id: u64,
     /// Raised alarms as `(member, kind)` (see `alarm.rs`).
     pub(crate) alarms: BTreeSet<(u64, super::alarm::Alarm)>,
+    /// [`KvStore::size_bytes`], kept up to date by every change to `keys` (a walk over the keys
+    /// would cost the node driver time proportional to the store on every status and quota check).
+    pub(crate) size_bytes: u64,
+}
+
+/// Bytes of a version besides its key and value, as the snapshot encodes it.
+const VERSION_OVERHEAD_BYTES: u64 = 8 + 4 + 1 + 8 + 8 + 9 + 8;
+
+/// What one version of `key` adds to [`KvStore::size_bytes`].
+pub(crate) fn version_bytes(key: &[u8], version: &KeyVersion) -> u64 {
+    let value = version.live.as_ref().map_or(0, |live| live.value.len() as u64);
+    key.len() as u64 + value + VERSION_OVERHEAD_BYTES
 }
 
 impl KvStore {
@@ -153,19 +165,18 @@ impl KvStore {
     }
 
     /// About how many bytes the store holds: every key once per version, every value, and a
-    /// fixed overhead per version for its revisions, version, expiry and lease. Computed by a
-    /// walk over the keys (etcd reports its database file size; this is Keel's equivalent).
+    /// fixed overhead per version for its revisions, version, expiry and lease (etcd reports its
+    /// database file size; this is Keel's equivalent). Kept up to date as the store changes, so
+    /// it costs nothing to ask.
     pub fn size_bytes(&self) -> u64 {
-        /// Bytes of a version besides its key and value, as the snapshot encodes it.
-        const VERSION_OVERHEAD_BYTES: u64 = 8 + 4 + 1 + 8 + 8 + 9 + 8;
-        let mut size = 0u64;
-        for (key, versions) in &self.keys {
-            for version in versions {
-                let value = version.live.as_ref().map_or(0, |live| live.value.len() as u64);
-                size = size.saturating_add(key.len() as u64 + value + VERSION_OVERHEAD_BYTES);
-            }
-        }
-        size
+        self.size_bytes
+    }
+
+    /// [`KvStore::size_bytes`] computed afresh by a walk over every version (restoring a
+    /// snapshot sets the kept count with it; tests compare the two).
+    pub fn measured_size_bytes(&self) -> u64 {
+        let versions = self.keys.iter().flat_map(|(key, versions)| versions.iter().map(move |v| version_bytes(key, v)));
+        versions.fold(0u64, u64::saturating_add)
     }
 
     /// `key` at `revision` (`None`: the current revision); `Ok(None)` when it did not exist then.
@@ -234,6 +245,8 @@ impl KvStore {
             }
             let newest_old = at_or_below - 1;
             let drop = if versions[newest_old].live.is_some() { newest_old } else { at_or_below };
+            let dropped: u64 = versions[..drop].iter().map(|version| version_bytes(key, version)).sum();
+            self.size_bytes = self.size_bytes.checked_sub(dropped).expect("the size counts every version kept");
             versions.drain(..drop);
             if versions.is_empty() {
                 emptied.push(key.clone());

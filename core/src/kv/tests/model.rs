@@ -278,6 +278,7 @@ proptest! {
             prop_assert!(result.events.iter().all(|event| event.revision == result.revision));
             events.extend(result.events);
             model.check(&store)?;
+            prop_assert_eq!(store.size_bytes(), store.measured_size_bytes(), "the kept size after {:?}", command);
         }
         let replayed: Vec<_> = store.watch(store.compacted_revision()).unwrap().collect();
         let expected: Vec<_> = events.into_iter().filter(|e| e.revision > store.compacted_revision()).collect();
