@@ -5,14 +5,14 @@
 //! reference model replays the same commands.
 
 use bytes::Bytes;
-use keel_core::kv::{Compare, CompareOp, CompareTarget, KeyRange, KvCommand, KvError, KvEventKind, KvStore, TxnOp};
+use keel_core::kv::{Compare, CompareOp, CompareTarget, KeyRange, KvCommand, KvError, KvStore, TxnOp};
 use keel_core::LogId;
 
 use super::*;
 use crate::pure::etcd_history::EtcdHistory;
 use crate::pure::mvcc_model::Reply;
 use crate::pure::recorder::{Recorder, WatchStream};
-use crate::pure::reference::{events_of, EventRecord};
+use crate::pure::reference::{event_record, events_of, EventRecord};
 
 /// A store playing the node, and the committed log the checks read.
 #[derive(Default)]
@@ -157,14 +157,10 @@ fn a_watch_gap_is_reported() {
     for (time, value) in [(10, "a"), (20, "b"), (30, "c")] {
         fixture.commit(time, put("e0", value));
     }
-    let event = |revision: u64, value: &str| EventRecord {
-        revision,
-        kind: KvEventKind::Put,
-        key: "e0".into(),
-        value: value.into(),
-    };
+    // What the node's store delivers from revision 1, without revision 2.
+    let mut events: Vec<EventRecord> = fixture.store.watch(0).unwrap().map(|e| event_record(&e)).collect();
+    events.remove(1);
     let mut recorder = Recorder::default();
-    let events = vec![event(1, "a"), event(3, "c")];
     let stream = WatchStream { node: 1, prefix: "e".into(), after_revision: 0, events, covered_through: Some(3) };
     recorder.watches.push(stream);
     let error = crate::pure::weak_checks::check(&recorder, &fixture.log).unwrap_err();

@@ -243,8 +243,15 @@ impl MvccModel {
             ttl_ms: ttl_ms.unwrap_or(0),
         };
         self.keys.entry(key.clone()).or_default().push((revision, Some(live)));
-        let event = EventRecord { revision, kind: KvEventKind::Put, key: text(key), value: text(value) };
-        pending.events.push(event);
+        pending.events.push(EventRecord {
+            revision,
+            kind: KvEventKind::Put,
+            key: text(key),
+            value: text(value),
+            create_revision,
+            version,
+            lease,
+        });
         OpResponse::Put { prev }
     }
 
@@ -252,7 +259,17 @@ impl MvccModel {
         let prev = self.latest(key)?;
         let revision = self.next_revision();
         self.keys.entry(key.clone()).or_default().push((revision, None));
-        pending.events.push(EventRecord { revision, kind: KvEventKind::Delete, key: text(key), value: String::new() });
+        let key = text(key);
+        let deleted = EventRecord {
+            revision,
+            kind: KvEventKind::Delete,
+            key,
+            value: String::new(),
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+        };
+        pending.events.push(deleted);
         Some(prev)
     }
 

@@ -30,6 +30,12 @@ pub struct EventRecord {
     pub key: String,
     /// The new value; empty for a delete.
     pub value: String,
+    /// The key's create revision after a put; 0 for a delete.
+    pub create_revision: u64,
+    /// The key's version after a put; 0 for a delete.
+    pub version: u64,
+    /// The lease the key is attached to after a put; 0 for a delete or none.
+    pub lease: u64,
 }
 
 /// What the committed history knows about one index.
@@ -71,7 +77,15 @@ pub struct CommittedLog {
 /// One store event in the simulator's form.
 pub fn event_record(event: &KvEvent) -> EventRecord {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    EventRecord { revision: event.revision, kind: event.kind, key: text(&event.key), value: text(&event.value) }
+    EventRecord {
+        revision: event.revision,
+        kind: event.kind,
+        key: text(&event.key),
+        value: text(&event.value),
+        create_revision: event.create_revision,
+        version: event.version,
+        lease: event.lease,
+    }
 }
 
 /// The events an apply result reports, in the simulator's form.
@@ -217,7 +231,15 @@ mod tests {
     fn a_different_entry_at_an_applied_index_is_caught() {
         let mut log = CommittedLog::default();
         let command = (0, put("a", "1"));
-        let event = EventRecord { revision: 1, kind: KvEventKind::Put, key: "a".into(), value: "1".into() };
+        let event = EventRecord {
+            revision: 1,
+            kind: KvEventKind::Put,
+            key: "a".into(),
+            value: "1".into(),
+            create_revision: 1,
+            version: 1,
+            lease: 0,
+        };
         log.record_applied(1, 1, LogId::new(1, 1), Some(&command), vec![event.clone()]).unwrap();
         log.record_applied(2, 1, LogId::new(1, 1), Some(&command), vec![event]).unwrap();
         let error = log.record_applied(3, 2, LogId::new(2, 1), None, Vec::new()).unwrap_err();
@@ -230,7 +252,15 @@ mod tests {
     fn wrong_events_from_the_store_are_caught() {
         let mut log = CommittedLog::default();
         let command = (0, put("a", "1"));
-        let wrong = EventRecord { revision: 1, kind: KvEventKind::Put, key: "a".into(), value: "2".into() };
+        let wrong = EventRecord {
+            revision: 1,
+            kind: KvEventKind::Put,
+            key: "a".into(),
+            value: "1".into(),
+            create_revision: 1,
+            version: 2,
+            lease: 0,
+        };
         assert!(log.record_applied(1, 1, LogId::new(1, 1), Some(&command), vec![wrong]).is_err());
     }
 }
