@@ -85,7 +85,15 @@ impl EtcdWorkload {
         let write = |command| (EtcdOperation::Write(command), key.clone());
         match rng.between(0, 99) {
             0..=21 => write(self.txn(rng, &known, key_index, value)),
-            22..=33 => write(KvCommand::Put { key: bytes(&key), value: bytes(&value), ttl_ms: None }),
+            22..=29 => write(KvCommand::Put { key: bytes(&key), value: bytes(&value), ttl_ms: None }),
+            30..=33 => {
+                // etcd's put with `ignore_value` or `ignore_lease`: the key must exist.
+                let op = match rng.coin() {
+                    true => TxnOp::PutSameValue { key: bytes(&key) },
+                    false => TxnOp::PutKeepLease { key: bytes(&key), value: bytes(&value) },
+                };
+                write(KvCommand::Txn { compares: Vec::new(), success: vec![op], failure: Vec::new() })
+            }
             34..=39 => {
                 let prefix = if rng.coin() { ETCD_KEY_PREFIX.to_string() } else { key.clone() };
                 write(KvCommand::DeleteRange { start: bytes(&prefix), end: prefix_range_end(prefix.as_bytes()) })
@@ -164,6 +172,10 @@ impl EtcdWorkload {
         };
         let op = [CompareOp::Equal, CompareOp::Equal, CompareOp::NotEqual, CompareOp::Less, CompareOp::Greater]
             [rng.index(5)];
+        if rng.between(0, 5) == 0 {
+            // Every live key of the prefix must satisfy it (a missing key when there is none).
+            return Compare { key: bytes(ETCD_KEY_PREFIX), range_end: prefix_range_end(b"e"), target, op };
+        }
         Compare { key: bytes(&self.keys[key_index]), range_end: Bytes::new(), target, op }
     }
 
