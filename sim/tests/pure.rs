@@ -100,8 +100,18 @@ fn put(key: &str, value: &str) -> (u64, KvCommand) {
     (0, KvCommand::Put { key: Bytes::from(key.to_string()), value: Bytes::from(value.to_string()), ttl_ms: None })
 }
 
+/// The event of a put of `key` at `revision`, the key having been put at every revision from 1.
 fn event(revision: u64, key: &str, value: &str) -> EventRecord {
-    EventRecord { revision, kind: KvEventKind::Put, key: key.into(), value: value.into() }
+    let (create_revision, version, lease) = (1, revision, 0);
+    EventRecord {
+        revision,
+        kind: KvEventKind::Put,
+        key: key.into(),
+        value: value.into(),
+        create_revision,
+        version,
+        lease,
+    }
 }
 
 fn committed_with_two_puts() -> CommittedLog {

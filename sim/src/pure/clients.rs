@@ -17,6 +17,10 @@ use bytes::Bytes;
 use keel_core::kv::{KvCommand, OpResponse};
 use keel_core::{LogId, NodeId, ReadOutcome, ReadPolicy};
 
+use super::etcd_client::etcd_command;
+use super::etcd_history::Observation;
+use super::etcd_workload::EtcdOperation;
+use super::mvcc_model::Reply;
 use super::node::AppliedEntry;
 use super::recorder::{EventualRead, ScanRecord, WatchStream};
 use super::reference::{event_record, EventRecord};
@@ -112,6 +116,7 @@ impl Simulator {
         };
         self.trace.record(EventKind::Invoke, self.now_ms, &[process, operation.id], || format!("{operation:?}"));
         self.recorder.invoke(&operation, self.now_ms);
+        self.etcd.invoke(&operation);
         let client = &mut self.clients[index];
         client.operation = Some(operation);
         client.stage = Stage::Attempting;
@@ -135,6 +140,7 @@ impl Simulator {
             format!("{event_type:?} {read_value:?}")
         });
         self.recorder.complete(&operation, event_type, read_value.clone(), self.now_ms);
+        self.etcd.complete(&operation, event_type, self.committed.current_revision());
         match &operation.kind {
             OperationKind::Put { value, .. } if event_type == EventType::Ok => {
                 self.workload.observe(operation.process, &operation.key, Some(value.clone()))
@@ -180,18 +186,25 @@ impl Simulator {
             return self.retry_later(index, None);
         }
         match &operation.kind {
-            OperationKind::Put { .. } | OperationKind::Cas { .. } | OperationKind::Delete => {
-                self.attempt_write(index, target, &operation)
-            }
+            OperationKind::Put { .. }
+            | OperationKind::Cas { .. }
+            | OperationKind::Delete
+            | OperationKind::Etcd(EtcdOperation::Write(_)) => self.attempt_write(index, target, &operation),
             OperationKind::Read(ReadKind::Eventual) => self.serve_eventual(index, target, &operation),
-            OperationKind::Read(_) | OperationKind::Scan => self.attempt_read(index, target, &operation),
+            OperationKind::Read(_) | OperationKind::Scan | OperationKind::Etcd(EtcdOperation::Range { .. }) => {
+                self.attempt_read(index, target, &operation)
+            }
             OperationKind::Watch { duration_ms } => self.open_watch(index, target, &operation, *duration_ms),
+            OperationKind::Etcd(EtcdOperation::Watch { start_revision, .. }) => {
+                self.open_etcd_watch(index, target, &operation, *start_revision)
+            }
         }
     }
 
     fn attempt_write(&mut self, index: usize, target: NodeId, operation: &Operation) {
         let key = Bytes::from(operation.key.clone());
         let command = match &operation.kind {
+            OperationKind::Etcd(EtcdOperation::Write(command)) => command.clone(),
             OperationKind::Put { value, ttl_ms } => {
                 KvCommand::Put { key, value: Bytes::from(value.clone()), ttl_ms: *ttl_ms }
             }
@@ -207,6 +220,7 @@ impl Simulator {
             Ok(log_id) => {
                 let fields = [operation.process, u64::from(target), log_id.term, log_id.index];
                 self.trace.record(EventKind::Propose, self.now_ms, &fields, String::new);
+                self.etcd.proposed(log_id, self.now_ms);
                 self.waiting_writes.insert((target, log_id.index), index);
                 let client = &mut self.clients[index];
                 client.stage = Stage::WaitingWrite(target, log_id);
@@ -353,6 +367,9 @@ impl Simulator {
                 matches!(self.clients[index].operation.as_ref().map(|o| &o.kind), Some(OperationKind::Cas { .. }));
             return self.finish(index, if is_cas { EventType::Info } else { EventType::Fail }, None);
         }
+        if self.clients[index].operation.as_ref().and_then(etcd_command).is_some() {
+            return self.answer_etcd_write(index, applied);
+        }
         let succeeded = applied.result.as_ref().is_some_and(|r| r.succeeded);
         if !succeeded {
             let current = applied.result.as_ref().and_then(|r| match r.responses.first() {
@@ -367,6 +384,10 @@ impl Simulator {
             return self.finish(index, EventType::Fail, None);
         }
         self.recorder.acknowledge(proposed);
+        if let Some(result) = applied.result.as_ref() {
+            // Native writes take part in the revision checks too (`etcd_checks.rs`).
+            self.etcd.answered(Observation::Write { log_id: proposed, reply: Reply::of(result) });
+        }
         self.finish(index, EventType::Ok, None);
     }
 
@@ -377,6 +398,9 @@ impl Simulator {
             return self.retry_later(index, error.leader_hint().and_then(|h| h.leader_id));
         }
         let operation = self.clients[index].operation.clone().expect("a read in progress");
+        if matches!(operation.kind, OperationKind::Etcd(_)) {
+            return self.serve_etcd_range(index, node, &operation);
+        }
         let store = &self.nodes[&node].kv;
         if operation.kind == OperationKind::Scan {
             let scan = store.scan_prefix(operation.key.as_bytes(), None).map(|r| r.kvs).unwrap_or_default();

@@ -13,6 +13,9 @@
 use super::rng::SimRng;
 use super::scenario::ClockFaults;
 
+/// Every wall clock reads about this at true time zero (2023-11-14, in Unix milliseconds).
+pub const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
+
 /// Rates are expressed in parts per million of true time.
 const PPM: i128 = 1_000_000;
 
@@ -55,10 +58,13 @@ impl NodeClock {
         self.last_monotonic_ms
     }
 
-    /// The wall reading at `true_ms` (may move backwards after a step).
+    /// The wall reading at `true_ms` (may move backwards after a step): the common epoch plus the
+    /// drifted elapsed time plus the wall offset. The monotonic base is not part of it, so two
+    /// nodes' wall clocks differ by at most twice the offset bound plus the drift (with the base,
+    /// they differed by up to 1,000 s, and keys with a TTL could expire long before their time).
     pub fn wall_ms(&mut self, true_ms: u64) -> u64 {
-        let monotonic = self.monotonic_ms(true_ms) as i64;
-        (monotonic + self.wall_offset_ms).max(0) as u64
+        let elapsed = (self.monotonic_ms(true_ms) - self.base_ms) as i64;
+        (WALL_EPOCH_MS as i64 + elapsed + self.wall_offset_ms).max(0) as u64
     }
 
     /// Steps the wall clock to a new offset within `±offset_ms_max`.
@@ -98,6 +104,18 @@ mod tests {
         let mut clock = clocks[0].clone();
         let (a, b) = (clock.monotonic_ms(1_000), clock.monotonic_ms(2_000));
         assert!(b > a && (b - a).abs_diff(1_000) <= 5);
+    }
+
+    #[test]
+    fn wall_clocks_differ_by_at_most_the_offsets_and_the_drift() {
+        let mut rng = SimRng::new(5);
+        let settings = faults(false);
+        let mut clocks: Vec<NodeClock> = (0..50).map(|_| NodeClock::new(&settings, &mut rng)).collect();
+        let true_ms = 60_000;
+        let walls: Vec<u64> = clocks.iter_mut().map(|clock| clock.wall_ms(true_ms)).collect();
+        let spread = walls.iter().max().unwrap() - walls.iter().min().unwrap();
+        let drift_ms = true_ms * settings.drift_ppm_max / 1_000_000;
+        assert!(spread <= 2 * settings.offset_ms_max + drift_ms + 2, "wall clocks {spread} ms apart");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! by `cluster.rs`) and steps it through the fault phase and the liveness phase. Every applied
 //! entry is checked against the independently rebuilt committed history (`reference.rs`); nodes
 //! are checked from the outside (`invariants.rs`); the client history (`recorder.rs`) is checked
-//! for linearizability (`linearizability.rs`) and the weaker promises (`weak_checks.rs`); every
+//! for linearizability (`linearizability.rs`) and the weaker promises (`weak_checks.rs`); the
+//! etcd operations (`etcd_workload.rs`, carried by `etcd_client.rs`, recorded in
+//! `etcd_history.rs`) are checked by revision against the reference model (`mvcc_model.rs`) in
+//! `etcd_checks.rs`; every
 //! event feeds the trace hash and, when asked, the trace file (`trace.rs`, its header in
 //! `header.rs`), which `replay.rs` re-executes and verifies line by line.
 
@@ -18,10 +21,15 @@ pub mod clock;
 mod cluster;
 pub mod disk;
 pub mod envelope;
+mod etcd_checks;
+mod etcd_client;
+pub mod etcd_history;
+pub mod etcd_workload;
 pub mod faults;
 pub mod header;
 pub mod invariants;
 pub mod linearizability;
+pub mod mvcc_model;
 pub mod network;
 pub mod node;
 pub mod outcome;

@@ -76,6 +76,10 @@ pub struct SimNode {
     pub next_tick_ms: u64,
     /// True time at which a leader next considers proposing an expiry.
     next_expire_ms: u64,
+    /// The term in which this node, as leader, last gave every lease its full TTL again.
+    leases_refreshed_term: u64,
+    /// A `LeaseRefreshAll` proposed since the simulator last looked (it records the time).
+    pub lease_refresh_proposed: Option<LogId>,
     last_snapshot_index: u64,
     disk_faults: DiskFaults,
     snapshot_interval_entries: u64,
@@ -123,6 +127,8 @@ impl SimNode {
             corrupted: None,
             next_tick_ms: 0,
             next_expire_ms: 0,
+            leases_refreshed_term: 0,
+            lease_refresh_proposed: None,
             last_snapshot_index: 0,
             disk_faults: scenario.disk.clone(),
             snapshot_interval_entries: scenario.snapshot_interval_entries,
@@ -162,13 +168,24 @@ impl SimNode {
     }
 
     /// Leader: proposes the deletion of expired keys through the log when some are due by its
-    /// wall clock minus the clock-offset bound; returns the proposal's log id.
+    /// wall clock minus the clock-offset bound; returns the proposal's log id. As the runtime's
+    /// driver does, a new leader first gives every lease its full TTL again
+    /// ([`KvCommand::LeaseRefreshAll`], left in `lease_refresh_proposed`).
     pub fn maybe_propose_expiry(&mut self, true_ms: u64) -> Option<LogId> {
         if self.role() != Some(Role::Leader) || true_ms < self.next_expire_ms {
             return None;
         }
         self.next_expire_ms = true_ms + 4 * self.config.heartbeat_interval_ms;
         let wall = self.clock.wall_ms(true_ms);
+        let term = self.raft.as_ref()?.term();
+        if self.leases_refreshed_term != term {
+            self.leases_refreshed_term = term;
+            if !self.kv.lease_ids().is_empty() {
+                let command = KvCommand::LeaseRefreshAll;
+                self.lease_refresh_proposed = self.raft.as_mut()?.propose(envelope::encode(wall, &command)).ok();
+                return None;
+            }
+        }
         let cutoff = wall.saturating_sub(self.clock_offset_ms_max);
         if self.kv.next_expiry_ms().is_none_or(|due| due > cutoff) {
             return None;
@@ -302,6 +319,7 @@ impl SimNode {
         let raft = RaftNode::new(self.config.clone(), recovered).map_err(|e| e.to_string())?;
         self.raft = Some(raft);
         self.next_expire_ms = 0;
+        self.leases_refreshed_term = 0;
         Ok(())
     }
 

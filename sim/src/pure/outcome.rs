@@ -1,7 +1,7 @@
 //! Running one seed to the end: the fault phase, the liveness phase (every fault healed; the
 //! cluster must converge, answer every pending operation and accept a probe write within the
 //! bound), and the final checks (acknowledged writes, final state against the reference model,
-//! the weak checks, and linearizability of the client history).
+//! the weak checks, the etcd checks, and linearizability of the client history).
 //!
 //! Data flow: [`run`] builds a [`Simulator`] from a [`Scenario`], steps it until the run ends
 //! and returns a [`RunOutcome`] with the verdict, the trace hash and the figures a report needs.
@@ -14,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use keel_core::{Index, NodeId};
 
 use super::clients::{ClientState, Stage};
+use super::etcd_history::EtcdSummary;
 use super::header::TraceHeader;
 use super::invariants::check_acknowledged;
 use super::recorder::OutcomeCounts;
@@ -62,6 +63,10 @@ pub struct RunOutcome {
     pub detected_corruptions: Vec<String>,
     /// The client history given to the linearizability checker.
     pub history: Vec<HistoryEvent>,
+    /// What the etcd operations exercised.
+    pub etcd: EtcdSummary,
+    /// Keys and leases deleted by expiry (each checked not to be early).
+    pub expiries: usize,
 }
 
 impl RunVerdict {
@@ -145,6 +150,8 @@ fn conclude(mut simulator: Simulator, verdict: RunVerdict) -> (RunOutcome, Optio
         faults_injected: simulator.faults.drawn(),
         detected_corruptions: simulator.detected_corruptions.clone(),
         history,
+        etcd: simulator.etcd.summary(),
+        expiries: simulator.committed.expiries.len(),
         scenario: simulator.scenario,
     };
     (outcome, divergence)
@@ -232,6 +239,9 @@ impl Simulator {
             return RunVerdict::Failed(violation);
         }
         if let Err(violation) = weak_checks::check(&self.recorder, &self.committed) {
+            return RunVerdict::Failed(violation);
+        }
+        if let Err(violation) = super::etcd_checks::check(&self.etcd, &self.committed, &self.scenario.clock) {
             return RunVerdict::Failed(violation);
         }
         super::linearizability::verdict(&self.recorder, self.scenario.clock.beyond_bound)

@@ -27,11 +27,15 @@ pub fn run_catching(scenario: Scenario, keep_trace_lines: bool) -> RunOutcome {
 }
 
 /// The checker whose words a failure verdict carries: the simulator's own checkers
-/// (`invariants.rs`, `reference.rs`, the linearizability checker, the weak checks, liveness), or
+/// (`invariants.rs`, `reference.rs`, the linearizability checker, the weak checks, the etcd
+/// checks, liveness), or
 /// keel-core's assertions when the core panicked first.
 pub fn detector(failure: &str) -> &'static str {
-    const NAMES: [(&str, &str); 13] = [
+    const NAMES: [(&str, &str); 16] = [
         (CORE_ASSERTION, "core assertion"),
+        ("real-time order", "etcd revision order"),
+        ("early expiry", "expiry never early"),
+        ("etcd ", "etcd replies and ranges"),
         ("election safety", "election safety"),
         ("log matching", "log matching"),
         ("leader completeness", "leader completeness"),

@@ -177,7 +177,9 @@ impl Recorder {
             return;
         }
         let Some((proposed_ms, proposed_sequence)) = self.expiry_proposals.get(&log_id).copied() else { return };
-        for event in events {
+        // The etcd keys are checked by revision (`etcd_checks.rs`), not by the register model.
+        let native = events.iter().filter(|e| !e.key.starts_with(super::etcd_workload::ETCD_KEY_PREFIX));
+        for event in native {
             self.next_system_process += 1;
             let process = SYSTEM_PROCESS_FIRST + self.next_system_process;
             let make = |event_type| HistoryEvent {

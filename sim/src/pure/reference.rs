@@ -1,18 +1,23 @@
 //! The committed history, rebuilt independently of the nodes: which entry each log index holds,
-//! and an independent reference model of the key-value store (puts, deletes, compare-and-swap,
-//! expiry) that replays the committed commands and computes their revisions and events itself.
+//! and the independent reference model of the key-value store (`mvcc_model.rs`: every command,
+//! etcd's included) that replays the committed commands and computes their revisions, events and
+//! replies itself.
 //!
 //! Data flow: every entry any node applies is reported to [`CommittedLog::record_applied`]. The
 //! first application of an index (they come in index order across the cluster) is replayed on the
 //! reference model, and the node's events must equal the model's; every later application of that
 //! index, on any node, must carry the same log id and the same events (state machine safety).
 //! The weak checks of eventual reads, scans and watches then ask the model what a key held at an
-//! index ([`CommittedLog::value_at`]) and which events each revision made.
+//! index ([`CommittedLog::value_at`]) and which events each revision made; the etcd checks ask
+//! it for the reply each entry must have given, the revision and compaction point at each index,
+//! ranges at past revisions, and what each expiry deleted.
 
 use std::collections::BTreeMap;
 
-use keel_core::kv::{ApplyResult, KvCommand, KvEvent, KvEventKind};
+use keel_core::kv::{ApplyResult, KeyRange, KvCommand, KvEvent, KvEventKind, RangeResult};
 use keel_core::{Index, LogId, NodeId, Term};
+
+use super::mvcc_model::{Expired, MvccModel, Reply};
 
 /// One change to one key, as a watch reports it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +30,12 @@ pub struct EventRecord {
     pub key: String,
     /// The new value; empty for a delete.
     pub value: String,
+    /// The key's create revision after a put; 0 for a delete.
+    pub create_revision: u64,
+    /// The key's version after a put; 0 for a delete.
+    pub version: u64,
+    /// The lease the key is attached to after a put; 0 for a delete or none.
+    pub lease: u64,
 }
 
 /// What the committed history knows about one index.
@@ -35,72 +46,29 @@ struct CommittedEntry {
     /// Lowest term any node was in when applying it: the entry was committed in that term or
     /// earlier, so every leader of a later term must hold it.
     term_min: Term,
-}
-
-/// The reference key-value model.
-#[derive(Clone, Debug, Default)]
-struct ReferenceStore {
+    /// The reply the model computed (`None` for entries without a command).
+    reply: Option<Reply>,
+    /// The model's revision and compacted revision once the entry was applied.
     revision: u64,
-    values: BTreeMap<String, (String, Option<u64>)>,
+    compacted: u64,
 }
 
-impl ReferenceStore {
-    fn put(&mut self, key: &str, value: &str, expires_at_ms: Option<u64>) -> Vec<EventRecord> {
-        self.revision += 1;
-        self.values.insert(key.to_string(), (value.to_string(), expires_at_ms));
-        vec![EventRecord { revision: self.revision, kind: KvEventKind::Put, key: key.into(), value: value.into() }]
-    }
-
-    fn apply(&mut self, stamp_ms: u64, command: &KvCommand) -> Result<Vec<EventRecord>, String> {
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        let deadline = |ttl_ms: &Option<u64>| ttl_ms.map(|ttl| stamp_ms.saturating_add(ttl));
-        Ok(match command {
-            KvCommand::Put { key, value, ttl_ms } => self.put(&text(key), &text(value), deadline(ttl_ms)),
-            KvCommand::CompareAndSwap { key, expected_value, new_value, ttl_ms } => {
-                let current = self.values.get(&text(key)).map(|(value, _)| value.clone());
-                if current == expected_value.as_ref().map(|v| text(v)) {
-                    self.put(&text(key), &text(new_value), deadline(ttl_ms))
-                } else {
-                    Vec::new()
-                }
-            }
-            KvCommand::Delete { key } => self.delete(&[text(key)]),
-            KvCommand::Expire { now_ms } => {
-                let due: Vec<String> = self
-                    .values
-                    .iter()
-                    .filter(|(_, (_, expires))| expires.is_some_and(|at| at <= *now_ms))
-                    .map(|(key, _)| key.clone())
-                    .collect();
-                self.delete(&due)
-            }
-            // Compaction drops old history only: no current value and no revision changes.
-            KvCommand::Compact { .. } => Vec::new(),
-            other => return Err(format!("the reference model does not know {other:?}")),
-        })
-    }
-
-    fn delete(&mut self, keys: &[String]) -> Vec<EventRecord> {
-        let live: Vec<&String> = keys.iter().filter(|k| self.values.contains_key(*k)).collect();
-        if live.is_empty() {
-            return Vec::new();
-        }
-        self.revision += 1;
-        let revision = self.revision;
-        live.into_iter()
-            .map(|key| {
-                self.values.remove(key);
-                EventRecord { revision, kind: KvEventKind::Delete, key: key.clone(), value: String::new() }
-            })
-            .collect()
-    }
+/// A deletion by an `Expire` entry, for the lease check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryRecord {
+    /// The `Expire` entry.
+    pub expire: LogId,
+    /// What it deleted, and the entry that last set its deadline.
+    pub expired: Expired,
 }
 
 /// The committed history and the reference model.
 #[derive(Debug, Default)]
 pub struct CommittedLog {
     entries: BTreeMap<Index, CommittedEntry>,
-    store: ReferenceStore,
+    store: MvccModel,
+    /// Every key and lease an expiry deleted, in log order.
+    pub expiries: Vec<ExpiryRecord>,
     /// Every key's values by the index that set them (`None`: deleted).
     key_history: BTreeMap<String, Vec<(Index, Option<String>)>>,
     events: BTreeMap<u64, Vec<EventRecord>>,
@@ -109,7 +77,15 @@ pub struct CommittedLog {
 /// One store event in the simulator's form.
 pub fn event_record(event: &KvEvent) -> EventRecord {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    EventRecord { revision: event.revision, kind: event.kind, key: text(&event.key), value: text(&event.value) }
+    EventRecord {
+        revision: event.revision,
+        kind: event.kind,
+        key: text(&event.key),
+        value: text(&event.value),
+        create_revision: event.create_revision,
+        version: event.version,
+        lease: event.lease,
+    }
 }
 
 /// The events an apply result reports, in the simulator's form.
@@ -148,10 +124,11 @@ impl CommittedLog {
         if log_id.index != expected_index && !self.entries.is_empty() {
             return Err(format!("node {node} applied {log_id} first, but index {expected_index} was never applied"));
         }
-        let expected = match command {
-            Some((stamp, command)) => self.store.apply(*stamp, command)?,
-            None => Vec::new(),
-        };
+        let applied =
+            command.map(|(stamp, command)| self.store.apply(log_id.index, *stamp, command)).unwrap_or_default();
+        let expected = applied.events;
+        let expire = log_id;
+        self.expiries.extend(applied.expired.into_iter().map(|expired| ExpiryRecord { expire, expired }));
         if expected != events {
             return Err(format!(
                 "key-value store disagrees with the reference model at {log_id} on node {node}: {events:?} instead of {expected:?}"
@@ -164,8 +141,35 @@ impl CommittedLog {
         if let Some(revision) = expected.first().map(|e| e.revision) {
             self.events.insert(revision, expected.clone());
         }
-        self.entries.insert(log_id.index, CommittedEntry { log_id, events: expected, term_min: term });
+        let (revision, compacted) = (self.store.revision(), self.store.compacted());
+        let entry =
+            CommittedEntry { log_id, events: expected, term_min: term, reply: applied.reply, revision, compacted };
+        self.entries.insert(log_id.index, entry);
         Ok(())
+    }
+
+    /// The reply the reference model computed for the entry at `index`.
+    pub fn reply_at(&self, index: Index) -> Option<&Reply> {
+        self.entries.get(&index).and_then(|e| e.reply.as_ref())
+    }
+
+    /// The store revision and compacted revision once `index` was applied (0 and 0 before any).
+    pub fn revisions_at(&self, index: Index) -> Option<(u64, u64)> {
+        if index == 0 {
+            return Some((0, 0));
+        }
+        self.entries.get(&index).map(|e| (e.revision, e.compacted))
+    }
+
+    /// The highest revision any node has reached so far.
+    pub fn current_revision(&self) -> u64 {
+        self.store.revision()
+    }
+
+    /// The reference model's keys of `range` at `revision` (every version is kept, so this
+    /// answers below later compactions too; the caller judges whether the revision was readable).
+    pub fn range_at(&self, range: &KeyRange, revision: u64, limit: u64) -> RangeResult {
+        self.store.history_range(range, revision, limit)
     }
 
     /// The first index ever applied anywhere (1, unless nothing was applied).
@@ -210,7 +214,7 @@ impl CommittedLog {
 
     /// The reference model's current state: every live key and its value.
     pub fn final_state(&self) -> BTreeMap<String, String> {
-        self.store.values.iter().map(|(key, (value, _))| (key.clone(), value.clone())).collect()
+        self.store.live()
     }
 }
 
@@ -227,7 +231,15 @@ mod tests {
     fn a_different_entry_at_an_applied_index_is_caught() {
         let mut log = CommittedLog::default();
         let command = (0, put("a", "1"));
-        let event = EventRecord { revision: 1, kind: KvEventKind::Put, key: "a".into(), value: "1".into() };
+        let event = EventRecord {
+            revision: 1,
+            kind: KvEventKind::Put,
+            key: "a".into(),
+            value: "1".into(),
+            create_revision: 1,
+            version: 1,
+            lease: 0,
+        };
         log.record_applied(1, 1, LogId::new(1, 1), Some(&command), vec![event.clone()]).unwrap();
         log.record_applied(2, 1, LogId::new(1, 1), Some(&command), vec![event]).unwrap();
         let error = log.record_applied(3, 2, LogId::new(2, 1), None, Vec::new()).unwrap_err();
@@ -240,7 +252,15 @@ mod tests {
     fn wrong_events_from_the_store_are_caught() {
         let mut log = CommittedLog::default();
         let command = (0, put("a", "1"));
-        let wrong = EventRecord { revision: 1, kind: KvEventKind::Put, key: "a".into(), value: "2".into() };
+        let wrong = EventRecord {
+            revision: 1,
+            kind: KvEventKind::Put,
+            key: "a".into(),
+            value: "1".into(),
+            create_revision: 1,
+            version: 2,
+            lease: 0,
+        };
         assert!(log.record_applied(1, 1, LogId::new(1, 1), Some(&command), vec![wrong]).is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use keel_core::{Index, Membership, Message, NodeId, ReadId, RecoveredState, Role};
 
 use super::clients::ClientState;
+use super::etcd_history::EtcdHistory;
 use super::faults::FaultScheduler;
 use super::invariants::Invariants;
 use super::network::{Arrival, Network, SendFate};
@@ -61,6 +62,7 @@ pub struct Simulator {
     pub(crate) workload: Workload,
     pub(crate) clients: Vec<ClientState>,
     pub(crate) recorder: Recorder,
+    pub(crate) etcd: EtcdHistory,
     pub(crate) committed: CommittedLog,
     pub(crate) invariants: Invariants,
     pub(crate) trace: Trace,
@@ -103,6 +105,7 @@ impl Simulator {
             incarnations,
             clients,
             recorder: Recorder::default(),
+            etcd: EtcdHistory::default(),
             committed: CommittedLog::default(),
             invariants: Invariants::default(),
             trace,
@@ -217,11 +220,15 @@ impl Simulator {
             if let Some(log_id) = node.maybe_propose_expiry(now) {
                 expiries.push(log_id);
             }
+            if let Some(log_id) = node.lease_refresh_proposed.take() {
+                self.etcd.proposed(log_id, now);
+            }
             node.maybe_propose_compaction(now);
         }
         for log_id in expiries {
             self.trace.record(EventKind::ExpireProposed, now, &[log_id.term, log_id.index], String::new);
             self.recorder.expiry_proposed(log_id, now);
+            self.etcd.proposed(log_id, now);
         }
     }
 

@@ -1,12 +1,14 @@
 //! The simulated clients and the operations they invoke: puts, TTL puts, compare-and-swaps,
-//! deletes, reads under each consistency policy, prefix scans and watches. Each client has at
-//! most one operation pending; the mix, keys and values come from the workload's own stream.
+//! deletes, reads under each consistency policy, prefix scans and watches, and (a share of
+//! [`ETCD_SHARE_PERCENT`] percent, drawn by `etcd_workload.rs`) etcd v3 operations. Each client
+//! has at most one operation pending; the mix, keys and values come from the workload's own stream.
 //!
 //! Data flow: the simulator asks [`Workload::next_operation`] for a client's next operation when
 //! the client is idle and its think time has passed; `clients.rs` carries the operation to the
 //! nodes (following leader hints) and reports its completion; the history recorder turns
 //! invocations and completions into [`crate::history::HistoryEvent`]s.
 
+use super::etcd_workload::{EtcdOperation, EtcdWorkload, ETCD_SHARE_PERCENT};
 use super::rng::SimRng;
 use super::scenario::Scenario;
 use crate::history::ProcessId;
@@ -50,6 +52,8 @@ pub enum OperationKind {
         /// How long the watch stays open.
         duration_ms: u64,
     },
+    /// An etcd v3 operation (`etcd_workload.rs`).
+    Etcd(EtcdOperation),
 }
 
 /// One client operation.
@@ -84,6 +88,8 @@ pub struct Workload {
     pub operation_count: u64,
     /// Last value each client wrote or read per key, as a CAS expectation.
     last_seen: Vec<Vec<Option<String>>>,
+    /// The etcd operations' keys and what each client saw of them.
+    pub etcd: EtcdWorkload,
 }
 
 impl Workload {
@@ -100,6 +106,7 @@ impl Workload {
             invoked: 0,
             operation_count: scenario.operation_count,
             last_seen: vec![vec![None; scenario.key_count as usize]; scenario.client_count as usize],
+            etcd: EtcdWorkload::new(scenario.client_count as usize, scenario.key_count as usize),
         }
     }
 
@@ -116,6 +123,11 @@ impl Workload {
     /// Draws the next operation of client `process` (0-based) invoked at `now_ms`.
     pub fn next_operation(&mut self, process: ProcessId, now_ms: u64) -> Operation {
         self.invoked += 1;
+        if self.rng.between(0, 99) < ETCD_SHARE_PERCENT {
+            let value = self.fresh_value(process);
+            let (operation, key) = self.etcd.draw(&mut self.rng, process as usize, value);
+            return self.operation(process, OperationKind::Etcd(operation), key, now_ms);
+        }
         let key_index = self.rng.index(self.keys.len());
         let mut key = self.keys[key_index].clone();
         let roll = self.rng.between(0, 99);

@@ -79,14 +79,22 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// Runs `candidate`; keeps it when it fails the same way. Returns whether it was kept.
+    /// Runs `candidate`; keeps it when it fails the same way and is no bigger than the best run
+    /// in nodes, operations, clients or faults injected (a run with fewer nodes or operations can
+    /// run longer before it fails and so draw more faults: that is not smaller). Returns whether
+    /// it was kept.
     fn try_candidate(&mut self, candidate: Overrides) -> bool {
         if candidate == self.best {
             return false;
         }
         self.runs += 1;
         let outcome = run_catching(candidate.scenario(self.seed), false);
-        let same = matches!(&outcome.verdict, RunVerdict::Failed(why) if detector(why) == self.detector);
+        let (size, best) = (RunSize::of(&outcome), RunSize::of(&self.best_outcome));
+        let no_bigger = size.nodes <= best.nodes
+            && size.operations <= best.operations
+            && size.clients <= best.clients
+            && size.faults <= best.faults;
+        let same = no_bigger && matches!(&outcome.verdict, RunVerdict::Failed(why) if detector(why) == self.detector);
         if same {
             (self.progress)(&format!("still fails with{}", candidate.args()));
             self.best = candidate;
