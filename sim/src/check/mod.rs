@@ -88,13 +88,21 @@ pub struct CheckLimits {
     pub memory_bytes_max: usize,
     /// When to give up; `None` (the default) never does, which keeps the outcome deterministic.
     pub deadline: Option<Instant>,
+    /// Upper bound on one key's search steps (deterministic, unlike `deadline`); `u64::MAX`
+    /// (the default) never gives up.
+    pub steps_max: u64,
     /// The position to report for each event (e.g. its line in a file); `None`: 1-based index.
     pub line_numbers: Option<Vec<usize>>,
 }
 
 impl Default for CheckLimits {
     fn default() -> Self {
-        CheckLimits { memory_bytes_max: DEFAULT_MEMORY_BYTES_MAX, deadline: None, line_numbers: None }
+        CheckLimits {
+            memory_bytes_max: DEFAULT_MEMORY_BYTES_MAX,
+            deadline: None,
+            steps_max: u64::MAX,
+            line_numbers: None,
+        }
     }
 }
 
@@ -132,8 +140,11 @@ pub fn check_history_with_limits(history: &[HistoryEvent], limits: &CheckLimits)
     let line_of =
         |index: usize| limits.line_numbers.as_ref().and_then(|lines| lines.get(index).copied()).unwrap_or(index + 1);
     let operations = pairing::pair_events(history, &line_of)?;
-    let search_limits =
-        SearchLimits { memory_bytes_max: limits.memory_bytes_max, deadline: limits.deadline, steps_max: u64::MAX };
+    let search_limits = SearchLimits {
+        memory_bytes_max: limits.memory_bytes_max,
+        deadline: limits.deadline,
+        steps_max: limits.steps_max,
+    };
     let mut unknown = None;
     for (key, key_operations) in partition::split_by_key(history, &operations) {
         let input = partition::search_operations(history, &key_operations);
@@ -152,8 +163,9 @@ pub fn check_history_with_limits(history: &[HistoryEvent], limits: &CheckLimits)
                 full.entries,
                 input.len()
             ),
-            SearchOutcome::Deadline | SearchOutcome::StepLimit => {
-                format!("the deadline passed while searching its {} operations", input.len())
+            SearchOutcome::Deadline => format!("the deadline passed while searching its {} operations", input.len()),
+            SearchOutcome::StepLimit => {
+                format!("{} search steps did not decide its {} operations", limits.steps_max, input.len())
             }
         };
         unknown.get_or_insert(CheckOutcome::Unknown { key: key.to_owned(), reason });

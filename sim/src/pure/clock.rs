@@ -50,6 +50,15 @@ impl NodeClock {
         }
     }
 
+    /// Moves the drift to one edge of the bound (`-bound / 2` when `slow`, else `+bound / 2`):
+    /// still within the bound (beyond-bound clocks are left alone), and draws nothing.
+    pub fn move_to_bound(&mut self, faults: &ClockFaults, slow: bool) {
+        let half = (faults.drift_ppm_max / 2) as i64;
+        if !faults.beyond_bound {
+            self.drift_ppm = if slow { -half } else { half };
+        }
+    }
+
     /// The monotonic reading at `true_ms`; never decreases.
     pub fn monotonic_ms(&mut self, true_ms: u64) -> u64 {
         let drifted = i128::from(true_ms) * (PPM + i128::from(self.drift_ppm)) / PPM;

@@ -33,6 +33,32 @@ impl Simulator {
         }
     }
 
+    /// Targeted crashes (`Targeting::crash_voters_restart_ms`): crashes node `id` if its term on
+    /// disk rose from `term_before` while it follows, every other node is up and the fault phase
+    /// runs, and schedules its restart.
+    pub(crate) fn maybe_crash_voter(&mut self, id: NodeId, term_before: u64) {
+        let Some(restart_ms) = self.scenario.targeting.crash_voters_restart_ms else { return };
+        let node = &self.nodes[&id];
+        let rose = node.disk.hard_state.term > term_before && node.role() == Some(keel_core::Role::Follower);
+        let others_up = self.nodes.values().all(SimNode::is_available);
+        if rose && others_up && self.scenario.process.crashes && self.phase == Phase::Faults {
+            self.apply_fault(Fault::Crash(id));
+            self.faults.schedule_restart(self.now_ms + restart_ms, id);
+        }
+    }
+
+    /// Targeted pauses (`Targeting::pause_new_leaders_per_million`): node `id` just reported
+    /// that it leads; in the fault phase the scheduler may pause it at once.
+    pub(crate) fn maybe_pause_new_leader(&mut self, id: NodeId) {
+        if self.phase != Phase::Faults || self.scenario.targeting.pause_new_leaders_per_million == 0 {
+            return;
+        }
+        let view = self.cluster_view();
+        if let Some(fault) = self.faults.pause_new_leader(self.now_ms, id, &view) {
+            self.apply_fault(fault);
+        }
+    }
+
     fn cluster_view(&self) -> ClusterView {
         let available: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.is_available()).map(|(id, _)| *id).collect();
         let initial = self.scenario.node_count;
@@ -41,6 +67,7 @@ impl Simulator {
             flippable: available.iter().copied().filter(|id| *id <= initial).collect(),
             available,
             partitioned: self.network.is_partitioned(),
+            leader: self.leader(),
         }
     }
 
@@ -102,6 +129,12 @@ impl Simulator {
 
     fn partition(&mut self, kind: PartitionKind) -> String {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if let (true, PartitionKind::IsolateOne, Some(leader)) =
+            (self.scenario.targeting.aim_at_leader, kind, self.leader())
+        {
+            self.network.cut_between(&[leader], &ids, true);
+            return format!("isolate leader {leader}");
+        }
         self.network.partition(kind, &ids)
     }
 
@@ -190,7 +223,8 @@ impl Simulator {
         if voters.is_empty() {
             return "transfer: no other voter".into();
         }
-        let target = voters[(raft.term() as usize) % voters.len()];
+        let slow_clocked = (self.scenario.targeting.slow_clock_leads && voters.contains(&1)).then_some(1);
+        let target = slow_clocked.unwrap_or(voters[(raft.term() as usize) % voters.len()]);
         match raft.transfer_leadership(target) {
             Ok(()) => format!("transfer leadership {leader} -> {target}"),
             Err(error) => format!("transfer {leader} -> {target} refused: {error}"),

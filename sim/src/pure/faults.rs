@@ -53,6 +53,8 @@ pub struct ClusterView {
     pub flippable: Vec<NodeId>,
     /// Whether links are cut now.
     pub partitioned: bool,
+    /// The available node leading with the highest term, if any.
+    pub leader: Option<NodeId>,
 }
 
 /// The scheduler's state.
@@ -103,6 +105,23 @@ impl FaultScheduler {
         (entry.key().0 <= now_ms).then(|| entry.remove())
     }
 
+    /// Targeted pauses (`Targeting::pause_new_leaders_per_million`): the pause of `leader`, which
+    /// just became leader, if the draw and the cluster allow it (its resume is scheduled).
+    pub fn pause_new_leader(&mut self, now_ms: u64, leader: NodeId, view: &ClusterView) -> Option<Fault> {
+        let chance = self.scenario.targeting.pause_new_leaders_per_million;
+        if chance == 0 || !self.scenario.process.pauses || view.unavailable_count > 0 || !self.rng.chance(chance) {
+            return None;
+        }
+        let stall_ms = self.draw_stall_ms();
+        self.schedule(now_ms + stall_ms, Fault::Resume(leader));
+        Some(Fault::Pause(leader))
+    }
+
+    /// Schedules the restart of `node`, crashed outside the draw, at `at_ms`.
+    pub fn schedule_restart(&mut self, at_ms: u64, node: NodeId) {
+        self.schedule(at_ms, Fault::Restart(node));
+    }
+
     fn schedule(&mut self, at_ms: u64, fault: Fault) {
         self.sequence += 1;
         self.endings.insert((at_ms, self.sequence), fault);
@@ -117,8 +136,7 @@ impl FaultScheduler {
         }
         let minority = (self.scenario.node_count as usize - 1) / 2;
         let can_stop_one = view.unavailable_count < minority && !view.available.is_empty();
-        let stall_ms =
-            self.rng.between(self.scenario.election_timeout_ms_min / 2, 8 * self.scenario.election_timeout_ms_min);
+        let stall_ms = self.draw_stall_ms();
         let process = &self.scenario.process;
         let choice = self.rng.between(0, 9);
         let fault = match choice {
@@ -131,15 +149,19 @@ impl FaultScheduler {
                     PartitionKind::RandomLinks,
                 ];
                 self.schedule(now_ms + stall_ms, Fault::Heal);
-                Fault::Partition(self.rng.pick(&kinds)?)
+                if self.scenario.targeting.aim_at_leader {
+                    Fault::Partition(PartitionKind::IsolateOne)
+                } else {
+                    Fault::Partition(self.rng.pick(&kinds)?)
+                }
             }
             2 | 3 if process.crashes && can_stop_one => {
-                let node = self.rng.pick(&view.available)?;
+                let node = self.target(view)?;
                 self.schedule(now_ms + stall_ms, Fault::Restart(node));
                 Fault::Crash(node)
             }
             4 if process.pauses && can_stop_one => {
-                let node = self.rng.pick(&view.available)?;
+                let node = self.target(view)?;
                 self.schedule(now_ms + stall_ms, Fault::Resume(node));
                 Fault::Pause(node)
             }
@@ -160,6 +182,22 @@ impl FaultScheduler {
         };
         self.drawn += 1;
         Some(fault)
+    }
+
+    /// How long the next partition, crash or pause lasts: half an election timeout to eight of
+    /// them, or to `Targeting::stall_ms_max`.
+    fn draw_stall_ms(&mut self) -> u64 {
+        let timeout = self.scenario.election_timeout_ms_min;
+        let max = self.scenario.targeting.stall_ms_max.unwrap_or(8 * timeout);
+        self.rng.between((timeout / 2).min(max), max)
+    }
+
+    /// The node a crash or pause stops: the leader when faults aim at it, else a random one.
+    fn target(&mut self, view: &ClusterView) -> Option<NodeId> {
+        match view.leader {
+            Some(leader) if self.scenario.targeting.aim_at_leader => Some(leader),
+            _ => self.rng.pick(&view.available),
+        }
     }
 
     /// Drops every scheduled ending (the liveness phase heals everything at once).

@@ -65,8 +65,9 @@ impl Invariants {
     }
 }
 
-/// A leader holds every entry committed in an earlier term.
-fn check_leader_completeness(id: NodeId, raft: &RaftNode, committed: &CommittedLog) -> Result<(), String> {
+/// A leader holds every entry committed in an earlier term. Checked at every periodic check and
+/// also the moment a node reports it became leader, before its first appends can reach anyone.
+pub fn check_leader_completeness(id: NodeId, raft: &RaftNode, committed: &CommittedLog) -> Result<(), String> {
     for (log_id, term_min) in committed.committed_from(raft.first_log_index()) {
         if term_min >= raft.term() {
             continue;

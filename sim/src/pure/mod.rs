@@ -46,4 +46,4 @@ pub mod weak_checks;
 pub mod workload;
 
 pub use outcome::{run, run_traced, RunOutcome, RunVerdict};
-pub use scenario::Scenario;
+pub use scenario::{Scenario, Targeting};

@@ -92,12 +92,13 @@ pub fn node_config(scenario: &Scenario, id: NodeId) -> Config {
     let mut config = Config::new(id);
     config.heartbeat_interval_ms = scenario.heartbeat_interval_ms;
     config.election_timeout_ms_min = scenario.election_timeout_ms_min;
-    config.election_timeout_ms_max = 2 * scenario.election_timeout_ms_min;
+    config.election_timeout_ms_max =
+        scenario.targeting.election_timeout_ms_max.unwrap_or(2 * scenario.election_timeout_ms_min);
     config.check_quorum = true;
     config.pre_vote = true;
     config.lease = scenario.lease_reads.then_some(LeaseConfig { clock_drift_ppm_max: scenario.clock.drift_ppm_max });
-    config.entries_per_message_max = 64;
-    config.inflight_messages_max = 16;
+    (config.entries_per_message_max, config.inflight_messages_max) =
+        scenario.targeting.replication_window.unwrap_or((64, 16));
     config.uncommitted_entries_max = 1_024;
     config.pending_reads_max = 256;
     config.snapshot_chunk_bytes = 4_096;
@@ -113,7 +114,10 @@ impl SimNode {
     /// Starts node `id` from `recovered` (a bootstrap or joining state).
     pub fn new(scenario: &Scenario, id: NodeId, recovered: RecoveredState, mut rng: SimRng) -> Self {
         let config = node_config(scenario, id);
-        let clock = NodeClock::new(&scenario.clock, &mut rng);
+        let mut clock = NodeClock::new(&scenario.clock, &mut rng);
+        if scenario.targeting.slow_clock_leads {
+            clock.move_to_bound(&scenario.clock, id == 1);
+        }
         let disk = Disk::new(&recovered);
         let raft = RaftNode::new(config.clone(), recovered).expect("the simulator's configuration is valid");
         Self {

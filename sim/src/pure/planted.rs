@@ -69,7 +69,9 @@ pub struct FirstFailure {
 
 /// Runs the seeds of `seeds` (each scenario built by `scenario_of`) on `jobs` threads and
 /// stops at the first failing seed: no seed above a known failure is started, and every seed
-/// below it is finished, so the seed returned is the lowest failing one of the range.
+/// below it is finished, so the seed returned is the lowest failing one of the range. A run
+/// whose history the linearizability checker could not decide within its step budget is not a
+/// failure here (it shows no bug); the sweep goes on past it.
 pub fn first_failure(
     seeds: Range<u64>,
     jobs: usize,
@@ -90,6 +92,10 @@ pub fn first_failure(
                 let outcome = run_catching(scenario_of(seed), false);
                 run_count.fetch_add(1, Ordering::Relaxed);
                 if let RunVerdict::Failed(violation) = outcome.verdict {
+                    // A history the checker could not decide shows no bug: the sweep goes on.
+                    if violation.starts_with(super::linearizability::UNDECIDED) {
+                        continue;
+                    }
                     lowest_failing.fetch_min(seed, Ordering::Relaxed);
                     let mut best = best.lock().expect("no thread panics holding it");
                     if best.as_ref().is_none_or(|b| seed < b.seed) {
@@ -114,17 +120,25 @@ pub use with_bugs::*;
 mod with_bugs {
     use keel_core::PlantedBug;
 
+    use super::super::scenario::ProcessFaults;
     use super::Scenario;
 
-    /// Plants `bug` in every node of `scenario`. The two stale-read bugs also get a scenario
-    /// where a deposed leader and its successor overlap long enough for clients to see it (see
-    /// `slow_leader_clocks`); the other bugs run the seed's own scenario unchanged. Nothing is
-    /// changed that would make the correct core fail: the same scenario without the bug passes
-    /// (`sim/tests/planted_bugs.rs` checks it for every seed up to the failing one).
+    /// Plants `bug` in every node of `scenario`, and sharpens the scenario so that the bug's
+    /// interleaving comes up within a few hundred seeds (`Targeting`, all off in every seed's own
+    /// scenario): the two stale-read bugs get a deposed leader overlapping its successor
+    /// ([`slow_leader_clocks`], [`lease_overlap`]), `commit-previous-term` the leader churn of
+    /// Figure 8 ([`figure_eight`]), `vote-not-persisted` crashes between two vote requests
+    /// ([`crashes_between_votes`]); the other bugs run the seed's own scenario unchanged.
+    /// Nothing is changed that would make the correct core fail: the same scenario without the
+    /// bug passes (`sim/tests/planted_bugs.rs` checks it for every seed up to the failing one).
     pub fn plant(scenario: &mut Scenario, bug: PlantedBug) {
         scenario.planted_bug = Some(bug);
-        if matches!(bug, PlantedBug::ReadWithoutQuorum | PlantedBug::LeaseIgnoresDrift) {
-            slow_leader_clocks(scenario);
+        match bug {
+            PlantedBug::ReadWithoutQuorum => slow_leader_clocks(scenario),
+            PlantedBug::LeaseIgnoresDrift => lease_overlap(scenario),
+            PlantedBug::CommitPreviousTerm => figure_eight(scenario),
+            PlantedBug::VoteNotPersisted => crashes_between_votes(scenario),
+            PlantedBug::DoubleVote | PlantedBug::AckBeforeSync | PlantedBug::NoTruncateConflict => {}
         }
     }
 
@@ -141,9 +155,66 @@ mod with_bugs {
         scenario.clock.drift_ppm_max = 400_000 + scenario.seed % 70_000;
         scenario.clock.beyond_bound = false;
         scenario.network.partitions = true;
-        if scenario.planted_bug == Some(PlantedBug::LeaseIgnoresDrift) {
-            scenario.lease_reads = true;
-        }
+    }
+
+    /// `lease-ignores-drift`: [`slow_leader_clocks`], sharpened so that the leader is the slow
+    /// clock and its successor's voters the fast ones. The unshortened lease of a leader whose
+    /// clock runs 20-23.5 % slow lasts 960 ms on its clock, about 1,200-1,255 ms of true time;
+    /// followers whose clocks run as much fast stop refusing votes after 1,000 ms on theirs,
+    /// 810-833 ms of true time, and (election timeouts of 1,000-1,100 ms) elect a successor
+    /// within about 900 ms: for 300 ms and more, both serve. To get there, node 1's clock is the
+    /// slow one and leadership transfers hand it leadership, every partition isolates whoever
+    /// leads (for at most 2.5 s, one every 0.8 s on average), and the other faults are off. Lease
+    /// reads are on; six clients on two keys, whose operations time out after 300 ms and then try
+    /// another node, so that writers soon reach the successor while readers stay on the old
+    /// leader. The correct lease, shortened by the drift bound, lasts 20-160 ms: safe.
+    fn lease_overlap(scenario: &mut Scenario) {
+        slow_leader_clocks(scenario);
+        scenario.lease_reads = true;
+        scenario.targeting.slow_clock_leads = true;
+        scenario.targeting.election_timeout_ms_max = Some(1_100);
+        scenario.targeting.aim_at_leader = true;
+        scenario.targeting.stall_ms_max = Some(2_500);
+        scenario.fault_interval_ms = 800;
+        scenario.operation_timeout_ms = 300;
+        scenario.client_count = 6;
+        scenario.key_count = 2;
+        scenario.process =
+            ProcessFaults { crashes: false, pauses: false, membership_changes: false, leader_transfers: true };
+        scenario.disk.bit_flips = false;
+        scenario.clock.wall_steps = false;
+    }
+
+    /// `commit-previous-term`: the Raft paper's Figure 8 needs a leader that replicates entries of
+    /// an earlier term to a majority before its own no-op, and then loses leadership to a node
+    /// holding a newer conflicting entry at the same index. Five nodes; a new leader is paused
+    /// the moment it is elected, before its first messages leave (so its no-op, of the newest
+    /// term, stays on it alone); partitions isolate, and crashes and pauses stop, whoever leads,
+    /// one fault every 100 ms on average, each lasting at most 600 ms; and a leader sends one
+    /// entry per append with one append in flight, so that a follower missing several entries of
+    /// earlier terms acknowledges them (and the bug commits them) one at a time, long before the
+    /// leader's no-op reaches it. The correct core commits nothing until its own no-op is on a
+    /// majority, whatever the churn.
+    fn figure_eight(scenario: &mut Scenario) {
+        scenario.node_count = 5;
+        scenario.process.crashes = true;
+        scenario.process.pauses = true;
+        scenario.network.partitions = true;
+        scenario.targeting.aim_at_leader = true;
+        scenario.targeting.pause_new_leaders_per_million = 1_000_000;
+        scenario.targeting.replication_window = Some((1, 1));
+        scenario.targeting.stall_ms_max = Some(600);
+        scenario.fault_interval_ms = 100;
+    }
+
+    /// `vote-not-persisted`: a follower that has just moved to a new term (it granted a vote, or
+    /// heard of a new leader) is crashed at once and restarted 1 ms later, whenever every other
+    /// node is up. A candidate whose vote request arrives after the restart finds the term on
+    /// disk but no vote, and is granted the vote already given to another: two leaders of one
+    /// term (election safety). With the vote synced, the restarted voter refuses it.
+    fn crashes_between_votes(scenario: &mut Scenario) {
+        scenario.process.crashes = true;
+        scenario.targeting.crash_voters_restart_ms = Some(1);
     }
 
     /// Serde for a scenario's planted bug: its command-line name.

@@ -71,6 +71,36 @@ pub struct ProcessFaults {
     pub leader_transfers: bool,
 }
 
+/// Sharper timing for the targeted scenarios of planted bugs (`planted::plant`): every seed's own
+/// scenario leaves all of it off, so that a run draws and does exactly what it did without it.
+/// Each setting stays within what the correct core must survive (the drift bound, the election
+/// timeout range, crashes of a minority), so a failure with a planted bug is the bug's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Targeting {
+    /// Upper bound of the randomized election timeout (`None`: twice the lower bound).
+    pub election_timeout_ms_max: Option<u64>,
+    /// Node 1's clock runs at the slow edge of the drift bound and every other node's at the fast
+    /// edge (rates the full bound apart, still within it), and leadership transfers hand
+    /// leadership to node 1: a slow-clocked leader.
+    pub slow_clock_leads: bool,
+    /// Longest a partition, crash or pause lasts before it ends (`None`: eight election timeouts).
+    pub stall_ms_max: Option<u64>,
+    /// A follower whose term on disk just rose (it granted a vote, or heard of a new leader) is
+    /// crashed at once, while every other node is up, and restarted this many milliseconds
+    /// later: a crash between two vote requests of one term (needs `process.crashes`).
+    pub crash_voters_restart_ms: Option<u64>,
+    /// Most entries a leader sends in one append (`None`: 64), and most appends in flight to one
+    /// follower (`None`: 16): small numbers make a lagging follower catch up one entry at a time.
+    pub replication_window: Option<(usize, usize)>,
+    /// A node that just became leader is paused at once, with this chance (per million), when no
+    /// other node is down, and resumed as a pause is: a leader stalled right after its election
+    /// (needs `process.pauses`).
+    pub pause_new_leaders_per_million: u64,
+    /// Partitions isolate the current leader, and crashes and pauses stop it (when there is one),
+    /// instead of hitting a random node.
+    pub aim_at_leader: bool,
+}
+
 /// Everything one run does, derived from the seed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scenario {
@@ -113,6 +143,9 @@ pub struct Scenario {
     pub clients_switch_on_timeout: bool,
     /// Most faults the scheduler injects in the run (`None`: no limit); shrinking lowers it.
     pub fault_count_max: Option<u64>,
+    /// Sharper timing for a planted bug's targeted scenario (all off in a seed's own scenario).
+    #[serde(default)]
+    pub targeting: Targeting,
     /// The classic Raft bug every node plants (`keel-sim ... --planted-bug`).
     #[cfg(feature = "planted-bugs")]
     #[serde(default, with = "super::planted::bug_by_name")]
@@ -177,6 +210,7 @@ impl Scenario {
             process,
             clients_switch_on_timeout: false,
             fault_count_max: None,
+            targeting: Targeting::default(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -239,9 +239,11 @@ impl Simulator {
         for id in ids {
             let node = self.nodes.get_mut(&id).expect("listed");
             if node.is_available() {
+                let term_before = node.disk.hard_state.term;
                 let mut output = NodeOutput::default();
                 node.process_ready(self.now_ms, &mut output);
                 self.route_output(id, output);
+                self.maybe_crash_voter(id, term_before);
             }
             self.record_state(id);
         }
@@ -266,12 +268,17 @@ impl Simulator {
                 if let Err(violation) = self.invariants.observe_leader(id, term) {
                     self.violate(violation);
                 }
+                self.check_new_leader(id, term);
+                self.maybe_pause_new_leader(id);
             }
         }
         if output.snapshot_installed {
             self.catch_up_watches(id);
         }
-        for message in output.messages {
+        // Only a leader paused the moment it was elected (`maybe_pause_new_leader` above) is paused
+        // here: it stalled before these left.
+        let stalled = self.nodes[&id].paused;
+        for message in output.messages.into_iter().filter(|_| !stalled) {
             self.send(message);
         }
         let term = self.nodes[&id].raft.as_ref().map_or(0, |r| r.term());
@@ -290,6 +297,16 @@ impl Simulator {
         }
         for outcome in output.reads {
             self.answer_read(id, outcome);
+        }
+    }
+
+    /// Leader completeness the moment node `id` reports it leads `term` (if it still does).
+    fn check_new_leader(&mut self, id: NodeId, term: u64) {
+        let Some(raft) = self.nodes[&id].raft.as_ref().filter(|r| r.role() == Role::Leader && r.term() == term) else {
+            return;
+        };
+        if let Err(violation) = super::invariants::check_leader_completeness(id, raft, &self.committed) {
+            self.violate(violation);
         }
     }
 

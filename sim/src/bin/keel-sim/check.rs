@@ -56,6 +56,7 @@ pub fn run(arguments: &CheckArgs) -> ExitCode {
     let limits = CheckLimits {
         memory_bytes_max: arguments.memory_limit_mb.saturating_mul(1 << 20),
         deadline: arguments.timeout_s.map(|seconds| Instant::now() + Duration::from_secs(seconds)),
+        steps_max: u64::MAX,
         line_numbers: Some(line_numbers),
     };
     match check_history_with_limits(&history, &limits) {
