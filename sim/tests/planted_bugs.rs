@@ -132,3 +132,21 @@ fn shrinking_a_planted_failure_keeps_it_failing_with_less() {
     let keel_sim::pure::RunVerdict::Failed(why) = again.verdict else { unreachable!("checked above") };
     assert_eq!(keel_sim::pure::planted::detector(&why), shrunk.detector, "{why}");
 }
+
+/// A failing run of a targeted scenario replays from its trace file alone: its header carries
+/// the scenario, clock rates up to 47 % apart included (the trace header once refused drift
+/// bounds above 10 %, so these traces could be written but not replayed).
+#[test]
+fn a_stale_lease_read_failure_replays_from_its_trace() {
+    use keel_sim::pure::header::TraceFile;
+    use keel_sim::pure::replay::replay;
+    let found = first_failure(SEEDS, jobs(), &|seed| planted(PlantedBug::LeaseIgnoresDrift, seed))
+        .expect("lease-ignores-drift is found in 1..=1000");
+    let outcome = run(planted(PlantedBug::LeaseIgnoresDrift, found.seed), true);
+    assert!(!outcome.passed(), "seed {} fails again when run alone", found.seed);
+    let text = outcome.trace_file().expect("the run kept its trace");
+    let file = TraceFile::parse(&text).expect("the trace of a targeted scenario parses");
+    assert!(file.header.scenario.clock.drift_ppm_max > 100_000, "the scenario is the targeted one");
+    let report = replay(&file);
+    assert!(report.identical(), "the replay diverged from the trace of seed {}", found.seed);
+}

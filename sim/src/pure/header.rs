@@ -183,7 +183,7 @@ fn check_scenario(scenario: &Scenario) -> Result<(), String> {
         ("disk.slow_sync_per_million", disk.slow_sync_per_million, 0, 1_000_000),
         ("disk.torn_write_per_million", disk.torn_write_per_million, 0, 1_000_000),
         ("clock.offset_ms_max", scenario.clock.offset_ms_max, 0, 10_000_000),
-        ("clock.drift_ppm_max", scenario.clock.drift_ppm_max, 0, 100_000),
+        ("clock.drift_ppm_max", scenario.clock.drift_ppm_max, 0, 500_000),
     ];
     if let Some((name, value, low, high)) = ranges.iter().find(|(_, value, low, high)| !(low..=high).contains(&value)) {
         return Err(format!("scenario.{name} is {value}, outside {low}..={high}"));
