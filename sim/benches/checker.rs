@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use keel_sim::check::generate::{generate, GeneratorConfig};
 use keel_sim::check::{check_history, Verdict};
 
+/// The allocator of the `keel-sim` binary, so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One benchmark scenario.
 struct Scenario {
     name: &'static str,

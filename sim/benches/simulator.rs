@@ -12,6 +12,10 @@ use std::time::Instant;
 
 use keel_sim::pure::{run, Scenario};
 
+/// The allocator of the `keel-sim` binary, so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn throughput(seeds: std::ops::Range<u64>) {
     let started = Instant::now();
     let mut messages = 0;

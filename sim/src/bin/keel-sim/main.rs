@@ -12,6 +12,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: simulated runs allocate per message and per entry.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keel's deterministic simulator and its tools.
 #[derive(Debug, Parser)]
 #[command(name = "keel-sim", version, about)]
