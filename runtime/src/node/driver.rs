@@ -8,12 +8,14 @@
 //! answer the clients waiting on them, serve released reads. Every queue is bounded; a storage
 //! failure stops the node.
 
+mod housekeeping;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{Alarm, KeyRange, KvCommand, KvStore};
+use keel_core::kv::{KeyRange, KvCommand, KvStore};
 use keel_core::{
     Entry, EntryPayload, Error as CoreError, Index, Membership, Message, RaftNode, ReadPolicy, Ready, Role,
 };
@@ -57,7 +59,7 @@ pub(crate) struct Driver {
     reads: BTreeMap<u64, ReadWaiter>,
     next_read_id: u64,
     /// The applied index at which the next snapshot is taken (staggered per node, see
-    /// [`first_snapshot_index`]).
+    /// [`housekeeping::first_snapshot_index`]).
     next_snapshot_index: Index,
     next_expire_ms: u64,
     next_history_compaction_ms: u64,
@@ -79,7 +81,7 @@ impl Driver {
         broadcast: (broadcast::Sender<keel_core::kv::KvEvent>, watch::Sender<(Index, Membership)>),
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let next_snapshot_index = first_snapshot_index(&config, raft.first_log_index().saturating_sub(1));
+        let next_snapshot_index = housekeeping::first_snapshot_index(&config, raft.first_log_index().saturating_sub(1));
         Self {
             config,
             raft,
@@ -306,88 +308,6 @@ impl Driver {
         self.sink.set_peers(peers);
     }
 
-    async fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
-        let applied = self.raft.applied_index();
-        if applied < self.next_snapshot_index {
-            return Ok(());
-        }
-        let data = self.kv.snapshot();
-        let meta = match self.raft.snapshot_taken(applied, data.clone()) {
-            Ok(meta) => meta,
-            Err(error) => {
-                tracing::warn!(applied, "snapshot not taken: {error}");
-                return Ok(());
-            }
-        };
-        self.next_snapshot_index = applied + self.config.snapshot_interval_entries;
-        self.storage.compact(keel_core::Snapshot { meta, data }).await.map_err(NodeError::Storage)
-    }
-
-    /// Leader: proposes the deletion of expired keys (and leases) through the log, stamped with
-    /// this leader's wall clock minus the configured clock-offset bound (keys never expire
-    /// early). A new leader first gives every lease its full TTL again, as etcd does.
-    fn propose_expiry(&mut self) {
-        let now = self.clock.now_ms();
-        if self.raft.role() != Role::Leader || now < self.next_expire_ms {
-            return;
-        }
-        if self.leases_refreshed_term != self.raft.term() {
-            self.leases_refreshed_term = self.raft.term();
-            if !self.kv.lease_ids().is_empty() {
-                self.next_expire_ms = now + self.config.expire_interval_ms;
-                let command = KvCommand::LeaseRefreshAll;
-                if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
-                    tracing::debug!("lease refresh not proposed: {error}");
-                }
-                return;
-            }
-        }
-        self.next_expire_ms = now + self.config.expire_interval_ms;
-        let cutoff = self.clock.wall_ms().saturating_sub(self.config.clock_offset_ms_max);
-        if self.kv.next_expiry_ms().is_none_or(|due| due > cutoff) {
-            return;
-        }
-        let command = KvCommand::Expire { now_ms: cutoff };
-        if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
-            tracing::debug!("expiry not proposed: {error}");
-        }
-    }
-
-    /// Leader: once the store keeps more than twice `history_retention_revisions` revisions of
-    /// history, proposes compacting it down to the latest `history_retention_revisions`, through
-    /// the log so that every replica compacts at the same point. Without it the history (and so
-    /// every snapshot) would grow with every write forever.
-    ///
-    /// On the same schedule, it raises a NOSPACE alarm (of this node) once the store exceeds
-    /// `kv_quota_bytes`.
-    fn propose_history_compaction(&mut self) {
-        let now = self.clock.now_ms();
-        if self.raft.role() != Role::Leader || now < self.next_history_compaction_ms {
-            return;
-        }
-        self.next_history_compaction_ms = now + self.config.expire_interval_ms;
-        let quota = self.config.kv_quota_bytes;
-        if quota > 0 && !self.kv.out_of_space() && self.kv.size_bytes() > quota {
-            tracing::warn!(quota, size = self.kv.size_bytes(), "storage quota exceeded: raising NOSPACE");
-            let command = KvCommand::Alarm { member: u64::from(self.raft.id()), alarm: Alarm::NoSpace, active: true };
-            if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
-                tracing::debug!("NOSPACE alarm not proposed: {error}");
-            }
-        }
-        let retention = self.config.history_retention_revisions;
-        if retention == 0 {
-            return;
-        }
-        let current = self.kv.current_revision();
-        if current.saturating_sub(self.kv.compacted_revision()) <= retention.saturating_mul(2) {
-            return;
-        }
-        let command = KvCommand::Compact { revision: current - retention };
-        if let Err(error) = self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
-            tracing::debug!("history compaction not proposed: {error}");
-        }
-    }
-
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Write { command, reply } => self.on_write(command, reply),
@@ -577,16 +497,6 @@ impl Driver {
             has_quorum,
         }
     }
-}
-
-/// The applied index of a node's first snapshot after `base`: one interval later, plus a
-/// quarter interval per step of `id % 4`, so that the nodes of a cluster, which apply the same
-/// entries at about the same time, do not all snapshot (and compact their logs) at once. Later
-/// snapshots follow every interval, keeping the offsets.
-fn first_snapshot_index(config: &NodeConfig, base: Index) -> Index {
-    let interval = config.snapshot_interval_entries;
-    let stagger = interval / 4 * (u64::from(config.raft.id) % 4);
-    base + interval + stagger
 }
 
 /// Maps a core refusal to the client's error.

@@ -38,7 +38,9 @@ pub enum ClientError {
     #[error("the write was dropped before it could commit; it will not be applied and is safe to retry ({0})")]
     ProposalDropped(String),
     /// The write was appended but its fate is unknown (deadline passed or leadership changed).
-    #[error("the write's outcome is unknown: it may or may not be applied; read the key to find out")]
+    #[error(
+        "the outcome is unknown: the change may or may not have been applied; read the key (or, for a membership change, list the members) to find out"
+    )]
     OutcomeUnknown,
     /// The request did not complete before its deadline and has no effect.
     #[error("the request timed out")]

@@ -221,6 +221,13 @@ pub(crate) enum CallError {
     Status { code: Code, message: String },
 }
 
+impl CallError {
+    /// Whether the peer ended the call because it is shutting down (an expected, orderly end).
+    pub(crate) fn is_peer_shutdown(&self) -> bool {
+        matches!(self, Self::Status { code: Code::Unavailable, message } if message == super::server::SHUTTING_DOWN)
+    }
+}
+
 impl From<tonic::Status> for CallError {
     fn from(status: tonic::Status) -> Self {
         Self::Status { code: status.code(), message: status.message().to_owned() }
@@ -329,7 +336,9 @@ impl SenderTask {
         self.failures = self.failures.saturating_add(1);
         let delay = backoff_delay(&self.config, self.failures, &mut self.rng);
         let (node, peer, address) = (self.node_id, self.peer_id, self.address.as_str());
-        if self.failures == 1 {
+        if self.failures == 1 && error.is_peer_shutdown() {
+            tracing::info!(node, peer, address, dropped = count, "peer is shutting down; backing off");
+        } else if self.failures == 1 {
             tracing::warn!(node, peer, address, %error, dropped = count, "peer call failed; backing off");
         } else {
             tracing::debug!(node, peer, address, %error, dropped = count, ?delay, "peer call failed again");
@@ -447,6 +456,15 @@ mod tests {
             assert!(ms <= step && ms >= (step / 2).max(10), "failure {}: {ms} ms vs step {step}", i + 1);
         }
         assert!(first[0] < first[10], "backoff grows");
+    }
+
+    #[test]
+    fn only_the_peers_own_shutdown_status_counts_as_an_orderly_end() {
+        let status = |code, message: &str| CallError::from(tonic::Status::new(code, message));
+        assert!(status(Code::Unavailable, super::super::server::SHUTTING_DOWN).is_peer_shutdown());
+        assert!(!status(Code::Unavailable, "connection reset").is_peer_shutdown());
+        assert!(!status(Code::Internal, super::super::server::SHUTTING_DOWN).is_peer_shutdown());
+        assert!(!CallError::Timeout.is_peer_shutdown());
     }
 
     #[test]

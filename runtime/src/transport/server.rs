@@ -23,6 +23,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{self, DecodeError};
 pub use super::sender::DEFAULT_MESSAGE_BYTES_MAX;
 
+/// The message of the `UNAVAILABLE` status a peer stream ends with when this node shuts down;
+/// senders recognise it and report a peer that left on purpose, not a failure.
+pub(crate) const SHUTTING_DOWN: &str = "node is shutting down";
+
 /// The gRPC server type that serves [`PeerService`] (`add_service` it to a
 /// `tonic::transport::Server`).
 #[cfg(not(madsim))]
@@ -129,7 +133,7 @@ impl PeerService {
             // `biased`: no random branch order, so that a simulated run depends on its seed alone.
             let received = tokio::select! {
                 biased;
-                () = &mut closed => break Status::unavailable("node is shutting down"),
+                () = &mut closed => break Status::unavailable(SHUTTING_DOWN),
                 received = batches.message() => received,
             };
             let batch = match received {
@@ -144,7 +148,7 @@ impl PeerService {
                 }
             };
             if !messages.is_empty() && self.inbound.send(messages).await.is_err() {
-                break Status::unavailable("node is shutting down");
+                break Status::unavailable(SHUTTING_DOWN);
             }
             queued += 1;
             progress.send_replace(Progress::Queued(queued));
@@ -197,7 +201,7 @@ impl RaftPeer for PeerService {
                 tracing::debug!(node = self.node_id, "inbound queue full; peer batch refused");
                 Err(Status::resource_exhausted("inbound queue full; retry later"))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Status::unavailable("node is shutting down")),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Status::unavailable(SHUTTING_DOWN)),
         }
     }
 }
