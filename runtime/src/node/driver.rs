@@ -54,7 +54,7 @@ pub(crate) struct Driver {
     pub membership: watch::Sender<(Index, Membership)>,
     pub shutdown: watch::Receiver<bool>,
     /// Writes and membership changes waiting for their entry: index → (term, deadline, waiter,
-    /// start time for the commit-latency metric).
+    /// start time in microseconds for the commit-latency metric).
     waiting: BTreeMap<Index, (u64, u64, Waiter, u64)>,
     reads: BTreeMap<u64, ReadWaiter>,
     next_read_id: u64,
@@ -257,11 +257,11 @@ impl Driver {
     }
 
     fn answer_waiter(&mut self, entry: Entry, result: Option<keel_core::kv::ApplyResult>) {
-        let Some((term, _, waiter, started_ms)) = self.waiting.remove(&entry.log_id.index) else { return };
+        let Some((term, _, waiter, started_us)) = self.waiting.remove(&entry.log_id.index) else { return };
         let ours = term == entry.log_id.term;
         if ours {
-            let elapsed_ms = self.clock.now_ms().saturating_sub(started_ms);
-            metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(elapsed_ms as f64 / 1_000.0);
+            let elapsed_us = self.clock.now_us().saturating_sub(started_us);
+            metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(elapsed_us as f64 / 1_000_000.0);
         }
         match waiter {
             Waiter::Write(reply) => {
@@ -318,8 +318,8 @@ impl Driver {
                 let deadline = self.deadline();
                 match self.raft.change_membership(change) {
                     Ok(log_id) => {
-                        let started_ms = self.clock.now_ms();
-                        let waiter = (log_id.term, deadline, Waiter::Membership(reply), started_ms);
+                        let started_us = self.clock.now_us();
+                        let waiter = (log_id.term, deadline, Waiter::Membership(reply), started_us);
                         self.waiting.insert(log_id.index, waiter);
                     }
                     Err(error) => drop(reply.send(Err(map_core_error(error)))),
@@ -374,7 +374,7 @@ impl Driver {
         let deadline = self.deadline();
         match self.raft.propose(envelope::encode(self.clock.wall_ms(), &command)) {
             Ok(log_id) => {
-                let waiter = (log_id.term, deadline, Waiter::Write(reply), self.clock.now_ms());
+                let waiter = (log_id.term, deadline, Waiter::Write(reply), self.clock.now_us());
                 self.waiting.insert(log_id.index, waiter);
             }
             Err(error) => {
