@@ -1,14 +1,14 @@
 //! The driver's housekeeping, run after every batch of inputs: snapshots and log compaction on
-//! every node, and, on the leader, the proposals that keep the store bounded and correct over
-//! time (lease and key expiry, history compaction, the NOSPACE alarm). Each one is a proposal
-//! through the log, so that every replica applies it at the same point.
+//! every node (local: each node decides its own snapshot points), and, on the leader, the
+//! proposals that keep the store bounded and correct over time (lease and key expiry, history
+//! compaction, the NOSPACE alarm). Those go through the log, so that every replica applies them
+//! at the same point.
 
 use keel_core::kv::{Alarm, KvCommand};
 use keel_core::{Index, Role};
 
-use super::super::envelope;
-use super::super::{NodeConfig, NodeError};
 use super::Driver;
+use crate::node::{envelope, NodeConfig, NodeError};
 
 impl Driver {
     /// Takes a snapshot of the KV store once the applied index reaches the next snapshot point,
