@@ -2,7 +2,10 @@
 //!
 //! * **MemberList** lists voters (of both halves of a joint configuration) and learners, named
 //!   `keel-<id>`; a member's peer and client URLs are both `http://<address>`, since one
-//!   address serves peers and clients.
+//!   address serves peers and clients. As in etcd, the list is this node's own view unless the
+//!   request sets `linearizable` (etcdctl 3.5 and later do by default; 3.4 never does): then a
+//!   read-index barrier first makes it include every change committed before the request, and
+//!   without a quorum the request fails instead of answering from a node that may be behind.
 //! * **MemberAdd** adds a **learner** (Keel members join as learners, then are promoted); a
 //!   request without `isLearner` is refused (`FailedPrecondition`). The new member's id is one
 //!   above the highest id in the configuration: start the new node with that id. The address is
@@ -33,7 +36,7 @@ use tonic::{Request, Response, Status};
 use super::forward::forwarded;
 use super::header::from_status;
 use super::{errors, Shared};
-use crate::node::ClientError;
+use crate::node::{ClientError, ReadConsistency};
 
 /// The gRPC server type of [`EtcdCluster`].
 #[cfg(not(madsim))]
@@ -222,7 +225,13 @@ impl Cluster for EtcdCluster {
         EtcdCluster::member_update(self, metadata, request).await.map(Response::new)
     }
 
-    async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        if request.get_ref().linearizable {
+            // A read-index barrier: once it returns, this node has applied every membership
+            // change committed before the request arrived.
+            let barrier = self.shared.handle.read(Vec::new(), ReadConsistency::Linearizable).await;
+            barrier.map_err(|error| errors::of_client(&error))?;
+        }
         let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
         let members = members_of(&status.membership);
         Ok(Response::new(MemberListResponse { header: Some(from_status(&status, None)), members }))
