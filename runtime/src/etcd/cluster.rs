@@ -36,7 +36,7 @@ use tonic::{Request, Response, Status};
 use super::forward::forwarded;
 use super::header::from_status;
 use super::{errors, Shared};
-use crate::node::{ClientError, ReadConsistency};
+use crate::node::ClientError;
 
 /// The gRPC server type of [`EtcdCluster`].
 #[cfg(not(madsim))]
@@ -229,8 +229,7 @@ impl Cluster for EtcdCluster {
         if request.get_ref().linearizable {
             // A read-index barrier: once it returns, this node has applied every membership
             // change committed before the request arrived.
-            let barrier = self.shared.handle.read(Vec::new(), ReadConsistency::Linearizable).await;
-            barrier.map_err(|error| errors::of_client(&error))?;
+            self.shared.read_barrier().await?;
         }
         let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
         let members = members_of(&status.membership);
