@@ -1,7 +1,8 @@
 //! The node's metrics, recorded through the `metrics` facade and exported for Prometheus.
 //!
 //! Names (all prefixed `keel_`): commit latency (client write to applied, at the leader), sync
-//! latency and entries per sync (group commit), leader changes, term, commit and applied index,
+//! latency and entries per sync (group commit), the pauses of taking a snapshot (on the driver)
+//! and storing it (on the storage worker), leader changes, term, commit and applied index,
 //! leadership, and open watchers. Without an installed exporter (tests, the simulator) recording
 //! is a no-op.
 
@@ -11,6 +12,12 @@ pub const COMMIT_LATENCY_SECONDS: &str = "keel_commit_latency_seconds";
 pub const SYNC_LATENCY_SECONDS: &str = "keel_sync_latency_seconds";
 /// Histogram: log writes made durable by one sync.
 pub const SYNC_BATCH_WRITES: &str = "keel_sync_batch_writes";
+/// Histogram, seconds: encoding the key-value store into a snapshot, during which the node's
+/// driver serves nothing (every `snapshot_interval_entries` applied entries).
+pub const SNAPSHOT_SECONDS: &str = "keel_snapshot_seconds";
+/// Histogram, seconds: storing a snapshot and compacting the log to it, during which the storage
+/// worker makes no log write durable.
+pub const LOG_COMPACTION_SECONDS: &str = "keel_log_compaction_seconds";
 /// Counter: times this node saw the leader change.
 pub const LEADER_CHANGES_TOTAL: &str = "keel_leader_changes_total";
 /// Gauge: current term.

@@ -28,7 +28,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_node_reports_commit_sync_and_index_metrics() {
+async fn a_single_node_reports_commit_sync_snapshot_and_index_metrics() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
@@ -38,6 +38,8 @@ async fn a_single_node_reports_commit_sync_and_index_metrics() {
     config.raft.election_timeout_ms_min = 100;
     config.raft.election_timeout_ms_max = 200;
     config.raft.heartbeat_interval_ms = 20;
+    // Snapshots every two entries, so that the snapshot and compaction pauses are recorded.
+    config.snapshot_interval_entries = 2;
     let node = Node::start(config, Box::new(MemoryStorage::new()), SystemClock::new(), Box::new(NoPeers)).unwrap();
     let handle = node.handle();
     let mut written = 0;
@@ -54,7 +56,15 @@ async fn a_single_node_reports_commit_sync_and_index_metrics() {
     }
     assert_eq!(written, 5, "the single node became leader and committed");
     let body = scrape(addr).await;
-    for name in ["keel_commit_latency_seconds", "keel_sync_latency_seconds", "keel_applied_index", "keel_is_leader 1"] {
+    let names = [
+        "keel_commit_latency_seconds",
+        "keel_sync_latency_seconds",
+        "keel_snapshot_seconds",
+        "keel_log_compaction_seconds",
+        "keel_applied_index",
+        "keel_is_leader 1",
+    ];
+    for name in names {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
     node.stop().await.unwrap();

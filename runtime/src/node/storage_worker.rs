@@ -125,7 +125,13 @@ fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, reports: &Reports
                 let _ = reply.send(result.as_ref().map(|_| ()).map_err(ToString::to_string));
                 result
             }
-            Operation::Compact(snapshot) => storage.compact(&snapshot),
+            Operation::Compact(snapshot) => {
+                let started_us = clock.now_us();
+                let result = storage.compact(&snapshot);
+                let elapsed_us = clock.now_us().saturating_sub(started_us);
+                metrics::histogram!(crate::metrics::LOG_COMPACTION_SECONDS).record(elapsed_us as f64 / 1e6);
+                result
+            }
         };
         if let Err(error) = result {
             reports.send_replace(WorkerState::Failed(error));

@@ -198,11 +198,13 @@ impl LoadedState {
 ///    one survives a crash. Like `RaftLog::reset_to_snapshot` in keel-core, it keeps the entries
 ///    after the snapshot's index only if the stored log holds the snapshot's last included entry
 ///    (same term at that index, or the same point as the stored snapshot); otherwise it drops the
-///    whole log. The prefix up to the snapshot's index is always dropped.
+///    whole log. The prefix up to the snapshot's index is always dropped (as for compaction).
 /// 9. **Compaction** ([`compact`](Storage::compact), after `RaftNode::snapshot_taken`) stores the
-///    snapshot's meta and data and deletes every entry at or below its index, atomically and
-///    durably. The snapshot must be newer than the stored one and cover a stored entry of the
-///    same term.
+///    snapshot's meta and data, atomically and durably, and drops every entry at or below its
+///    index: from then on they are neither read nor loaded. The snapshot must be newer than the
+///    stored one and cover a stored entry of the same term. (The engine deletes dropped entries
+///    from disk a slice per later commit, so that one compaction does not hold up log writes;
+///    `load` deletes any left over.)
 /// 10. **Recovery.** `load` verifies the checksum of every record. Bad records above the durable
 ///     log mark with no intact entry after them (a torn tail) are truncated with a warning and
 ///     reported in [`LoadedState::repaired_tail`]. Any other damage (a bad entry that was synced
@@ -228,8 +230,8 @@ pub trait Storage {
     /// Installs a snapshot received from the leader, atomically and durably (contract item 8).
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 
-    /// Stores a snapshot the application took and deletes the entries it covers, atomically and
-    /// durably (contract item 9).
+    /// Stores a snapshot the application took, atomically and durably, and drops the entries it
+    /// covers (contract item 9).
     fn compact(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 
     /// The log id of the last entry written, synced or not (the snapshot point when empty).

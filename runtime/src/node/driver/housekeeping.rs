@@ -19,7 +19,10 @@ impl Driver {
         if applied < self.next_snapshot_index {
             return Ok(());
         }
+        let started_us = self.clock.now_us();
         let data = self.kv.snapshot();
+        let elapsed_us = self.clock.now_us().saturating_sub(started_us);
+        metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(elapsed_us as f64 / 1e6);
         let meta = match self.raft.snapshot_taken(applied, data.clone()) {
             Ok(meta) => meta,
             Err(error) => {

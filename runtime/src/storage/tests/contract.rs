@@ -3,6 +3,8 @@
 use keel_core::{Config, HardState, LogId, Membership, RaftNode, RecoveredState, Snapshot, SnapshotMeta};
 
 use super::{entries, entry, for_each_backend, reload, seed_log, snapshot, write, Backend};
+use crate::storage::engine::PURGE_PER_COMMIT_MIN;
+use crate::storage::records::{log_key, Space};
 use crate::storage::{Storage, StorageError};
 
 for_each_backend!(
@@ -20,6 +22,9 @@ for_each_backend!(
     install_snapshot_beyond_the_log_drops_it,
     install_snapshot_at_the_stored_point_keeps_the_log,
     compaction_deletes_covered_entries_and_keeps_the_snapshot,
+    compaction_purges_covered_entries_a_slice_per_commit,
+    a_restart_in_the_middle_of_a_purge_finishes_it,
+    install_below_the_purge_point_deletes_everything_above_it,
     invalid_compactions_are_refused,
     bootstrap_snapshot_at_index_zero_round_trips,
     loaded_state_builds_a_raft_node,
@@ -175,6 +180,73 @@ fn compaction_deletes_covered_entries_and_keeps_the_snapshot<B: Backend>(backend
     assert_eq!(loaded.snapshot, Some(snapshot(1, 10)));
     assert_eq!(loaded.entries, Vec::new());
     assert_eq!(loaded.applied, 10);
+}
+
+/// The log keys in `from..=to` that are stored.
+fn stored_keys<B: Backend>(backend: &mut B, from: u64, to: u64) -> Vec<u64> {
+    (from..=to).filter(|index| backend.raw_get(Space::Log, &log_key(*index)).is_some()).collect()
+}
+
+/// Checks that the covered keys still stored are the top of `1..=covered`, at most `most`.
+fn purge_left<B: Backend>(backend: &mut B, covered: u64, most: u64) -> u64 {
+    let left = stored_keys(backend, 1, covered);
+    let count = left.len() as u64;
+    assert!(count <= most, "{count} covered entries left, {most} at most");
+    assert_eq!(left, (covered - count + 1..=covered).collect::<Vec<_>>(), "the lowest go first");
+    count
+}
+
+fn compaction_purges_covered_entries_a_slice_per_commit<B: Backend>(backend: &mut B) {
+    let covered = PURGE_PER_COMMIT_MIN * 4 + 3;
+    seed_log(backend, 1, entries(1, 1, covered + 5));
+    backend.storage().compact(&snapshot(1, covered)).unwrap();
+    // Each commit (the compaction's own included) deletes at least PURGE_PER_COMMIT_MIN.
+    let mut left = purge_left(backend, covered, covered - PURGE_PER_COMMIT_MIN);
+    assert!(left > 0, "a purge is under way");
+    let mut next = covered + 6;
+    while left > 0 {
+        backend.storage().append(&write(next, entries(1, next, next))).unwrap();
+        left = purge_left(backend, covered, left.saturating_sub(PURGE_PER_COMMIT_MIN));
+        next += 1;
+    }
+    // Nothing above the snapshot was touched.
+    assert_eq!(stored_keys(backend, covered + 1, next), (covered + 1..next).collect::<Vec<_>>());
+    assert_eq!(backend.storage().sync().unwrap(), LogId::new(1, next - 1));
+    let loaded = reload(backend);
+    assert_eq!(loaded.snapshot, Some(snapshot(1, covered)));
+    assert_eq!(loaded.entries, entries(1, covered + 1, next - 1));
+}
+
+fn a_restart_in_the_middle_of_a_purge_finishes_it<B: Backend>(backend: &mut B) {
+    let covered = PURGE_PER_COMMIT_MIN * 3;
+    seed_log(backend, 1, entries(1, 1, covered + 3));
+    backend.storage().compact(&snapshot(1, covered)).unwrap();
+    assert!(purge_left(backend, covered, covered) > 0, "a purge is under way");
+    let loaded = reload(backend);
+    assert_eq!(loaded.snapshot, Some(snapshot(1, covered)));
+    assert_eq!(loaded.entries, entries(1, covered + 1, covered + 3));
+    assert_eq!(purge_left(backend, covered, 0), 0, "recovery deleted the rest");
+    backend.storage().append(&write(covered + 4, entries(2, covered + 4, covered + 4))).unwrap();
+    assert_eq!(backend.storage().sync().unwrap(), LogId::new(2, covered + 4));
+}
+
+fn install_below_the_purge_point_deletes_everything_above_it<B: Backend>(backend: &mut B) {
+    let covered = PURGE_PER_COMMIT_MIN * 8;
+    seed_log(backend, 1, entries(1, 1, covered + 10));
+    backend.storage().compact(&snapshot(1, covered)).unwrap();
+    // A snapshot of another history, below the stored one and below the purge point: nothing
+    // above its point may stay, or it would be read back as the log.
+    let point = PURGE_PER_COMMIT_MIN / 2;
+    assert!(stored_keys(backend, 1, point).is_empty() && !stored_keys(backend, point, covered).is_empty());
+    let lower = snapshot(2, point);
+    backend.storage().install_snapshot(&lower).unwrap();
+    assert_eq!(stored_keys(backend, point + 1, covered + 10), Vec::<u64>::new());
+    backend.storage().save_hard_state(HardState { term: 2, voted_for: None }).unwrap();
+    backend.storage().append(&write(point + 1, entries(2, point + 1, point + 3))).unwrap();
+    assert_eq!(backend.storage().sync().unwrap(), LogId::new(2, point + 3));
+    let loaded = reload(backend);
+    assert_eq!(loaded.snapshot, Some(lower));
+    assert_eq!(loaded.entries, entries(2, point + 1, point + 3));
 }
 
 fn invalid_compactions_are_refused<B: Backend>(backend: &mut B) {
