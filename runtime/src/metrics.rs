@@ -31,6 +31,11 @@ pub const IS_LEADER: &str = "keel_is_leader";
 /// Gauge: open watch streams.
 pub const WATCHERS: &str = "keel_watchers";
 
+/// Records a duration measured in microseconds into the histogram `name`, in seconds.
+pub(crate) fn record_seconds(name: &'static str, elapsed_us: u64) {
+    metrics::histogram!(name).record(elapsed_us as f64 / 1e6);
+}
+
 /// Serves the metrics in Prometheus text format at `http://ADDR/metrics` (any path answers).
 #[cfg(not(madsim))]
 pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), String> {

@@ -261,7 +261,7 @@ impl Driver {
         let ours = term == entry.log_id.term;
         if ours {
             let elapsed_us = self.clock.now_us().saturating_sub(started_us);
-            metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(elapsed_us as f64 / 1_000_000.0);
+            crate::metrics::record_seconds(crate::metrics::COMMIT_LATENCY_SECONDS, elapsed_us);
         }
         match waiter {
             Waiter::Write(reply) => {

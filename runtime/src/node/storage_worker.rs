@@ -129,7 +129,7 @@ fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, reports: &Reports
                 let started_us = clock.now_us();
                 let result = storage.compact(&snapshot);
                 let elapsed_us = clock.now_us().saturating_sub(started_us);
-                metrics::histogram!(crate::metrics::LOG_COMPACTION_SECONDS).record(elapsed_us as f64 / 1e6);
+                crate::metrics::record_seconds(crate::metrics::LOG_COMPACTION_SECONDS, elapsed_us);
                 result
             }
         };
@@ -142,7 +142,7 @@ fn run_group(storage: &mut dyn Storage, group: Vec<Operation>, reports: &Reports
         let started_us = clock.now_us();
         let synced = storage.sync();
         let elapsed_us = clock.now_us().saturating_sub(started_us);
-        metrics::histogram!(crate::metrics::SYNC_LATENCY_SECONDS).record(elapsed_us as f64 / 1e6);
+        crate::metrics::record_seconds(crate::metrics::SYNC_LATENCY_SECONDS, elapsed_us);
         metrics::histogram!(crate::metrics::SYNC_BATCH_WRITES).record(appended as f64);
         match synced {
             Ok(log_id) => {

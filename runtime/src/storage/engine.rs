@@ -117,7 +117,9 @@ impl<S: RecordStore> Engine<S> {
     fn commit(&mut self, mut ops: Vec<Op>, durable: bool, next: Cache) -> Result<(), StorageError> {
         let mut purge = Vec::new();
         let purged_through = self.purge_slice(&mut purge, ops.len(), next.snapshot.index);
-        if durable {
+        if purge.is_empty() {
+            // The usual case: nothing to purge, and the write path copies nothing.
+        } else if durable {
             // A synced batch lands whole, and one that stores a snapshot holds it before the
             // deletes of what it covers.
             ops.append(&mut purge);

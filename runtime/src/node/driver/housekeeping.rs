@@ -22,7 +22,7 @@ impl Driver {
         let started_us = self.clock.now_us();
         let data = self.kv.snapshot();
         let elapsed_us = self.clock.now_us().saturating_sub(started_us);
-        metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(elapsed_us as f64 / 1e6);
+        crate::metrics::record_seconds(crate::metrics::SNAPSHOT_SECONDS, elapsed_us);
         let meta = match self.raft.snapshot_taken(applied, data.clone()) {
             Ok(meta) => meta,
             Err(error) => {
