@@ -9,6 +9,7 @@
 # Usage: bench/etcd-vs-keel.sh            (about 4 minutes with the defaults)
 # Settings (environment): DURATION=10s WARMUP=2s CLIENTS="1 16 64 256" CONNECTIONS=4 KEYS=10000
 #   SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in>
+#   KEEL_ARGS=<more flags for each keel node, e.g. "--worker-threads 1"; none by default>
 # Needs: cargo, python3 (for the table), and etcd: installed with apt-get when missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ CLIENTS=${CLIENTS:-"1 16 64 256"}
 CONNECTIONS=${CONNECTIONS:-4}
 KEYS=${KEYS:-10000}
 SYSTEMS=${SYSTEMS:-"etcd keel"}
+read -r -a KEEL_ARGS <<<"${KEEL_ARGS:-}"
 WORKLOADS="write read-linearizable read-serializable"
 
 if ! command -v etcd >/dev/null; then
@@ -62,7 +64,7 @@ start_keel() {
   for i in 1 2 3; do
     rm -rf "$WORK/keel$i"
     "$KEEL" node --id "$i" --listen "127.0.0.1:2700$i" --data-dir "$WORK/keel$i" \
-      --initial-cluster "$cluster" >"$WORK/keel$i.log" 2>&1 &
+      --initial-cluster "$cluster" ${KEEL_ARGS[@]+"${KEEL_ARGS[@]}"} >"$WORK/keel$i.log" 2>&1 &
     PIDS+=($!)
   done
   ENDPOINTS="127.0.0.1:27001,127.0.0.1:27002,127.0.0.1:27003"

@@ -387,7 +387,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match multi_thread_runtime() {
+    let runtime = match multi_thread_runtime(None) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };

@@ -105,6 +105,8 @@ fn node_flags_fill_the_settings() {
         "127.0.0.1:9100",
         "--heartbeat-interval-ms",
         "50",
+        "--worker-threads",
+        "1",
         "--config",
         "keel.toml",
     ])
@@ -113,6 +115,7 @@ fn node_flags_fill_the_settings() {
     assert_eq!(args.config.as_deref(), Some(std::path::Path::new("keel.toml")));
     assert_eq!(args.settings.id, Some(1));
     assert_eq!(args.settings.heartbeat_interval_ms, Some(50));
+    assert_eq!(args.settings.worker_threads, Some(1));
     assert_eq!(args.settings.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
     assert_eq!(refused(&["node", "--id", "one"]), ErrorKind::ValueValidation);
 }

@@ -50,8 +50,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-pub fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+/// A multi-threaded runtime with `worker_threads` workers, or one per core when `None`.
+pub fn multi_thread_runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().map_err(|error| {
         eprintln!("Error: cannot start the async runtime: {error}");
         ExitCode::from(EXIT_FAILED)
     })
@@ -111,7 +116,7 @@ pub fn run_node(args: NodeArgs) -> ExitCode {
             );
         }
     }
-    let runtime = match multi_thread_runtime() {
+    let runtime = match multi_thread_runtime(node.worker_threads) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
@@ -191,7 +196,7 @@ pub fn run_dev(args: DevArgs) -> ExitCode {
             }
         }
     }
-    let runtime = match multi_thread_runtime() {
+    let runtime = match multi_thread_runtime(None) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };

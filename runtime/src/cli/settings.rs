@@ -25,6 +25,9 @@ use serde::Deserialize;
 /// Bytes a command needs beyond its key and value.
 const COMMAND_OVERHEAD_BYTES: usize = 4 * 1024;
 
+/// Most threads a node's async runtime may be given.
+const WORKER_THREADS_MAX: usize = 1_024;
+
 /// Room a gRPC message needs beyond the largest command.
 const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 
@@ -107,6 +110,11 @@ pub struct NodeSettings {
     /// Messages queued per peer at most; more are dropped (Raft resends) [default: 1024].
     #[arg(long)]
     pub peer_queue_max: Option<usize>,
+    /// Threads that run the node's async tasks (gRPC, replication, the driver); the storage
+    /// thread comes on top. Lower it when several nodes share a machine's cores
+    /// [default: one per core].
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 /// A setting that cannot be used; the message names it and says what to do.
@@ -127,6 +135,8 @@ pub struct ValidNode {
     pub metrics_listen: Option<SocketAddr>,
     /// True when the node is not among the initial voters (it waits to be added).
     pub joining: bool,
+    /// Threads of the node's async runtime; `None` for one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl NodeSettings {
@@ -172,6 +182,7 @@ impl NodeSettings {
             lease_clock_drift_ppm,
             peer_timeout_ms,
             peer_queue_max,
+            worker_threads,
         )
     }
 
@@ -215,7 +226,14 @@ impl NodeSettings {
         }
         server.validate().map_err(|error| SettingsError(error.to_string()))?;
         let joining = !server.node.initial_members.contains_key(&id);
-        Ok(ValidNode { server, metrics_listen, joining })
+        if let Some(threads) = self.worker_threads {
+            if !(1..=WORKER_THREADS_MAX).contains(&threads) {
+                return fail(format!(
+                    "worker_threads must be at least 1 and at most {WORKER_THREADS_MAX}, not {threads}"
+                ));
+            }
+        }
+        Ok(ValidNode { server, metrics_listen, joining, worker_threads: self.worker_threads })
     }
 
     fn apply_timing(&self, node: &mut NodeConfig) -> Result<(), SettingsError> {

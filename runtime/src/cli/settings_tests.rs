@@ -133,3 +133,14 @@ fn the_storage_quota_is_optional_and_never_zero() {
     assert_eq!(quota.validate().unwrap().server.node.kv_quota_bytes, 2_000_000);
     assert!(error(NodeSettings { quota_backend_bytes: Some(0), ..valid() }).contains("quota_backend_bytes"));
 }
+
+#[test]
+fn worker_threads_default_to_one_per_core_and_stay_in_bounds() {
+    assert_eq!(valid().validate().unwrap().worker_threads, None, "tokio's default: one per core");
+    let file = NodeSettings::from_toml("worker_threads = 1").unwrap();
+    assert_eq!(valid().or(file).validate().unwrap().worker_threads, Some(1));
+    for threads in [0, WORKER_THREADS_MAX + 1] {
+        let message = error(NodeSettings { worker_threads: Some(threads), ..valid() });
+        assert!(message.starts_with("worker_threads must be at least 1 and at most"), "{threads}: {message}");
+    }
+}
