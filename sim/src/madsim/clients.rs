@@ -1,7 +1,9 @@
 //! Simulated clients: each runs on its own madsim machine with the real Rust client
 //! (`keel::client::KeelClient`, over simulated gRPC), issues puts, compare-and-swaps, deletes and
 //! reads (linearizable and lease) on a few contended keys, and records every operation in a
-//! shared history for the linearizability checker.
+//! shared history for the linearizability checker. A share of the puts, compare-and-swaps,
+//! deletes, linearizable reads and write-once keys goes through the etcd v3 API of a node drawn
+//! at random instead ([`super::etcd_clients`]), into the same history and on the same keys.
 //!
 //! Outcomes map onto the history as the client library defines them: a write is `fail` only
 //! when the library says it was certainly not applied (the node was never reached, or the
@@ -13,7 +15,7 @@
 //! the scenario reads every acknowledged one back.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +24,11 @@ use keel::proto::error::ErrorCode;
 use keel_core::Rng;
 use tokio::time::Instant;
 
+use super::etcd_clients::{CallFailure, EtcdClients};
 use crate::history::{EventType, Function, HistoryEvent, ProcessId};
+
+/// Percent of the operations that can go through the etcd API which do.
+const ETCD_SHARE_PERCENT: u64 = 25;
 
 /// Prefix of the write-once keys whose acknowledged values must all survive.
 pub const DURABLE_PREFIX: &str = "/durable/";
@@ -38,12 +44,27 @@ pub fn register_keys(count: usize) -> Vec<String> {
 pub struct Recorder {
     events: Arc<Mutex<Vec<HistoryEvent>>>,
     start: Instant,
+    /// etcd API calls made, and those answered: shows that the etcd share of the workload ran.
+    etcd_calls: Arc<[AtomicUsize; 2]>,
 }
 
 impl Recorder {
     /// An empty history whose times count from now.
     pub fn new() -> Self {
-        Self { events: Arc::default(), start: Instant::now() }
+        Self { events: Arc::default(), start: Instant::now(), etcd_calls: Arc::default() }
+    }
+
+    /// Counts one etcd API call, and whether it was answered.
+    pub fn count_etcd_call(&self, answered: bool) {
+        self.etcd_calls[0].fetch_add(1, Ordering::Relaxed);
+        if answered {
+            self.etcd_calls[1].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The etcd API calls made so far, and how many of them were answered.
+    pub fn etcd_calls(&self) -> (usize, usize) {
+        (self.etcd_calls[0].load(Ordering::Relaxed), self.etcd_calls[1].load(Ordering::Relaxed))
     }
 
     /// Appends one event stamped with the current virtual time.
@@ -145,6 +166,8 @@ pub struct SimClient {
     /// One client per node that knows only that node: reads through them exercise followers'
     /// read paths (forwarded ReadIndex, lease refusals) instead of always the leader's.
     pub pinned: Vec<KeelClient>,
+    /// The same client's etcd v3 API connections.
+    pub etcd: EtcdClients,
     /// The contended keys.
     pub keys: Vec<String>,
     /// Where operations are recorded.
@@ -175,23 +198,30 @@ impl SimClient {
 
     async fn one_operation(&mut self) {
         let key = self.keys[self.rng.range(0, self.keys.len() as u64) as usize].clone();
+        let via_etcd = self.rng.range(0, 100) < ETCD_SHARE_PERCENT;
         match self.rng.range(0, 100) {
             0..=24 => {
                 let value = self.next_value();
-                self.write(key, Some(value)).await;
+                self.write(key, Some(value), via_etcd).await;
             }
             25..=39 => {
                 let expected = self.current_guess(&key).await;
                 let new = self.next_value();
-                self.cas(key, expected, new).await;
+                self.cas(key, expected, new, via_etcd).await;
             }
             40..=44 => {
-                self.write(key, None).await;
+                self.write(key, None, via_etcd).await;
             }
+            45..=69 if via_etcd => self.etcd_read(key).await,
             45..=69 => self.read(key, Consistency::Linearizable).await,
             70..=89 => self.read(key, Consistency::Lease).await,
-            _ => self.durable_write().await,
+            _ => self.durable_write(via_etcd).await,
         }
+    }
+
+    /// The node an etcd call goes to: any of them, as etcd clients may use every member.
+    fn etcd_node(&mut self) -> usize {
+        self.rng.range(0, self.etcd.nodes() as u64) as usize
     }
 
     /// The expected value of a compare-and-swap: usually the value just read (so that many
@@ -207,37 +237,77 @@ impl SimClient {
         }
     }
 
-    async fn write(&mut self, key: String, value: Option<String>) -> EventType {
+    async fn write(&mut self, key: String, value: Option<String>, via_etcd: bool) -> EventType {
         let function = Function::Write(value.clone());
         self.recorder.record(self.process, EventType::Invoke, &function, &key, None);
-        let result = match &value {
-            Some(value) => self.client.put(key.clone(), value.clone(), None).await,
-            None => self.client.delete(key.clone()).await,
-        };
-        let outcome = match result {
-            Ok(()) => EventType::Ok,
-            Err(error) if write_certainly_failed(&error) => EventType::Fail,
-            Err(_) => EventType::Info,
+        let outcome = if via_etcd {
+            let node = self.etcd_node();
+            let written = self.etcd.write(node, &key, value.as_deref()).await;
+            self.recorder.count_etcd_call(written.is_ok());
+            match written {
+                Ok(()) => EventType::Ok,
+                Err(CallFailure::NoEffect) => EventType::Fail,
+                Err(CallFailure::Unknown) => EventType::Info,
+            }
+        } else {
+            let result = match &value {
+                Some(value) => self.client.put(key.clone(), value.clone(), None).await,
+                None => self.client.delete(key.clone()).await,
+            };
+            match result {
+                Ok(()) => EventType::Ok,
+                Err(error) if write_certainly_failed(&error) => EventType::Fail,
+                Err(_) => EventType::Info,
+            }
         };
         self.recorder.record(self.process, outcome, &function, &key, None);
         outcome
     }
 
-    async fn cas(&mut self, key: String, expected: Option<String>, new: String) {
+    async fn cas(&mut self, key: String, expected: Option<String>, new: String, via_etcd: bool) {
         let function = Function::Cas { expected: expected.clone(), new: new.clone() };
         self.recorder.record(self.process, EventType::Invoke, &function, &key, None);
-        let outcome = match self.client.cas(key.clone(), expected, new).await {
+        let result =
+            if via_etcd {
+                let node = self.etcd_node();
+                let swapped = self.etcd.compare_and_swap(node, &key, expected.as_deref(), &new).await;
+                self.recorder.count_etcd_call(swapped.is_ok());
+                swapped
+            } else {
+                let swapped = self.client.cas(key.clone(), expected, new).await;
+                swapped.map_err(|error| {
+                    if write_certainly_failed(&error) {
+                        CallFailure::NoEffect
+                    } else {
+                        CallFailure::Unknown
+                    }
+                })
+            };
+        let outcome = match result {
             Ok(true) => EventType::Ok,
             Ok(false) => EventType::Fail,
-            Err(error) if write_certainly_failed(&error) => {
+            Err(CallFailure::NoEffect) => {
                 // Never evaluated. A CAS `fail` means "evaluated, another value found", which
                 // this is not; an operation without any effect constrains nothing: drop it.
                 self.recorder.retract(self.process);
                 return;
             }
-            Err(_) => EventType::Info,
+            Err(CallFailure::Unknown) => EventType::Info,
         };
         self.recorder.record(self.process, outcome, &function, &key, None);
+    }
+
+    /// A linearizable etcd Range of `key` through a node drawn at random.
+    async fn etcd_read(&mut self, key: String) {
+        let function = Function::Read;
+        let node = self.etcd_node();
+        self.recorder.record(self.process, EventType::Invoke, &function, &key, None);
+        let read = self.etcd.read(node, &key).await;
+        self.recorder.count_etcd_call(read.is_ok());
+        match read {
+            Ok(value) => self.recorder.record(self.process, EventType::Ok, &function, &key, value),
+            Err(_) => self.recorder.record(self.process, EventType::Fail, &function, &key, None),
+        }
     }
 
     async fn read(&mut self, key: String, consistency: Consistency) {
@@ -257,11 +327,11 @@ impl SimClient {
         }
     }
 
-    async fn durable_write(&mut self) {
+    async fn durable_write(&mut self, via_etcd: bool) {
         self.sequence += 1;
         let key = format!("{DURABLE_PREFIX}{}/{}", self.process, self.sequence);
         let value = format!("v{}", self.sequence);
-        if self.write(key.clone(), Some(value.clone())).await == EventType::Ok {
+        if self.write(key.clone(), Some(value.clone()), via_etcd).await == EventType::Ok {
             self.acknowledged.insert(key, value);
         }
     }

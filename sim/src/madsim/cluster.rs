@@ -149,7 +149,8 @@ impl SimCluster {
             self.nodes.insert(id, node);
             self.members.spares.insert(id);
         }
-        self.admin = Some(Admin::new(admin_ip, initial.into_values().collect())?);
+        let admin_rng = Rng::new(rng.next_u64());
+        self.admin = Some(Admin::new(admin_ip, &initial, self.addresses(), admin_rng)?);
         Ok(())
     }
 
@@ -166,8 +167,13 @@ impl SimCluster {
     /// Makes a membership change or leadership transfer through the admin; returns its trace
     /// line (`None` without an admin, see [`SimCluster::add_spares`]).
     pub async fn change(&mut self, fault: &AdminFault) -> Option<String> {
-        let admin = self.admin.as_ref()?;
+        let admin = self.admin.as_mut()?;
         Some(admin.apply(fault, &mut self.members).await)
+    }
+
+    /// Member lists that contradicted an acknowledged membership change (none without an admin).
+    pub fn membership_problems(&self) -> Vec<String> {
+        self.admin.as_ref().map(|admin| admin.problems().to_vec()).unwrap_or_default()
     }
 
     /// The node ids, in order.

@@ -11,6 +11,7 @@
 //!   with a disk crash, pause and resume, slow disks).
 //! * [`disk`]: slow disks (a delay per group of operations, changed at any time).
 //! * [`clients`]: client processes and the history they record.
+//! * [`etcd_clients`]: the share of their operations sent through the etcd v3 API.
 //! * [`faults`]: the fault schedule drawn from the seed.
 //! * [`membership`]: membership changes and leadership transfers through the admin API.
 //! * [`scenario`]: the standard scenario and its verdicts (linearizable history, no
@@ -21,6 +22,7 @@
 pub mod clients;
 pub mod cluster;
 pub mod disk;
+pub mod etcd_clients;
 pub mod faults;
 pub mod membership;
 pub mod scenario;

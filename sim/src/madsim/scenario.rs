@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::clients::{client_options, register_keys, Recorder, SimClient};
 use super::cluster::SimCluster;
+use super::etcd_clients::EtcdClients;
 use super::faults;
 use crate::check::{check_history, write_jsonl, Verdict};
 use crate::history::{EventType, Function, HistoryEvent};
@@ -76,6 +77,8 @@ pub struct Report {
     pub acknowledged: usize,
     /// Completed operations: `ok`, `fail` and `info` completions.
     pub outcomes: [usize; 3],
+    /// Operations sent through the etcd v3 API, and how many of them were answered.
+    pub etcd_calls: (usize, usize),
     /// Hash of everything above and the clock skews: equal for equal seeds.
     pub trace_hash: u64,
     /// Problems found; empty when the run passed.
@@ -86,8 +89,10 @@ impl Report {
     /// A one-line summary for people.
     pub fn summary(&self) -> String {
         let [ok, fail, info] = self.outcomes;
+        let (etcd_calls, etcd_answered) = self.etcd_calls;
         format!(
-            "seed {}: {} events ({ok} ok, {fail} fail, {info} info), {} faults, {} acknowledged write-once keys, trace {:016x}",
+            "seed {}: {} events ({ok} ok, {fail} fail, {info} info; {etcd_answered} of {etcd_calls} etcd API calls \
+             answered), {} faults, {} acknowledged write-once keys, trace {:016x}",
             self.seed,
             self.history.len(),
             self.faults.len(),
@@ -158,12 +163,13 @@ pub async fn run(seed: u64, scenario: &Scenario) -> Report {
         }
     }
     problems.extend(cluster.node_errors());
+    problems.extend(cluster.membership_problems());
     let history = recorder.snapshot();
     if problems.is_empty() {
         problems.extend(check_linearizable(&history));
     }
     let skews = format!("{:?}", cluster.skews());
-    report(seed, history, fault_log, acknowledged_count, &skews, problems)
+    report(seed, &recorder, fault_log, acknowledged_count, &skews, problems)
 }
 
 /// Starts the client processes, each on a machine of its own, until `stop` is set; each task
@@ -185,6 +191,7 @@ fn start_clients(
             process: u64::from(index),
             client,
             pinned,
+            etcd: EtcdClients::new(cluster.addresses()),
             keys: keys.clone(),
             recorder: recorder.clone(),
             rng: Rng::new(rng.next_u64()),
@@ -275,17 +282,19 @@ async fn read_back(
 }
 
 fn failed(seed: u64, recorder: Recorder, problem: String) -> Report {
-    report(seed, recorder.snapshot(), Vec::new(), 0, "", vec![problem])
+    report(seed, &recorder, Vec::new(), 0, "", vec![problem])
 }
 
 fn report(
     seed: u64,
-    history: Vec<HistoryEvent>,
+    recorder: &Recorder,
     faults: Vec<String>,
     acknowledged: usize,
     skews: &str,
     problems: Vec<String>,
 ) -> Report {
+    let history = recorder.snapshot();
+    let etcd_calls = recorder.etcd_calls();
     let mut outcomes = [0usize; 3];
     for event in &history {
         match event.event_type {
@@ -301,7 +310,7 @@ fn report(
         hash.write(line.as_bytes());
     }
     hash.write(write_jsonl(&history).as_bytes());
-    Report { seed, history, faults, acknowledged, outcomes, trace_hash: hash.0, problems }
+    Report { seed, history, faults, acknowledged, outcomes, etcd_calls, trace_hash: hash.0, problems }
 }
 
 /// FNV-1a, 64 bits: a hash that is the same in every build and process (unlike `std`'s).
