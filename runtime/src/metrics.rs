@@ -2,7 +2,7 @@
 //!
 //! Names (all prefixed `keel_`): commit latency (client write to applied, at the leader), sync
 //! latency and entries per sync (group commit), the pauses of taking a snapshot (on the driver)
-//! and storing it (on the storage worker), leader changes, term, commit and applied index,
+//! and storing it (on the storage worker), corruption-check comparisons, leader changes, term, commit and applied index,
 //! leadership, and open watchers. Without an installed exporter (tests, the simulator) recording
 //! is a no-op.
 
@@ -18,6 +18,8 @@ pub const SNAPSHOT_SECONDS: &str = "keel_snapshot_seconds";
 /// Histogram, seconds: storing a snapshot and compacting the log to it, during which the storage
 /// worker makes no log write durable.
 pub const LOG_COMPACTION_SECONDS: &str = "keel_log_compaction_seconds";
+/// Counter: member hashes this node, as leader, compared with its own in corruption checks.
+pub const CORRUPTION_CHECKS_TOTAL: &str = "keel_corruption_checks_total";
 /// Counter: times this node saw the leader change.
 pub const LEADER_CHANGES_TOTAL: &str = "keel_leader_changes_total";
 /// Gauge: current term.

@@ -259,6 +259,7 @@ async fn run(
     let mut builder = Server::builder();
     // The etcd v3 API (runtime/src/etcd) on the same address, over the same store.
     let etcd = crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone());
+    let corruption_check = etcd.start_corruption_check(config.node.corrupt_check_interval_ms);
     let router = builder
         .add_service(peer)
         .add_service(client.into_server())
@@ -307,6 +308,9 @@ async fn run(
         hand_over(&handle, config.handover_timeout()).await;
     }
     closer.close();
+    if let Some(task) = corruption_check {
+        task.abort();
+    }
     let _ = stop_tx.send(());
     if !matches!(ending, Ending::ServerEnded(_)) {
         let drain = Duration::from_millis(config.drain_timeout_ms);

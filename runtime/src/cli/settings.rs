@@ -98,6 +98,10 @@ pub struct NodeSettings {
     /// disarm` [default: none].
     #[arg(long)]
     pub quota_backend_bytes: Option<u64>,
+    /// How often the leader compares every member's store hash with its own and raises etcd's
+    /// CORRUPT alarm for a member that differs, in milliseconds; 0 turns it off [default: 300000].
+    #[arg(long)]
+    pub corrupt_check_interval_ms: Option<u64>,
     /// Largest gRPC message, in bytes, for clients and peers [default: 16777216].
     #[arg(long)]
     pub message_bytes_max: Option<usize>,
@@ -178,6 +182,7 @@ impl NodeSettings {
             key_bytes_max,
             value_bytes_max,
             quota_backend_bytes,
+            corrupt_check_interval_ms,
             message_bytes_max,
             lease_clock_drift_ppm,
             peer_timeout_ms,
@@ -284,6 +289,9 @@ impl NodeSettings {
         set(&mut node.snapshot_interval_entries, "snapshot_interval_entries", self.snapshot_interval_entries)?;
         set(&mut node.watch_buffer_events, "watch_buffer_events", self.watch_buffer_events)?;
         set(&mut node.kv_quota_bytes, "quota_backend_bytes", self.quota_backend_bytes)?;
+        if let Some(interval_ms) = self.corrupt_check_interval_ms {
+            node.corrupt_check_interval_ms = interval_ms;
+        }
         let limits = &mut node.kv_limits;
         set(&mut limits.key_bytes_max, "key_bytes_max", self.key_bytes_max)?;
         set(&mut limits.value_bytes_max, "value_bytes_max", self.value_bytes_max)?;

@@ -144,3 +144,12 @@ fn worker_threads_default_to_one_per_core_and_stay_in_bounds() {
         assert!(message.starts_with("worker_threads must be at least 1 and at most"), "{threads}: {message}");
     }
 }
+
+#[test]
+fn the_corruption_check_runs_every_five_minutes_unless_changed_or_off() {
+    assert_eq!(valid().validate().unwrap().server.node.corrupt_check_interval_ms, 300_000);
+    let often = NodeSettings { corrupt_check_interval_ms: Some(1_000), ..valid() };
+    assert_eq!(often.validate().unwrap().server.node.corrupt_check_interval_ms, 1_000);
+    let off = NodeSettings::from_toml("corrupt_check_interval_ms = 0").unwrap();
+    assert_eq!(valid().or(off).validate().unwrap().server.node.corrupt_check_interval_ms, 0);
+}

@@ -14,6 +14,7 @@
 //! | `cluster.rs` | `Cluster`: member list and changes, mapped on Keel's membership |
 //! | `maintenance.rs` | `Maintenance`: status, hashes, snapshot, leader moves |
 //! | `alarm.rs` | `Maintenance.Alarm`: replicated alarms; a raised NOSPACE refuses growth |
+//! | `corruption.rs` | the leader's periodic hash comparison, raising CORRUPT for a diverged member |
 //! | `sha256.rs` | the SHA-256 that ends a snapshot stream |
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
@@ -33,6 +34,7 @@
 mod alarm;
 mod cluster;
 mod convert;
+mod corruption;
 mod errors;
 mod forward;
 mod header;
@@ -68,6 +70,8 @@ pub(crate) struct Shared {
     watch_slots: Arc<crate::service::WatcherSlots>,
     transfer_timeout_ms: u64,
     election_timeout_ms_max: u64,
+    /// Deadline of one call this node makes to another member (corruption check).
+    member_call_timeout_ms: u64,
 }
 
 /// What became of a proposed write.
@@ -135,6 +139,7 @@ impl EtcdApi {
             watch_slots,
             transfer_timeout_ms: node.raft.election_timeout_ms_max.saturating_mul(2),
             election_timeout_ms_max: node.raft.election_timeout_ms_max,
+            member_call_timeout_ms: node.request_timeout_ms,
         };
         Self { shared: Arc::new(shared) }
     }
@@ -162,5 +167,11 @@ impl EtcdApi {
     /// The `etcdserverpb.Maintenance` service.
     pub fn maintenance_server(&self) -> EtcdMaintenanceServer {
         maintenance::server(EtcdMaintenance { shared: Arc::clone(&self.shared) })
+    }
+
+    /// Starts the periodic corruption check ([`corruption`]) every `interval_ms`; `None` when
+    /// `interval_ms` is 0 (off). Abort the task when the node stops.
+    pub fn start_corruption_check(&self, interval_ms: u64) -> Option<tokio::task::JoinHandle<()>> {
+        (interval_ms > 0).then(|| tokio::spawn(corruption::check_periodically(Arc::clone(&self.shared), interval_ms)))
     }
 }

@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// NOSPACE alarm through the log (checked every `expire_interval_ms`), after which writes
     /// that grow the store are refused until the alarm is cleared. 0 for no quota.
     pub kv_quota_bytes: u64,
+    /// How often the leader compares every member's store hash with its own and raises etcd's
+    /// CORRUPT alarm for a member that differs (`etcd::corruption`); 0 turns the check off.
+    pub corrupt_check_interval_ms: u64,
 }
 
 impl NodeConfig {
@@ -93,6 +96,7 @@ impl NodeConfig {
             watch_buffer_events: 4_096,
             kv_limits: KvLimits::DEFAULT,
             kv_quota_bytes: 0,
+            corrupt_check_interval_ms: 300_000,
         }
     }
 }

@@ -76,7 +76,8 @@ impl ClockSkew {
 
 /// The node configuration the simulation runs: short timeouts (so that a scenario of a few
 /// virtual seconds sees many elections), lease reads on, frequent snapshots and compaction (so
-/// that restarted nodes catch up by snapshot too).
+/// that restarted nodes catch up by snapshot too), and a corruption check every virtual second
+/// (under the faults it must never raise CORRUPT: the scenario lists the alarms at the end).
 pub fn node_config(id: NodeId, members: &BTreeMap<NodeId, String>, seed: u64) -> ServerConfig {
     let mut node = NodeConfig::new(id, members.clone());
     node.raft.election_timeout_ms_min = 300;
@@ -87,6 +88,7 @@ pub fn node_config(id: NodeId, members: &BTreeMap<NodeId, String>, seed: u64) ->
     node.request_timeout_ms = 2_000;
     node.snapshot_interval_entries = 200;
     node.history_retention_revisions = 100;
+    node.corrupt_check_interval_ms = 1_000;
     node.clock_offset_ms_max = CLOCK_OFFSET_MS_MAX;
     let mut config = ServerConfig::new(node, SocketAddr::new(node_ip(id), NODE_PORT));
     config.transport.call_timeout_ms = 1_000;

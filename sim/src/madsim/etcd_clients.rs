@@ -19,9 +19,10 @@ use std::time::Duration;
 use keel::proto::etcdserverpb::cluster_client::ClusterClient;
 use keel::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel::proto::etcdserverpb::kv_client::KvClient;
+use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel::proto::etcdserverpb::request_op::Request as TxnRequestKind;
 use keel::proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    AlarmRequest, Compare, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -157,6 +158,19 @@ pub async fn linearizable_members(address: &str) -> Result<(BTreeSet<u64>, BTree
     };
     let (learners, voters): (Vec<_>, Vec<_>) = response.members.iter().partition(|member| member.is_learner);
     Ok((voters.iter().map(|member| member.id).collect(), learners.iter().map(|member| member.id).collect()))
+}
+
+/// The alarms raised in the cluster, as (member, etcd alarm type), by a linearizable etcd
+/// `alarm list` sent to the node at `address`.
+pub async fn raised_alarms(address: &str) -> Result<Vec<(u64, i32)>, CallFailure> {
+    let mut client = MaintenanceClient::new(connect(address).await?);
+    let list = AlarmRequest { action: 0, member_id: 0, alarm: 0 }; // GET, every type.
+    match tokio::time::timeout(CALL_TIMEOUT, client.alarm(list)).await {
+        Ok(Ok(response)) => {
+            Ok(response.into_inner().alarms.iter().map(|alarm| (alarm.member_id, alarm.alarm)).collect())
+        }
+        Ok(Err(_)) | Err(_) => Err(CallFailure::Unknown),
+    }
 }
 
 /// A connection to the node at `address`, made within [`CONNECT_TIMEOUT`].

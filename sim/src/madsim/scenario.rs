@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::clients::{client_options, register_keys, Recorder, SimClient};
 use super::cluster::SimCluster;
-use super::etcd_clients::EtcdClients;
+use super::etcd_clients::{raised_alarms, EtcdClients};
 use super::faults;
 use crate::check::{check_history, write_jsonl, Verdict};
 use crate::history::{EventType, Function, HistoryEvent};
@@ -242,7 +242,7 @@ async fn read_back(
     keys: &[String],
     acknowledged: &BTreeMap<String, String>,
 ) -> Vec<String> {
-    let client = match KeelClient::new(addresses, client_options(999, false)) {
+    let client = match KeelClient::new(addresses.clone(), client_options(999, false)) {
         Ok(client) => client,
         Err(error) => return vec![format!("cannot make the read-back client: {error}")],
     };
@@ -278,7 +278,21 @@ async fn read_back(
             }
         }
     }
+    problems.extend(alarms_raised(&addresses).await);
     problems
+}
+
+/// Lists the alarms through any node that answers (retrying until one does): the simulation sets
+/// no quota and its stores never diverge, so any alarm (a CORRUPT from the corruption check
+/// under the faults) is a problem.
+async fn alarms_raised(addresses: &[String]) -> Option<String> {
+    for address in addresses.iter().cycle() {
+        if let Ok(alarms) = raised_alarms(address).await {
+            return (!alarms.is_empty()).then(|| format!("alarms raised (member, etcd alarm type): {alarms:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 fn failed(seed: u64, recorder: Recorder, problem: String) -> Report {
