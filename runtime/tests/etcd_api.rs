@@ -145,19 +145,20 @@ async fn a_watch_from_a_compacted_revision_gets_the_compacted_answer() {
     for value in ["1", "2", "3"] {
         kv.put(put("/c", value)).await.expect("put");
     }
-    kv.compact(CompactionRequest { revision: 3, physical: false }).await.expect("compacted");
+    // /ready made revision 2 (an empty store is at 1, as in etcd), the puts of /c 3, 4 and 5.
+    kv.compact(CompactionRequest { revision: 4, physical: false }).await.expect("compacted");
     let (requests, mut responses) = watch_stream(&channel).await;
-    requests.send(create("/c", "", |c| (c.start_revision, c.prev_kv) = (2, true))).await.expect("sent");
+    requests.send(create("/c", "", |c| (c.start_revision, c.prev_kv) = (3, true))).await.expect("sent");
     assert!(next(&mut responses).await.created);
     let compacted = next(&mut responses).await;
-    assert!(compacted.canceled && compacted.compact_revision == 3, "{compacted:?}");
-    requests.send(create("/c", "", |c| (c.start_revision, c.prev_kv) = (4, true))).await.expect("sent");
+    assert!(compacted.canceled && compacted.compact_revision == 4, "{compacted:?}");
+    requests.send(create("/c", "", |c| (c.start_revision, c.prev_kv) = (5, true))).await.expect("sent");
     assert!(next(&mut responses).await.created);
     let replayed = next(&mut responses).await;
     let event = &replayed.events[0];
-    assert_eq!(event.kv.as_ref().map(|kv| (kv.mod_revision, kv.version)), Some((4, 3)));
+    assert_eq!(event.kv.as_ref().map(|kv| (kv.mod_revision, kv.version)), Some((5, 3)));
     let prev = event.prev_kv.as_ref().expect("the previous key-value");
-    assert_eq!((&prev.value[..], prev.mod_revision, prev.version), (&b"2"[..], 3, 2));
+    assert_eq!((&prev.value[..], prev.mod_revision, prev.version), (&b"2"[..], 4, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,9 +100,10 @@ fn put(key: &str, value: &str) -> (u64, KvCommand) {
     (0, KvCommand::Put { key: Bytes::from(key.to_string()), value: Bytes::from(value.to_string()), ttl_ms: None })
 }
 
-/// The event of a put of `key` at `revision`, the key having been put at every revision from 1.
+/// The event of a put of `key` at `revision`, the key having been put at every revision from 2
+/// (the first change of a store: an empty one is at revision 1, as in etcd).
 fn event(revision: u64, key: &str, value: &str) -> EventRecord {
-    let (create_revision, version, lease) = (1, revision, 0);
+    let (create_revision, version, lease) = (2, revision - 1, 0);
     EventRecord {
         revision,
         kind: KvEventKind::Put,
@@ -116,8 +117,8 @@ fn event(revision: u64, key: &str, value: &str) -> EventRecord {
 
 fn committed_with_two_puts() -> CommittedLog {
     let mut committed = CommittedLog::default();
-    committed.record_applied(1, 1, LogId::new(1, 1), Some(&put("a", "1")), vec![event(1, "a", "1")]).unwrap();
-    committed.record_applied(1, 1, LogId::new(1, 2), Some(&put("a", "2")), vec![event(2, "a", "2")]).unwrap();
+    committed.record_applied(1, 1, LogId::new(1, 1), Some(&put("a", "1")), vec![event(2, "a", "1")]).unwrap();
+    committed.record_applied(1, 1, LogId::new(1, 2), Some(&put("a", "2")), vec![event(3, "a", "2")]).unwrap();
     committed
 }
 
@@ -125,7 +126,7 @@ fn committed_with_two_puts() -> CommittedLog {
 fn state_machine_safety_checker_catches_another_entry_at_an_applied_index() {
     let mut committed = committed_with_two_puts();
     let violation = committed
-        .record_applied(2, 2, LogId::new(2, 2), Some(&put("a", "9")), vec![event(2, "a", "9")])
+        .record_applied(2, 2, LogId::new(2, 2), Some(&put("a", "9")), vec![event(3, "a", "9")])
         .expect_err("index 2 already holds 1-2");
     assert!(violation.contains("state machine safety"), "{violation}");
 }
@@ -144,11 +145,11 @@ fn weak_checks_catch_a_made_up_eventual_read_and_a_watch_gap() {
     let gap = WatchStream {
         node: 1,
         prefix: "a".into(),
-        after_revision: 0,
-        events: vec![event(2, "a", "2")],
-        covered_through: Some(2),
+        after_revision: 1,
+        events: vec![event(3, "a", "2")],
+        covered_through: Some(3),
     };
     recorder.watches.push(gap);
-    let violation = weak_checks::check(&recorder, &committed).expect_err("revision 1 is missing");
+    let violation = weak_checks::check(&recorder, &committed).expect_err("revision 2 is missing");
     assert!(violation.contains("missing"), "{violation}");
 }

@@ -95,19 +95,20 @@ async fn etcdctl_put_and_get_with_options() {
     ok(&all, &["put", "/other", "x"]);
     ok(&all, &["put", "/app/0", "v0b"]);
     assert_eq!(ok(&all, &["get", "--prefix", "/app/"]), "/app/0\nv0b\n/app/1\nv1\n/app/2\nv2\n");
-    assert_eq!(ok(&all, &["get", "/app/0", "--rev=1"]), "/app/0\nv0\n");
+    // The first write is revision 2: an empty store is at revision 1, as in etcd.
+    assert_eq!(ok(&all, &["get", "/app/0", "--rev=2"]), "/app/0\nv0\n");
     assert_eq!(ok(&all, &["get", "--prefix", "/app/", "--keys-only"]), "/app/0\n\n/app/1\n\n/app/2\n\n");
     let limited = json(&ok(&all, &["get", "--prefix", "/app/", "--limit=2", "-w", "json"]));
     assert_eq!(limited["kvs"].as_array().map(Vec::len), Some(2));
     assert_eq!((limited["more"].as_bool(), limited["count"].as_i64()), (Some(true), Some(3)));
-    assert_eq!(limited["header"]["revision"].as_i64(), Some(5));
+    assert_eq!(limited["header"]["revision"].as_i64(), Some(6));
     assert_eq!(limited["header"]["cluster_id"].as_u64(), Some(keel_runtime::etcd::CLUSTER_ID));
     let one = json(&ok(&all, &["get", "/app/0", "-w", "json"]));
     let kv = &one["kvs"][0];
     assert_eq!(kv["key"].as_str(), Some(base64("/app/0").as_str()));
     assert_eq!(
         (kv["create_revision"].as_i64(), kv["mod_revision"].as_i64(), kv["version"].as_i64()),
-        (Some(1), Some(5), Some(2))
+        (Some(2), Some(6), Some(2))
     );
     assert_eq!(ok(&all, &["get", "", "--from-key", "--keys-only"]).lines().filter(|l| !l.is_empty()).count(), 4);
     let descending = ok(&all, &["get", "--prefix", "/app/", "--keys-only", "--order=DESCEND"]);
@@ -128,12 +129,12 @@ async fn etcdctl_del_prefix_and_txn() {
     let txn = "value(\"/keep\") = \"1\"\n\nput /keep 2\nput /t 3\nget /keep\n\nput /keep failed\n\n";
     assert_eq!(ok_with_input(&all, &["txn"], txn), "SUCCESS\n\nOK\n\nOK\n\n/keep\n2\n");
     let after = json(&ok(&all, &["get", "/t", "-w", "json"]));
-    assert_eq!(after["kvs"][0]["mod_revision"].as_i64(), Some(5), "one revision for the whole transaction");
+    assert_eq!(after["kvs"][0]["mod_revision"].as_i64(), Some(6), "one revision for the whole transaction");
     // The same compare fails now: the failure branch runs.
     assert_eq!(ok_with_input(&all, &["txn"], txn), "FAILURE\n\nOK\n");
     assert_eq!(ok(&all, &["get", "/keep"]), "/keep\nfailed\n");
     // Compares on versions and revisions.
-    let versions = "version(\"/t\") = \"1\"\nmod(\"/t\") < \"6\"\ncreate(\"/missing\") = \"0\"\n\nput /v yes\n\n\n";
+    let versions = "version(\"/t\") = \"1\"\nmod(\"/t\") < \"7\"\ncreate(\"/missing\") = \"0\"\n\nput /v yes\n\n\n";
     assert_eq!(ok_with_input(&all, &["txn"], versions), "SUCCESS\n\nOK\n");
 }
 
@@ -141,13 +142,13 @@ async fn etcdctl_del_prefix_and_txn() {
 #[ignore = "needs etcdctl (apt-get install etcd-client)"]
 async fn etcdctl_watch_replays_history_then_follows() {
     let (_cluster, all) = cluster().await;
-    ok(&all, &["put", "/w/a", "1"]); // 1
-    ok(&all, &["put", "/w/a", "2"]); // 2
-    ok(&all, &["put", "/x", "unwatched"]); // 3
+    ok(&all, &["put", "/w/a", "1"]); // 2 (an empty store is at revision 1, as in etcd)
+    ok(&all, &["put", "/w/a", "2"]); // 3
+    ok(&all, &["put", "/x", "unwatched"]); // 4
     let mut watch = Command::new(ETCDCTL)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", all[1]))
-        .args(["watch", "--prefix", "/w/", "--rev=1", "--prev-kv"])
+        .args(["watch", "--prefix", "/w/", "--rev=2", "--prev-kv"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -164,8 +165,8 @@ async fn etcdctl_watch_replays_history_then_follows() {
         lines
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    ok(&all, &["del", "/w/a"]); // 4
-    ok(&all, &["put", "/w/b", "3"]); // 5
+    ok(&all, &["del", "/w/a"]); // 5
+    ok(&all, &["put", "/w/b", "3"]); // 6
     let deadline = tokio::time::Instant::now() + WAIT;
     while !reader.is_finished() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -219,13 +220,13 @@ async fn etcdctl_members_status_health_and_move_leader() {
 async fn etcdctl_compaction_then_reads_below_it_fail() {
     let (_cluster, all) = cluster().await;
     for value in ["1", "2", "3", "4"] {
-        ok(&all, &["put", "/c", value]);
+        ok(&all, &["put", "/c", value]); // revisions 2 to 5
     }
-    assert_eq!(ok(&all, &["compaction", "3"]), "compacted revision 3\n");
-    assert!(fails(&all, &["get", "/c", "--rev=2"]).contains("etcdserver: mvcc: required revision has been compacted"));
-    assert_eq!(ok(&all, &["get", "/c", "--rev=3"]), "/c\n3\n");
-    assert!(fails(&all, &["compaction", "2"]).contains("required revision has been compacted"));
-    let output = etcdctl(&all, &["watch", "/c", "--rev=2"], "");
+    assert_eq!(ok(&all, &["compaction", "4"]), "compacted revision 4\n");
+    assert!(fails(&all, &["get", "/c", "--rev=3"]).contains("etcdserver: mvcc: required revision has been compacted"));
+    assert_eq!(ok(&all, &["get", "/c", "--rev=4"]), "/c\n3\n");
+    assert!(fails(&all, &["compaction", "3"]).contains("required revision has been compacted"));
+    let output = etcdctl(&all, &["watch", "/c", "--rev=3"], "");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("required revision has been compacted"), "{text}");
 }
@@ -238,9 +239,9 @@ async fn etcdctl_and_the_native_api_share_keys_and_revisions() {
     client.put("/shared/native", "from native", None).await.expect("native put");
     ok(&all, &["put", "/shared/etcd", "from etcd"]);
     let scan = client.scan("/shared/").await.expect("native scan");
-    assert_eq!(scan.revision, 2);
+    assert_eq!(scan.revision, 3, "two writes after the empty store's revision 1");
     let by_etcd = json(&ok(&all, &["get", "/shared/native", "-w", "json"]));
-    assert_eq!(by_etcd["kvs"][0]["mod_revision"].as_i64(), Some(1), "the native write's revision");
+    assert_eq!(by_etcd["kvs"][0]["mod_revision"].as_i64(), Some(2), "the native write's revision");
     assert_eq!(by_etcd["kvs"][0]["value"].as_str(), Some(base64("from native").as_str()));
     let etcd_value = client.get_one("/shared/etcd").await.expect("native get");
     assert_eq!(etcd_value.as_deref(), Some(&b"from etcd"[..]));
@@ -455,4 +456,101 @@ async fn etcdctl_leases_get_their_full_ttl_again_from_a_new_leader() {
         assert!(tokio::time::Instant::now() < deadline, "the lease never expired under the new leader");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A long-running `etcdctl` (lock holder, election candidate) whose standard output lines arrive
+/// on the returned channel as they are printed.
+fn etcdctl_running(endpoint: &str, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, received)
+}
+
+/// Sends SIGINT, on which etcdctl's lock and elect give up what they hold, and reaps the child.
+fn interrupt(mut child: std::process::Child) {
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    let _ = child.wait();
+}
+
+/// etcd's concurrency recipes wait for keys created at or below "my creation revision - 1" and
+/// read 0 as "no bound": on a fresh cluster whose first write were revision 1 the first
+/// candidate would wait for itself forever. An empty store is at revision 1, as in etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_elect_on_a_fresh_cluster_elects_then_hands_over() {
+    let (_cluster, all) = cluster().await;
+    let (first, first_lines) = etcdctl_running(&all[0], &["elect", "/election", "p1"]);
+    let timeout = WAIT;
+    let elected = first_lines.recv_timeout(timeout).expect("the first candidate is elected at once");
+    assert!(elected.starts_with("/election/"), "{elected}");
+    assert_eq!(first_lines.recv_timeout(timeout).as_deref(), Ok("p1"));
+    let (second, second_lines) = etcdctl_running(&all[1], &["elect", "/election", "p2"]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ok(&all, &["get", "--prefix", "/election/", "--keys-only"]).lines().filter(|l| !l.is_empty()).count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the second candidate never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(second_lines.try_recv().is_err(), "the second candidate waits while the first leads");
+    interrupt(first);
+    let _key = second_lines.recv_timeout(timeout).expect("the second candidate is elected once the first resigns");
+    assert_eq!(second_lines.recv_timeout(timeout).as_deref(), Ok("p2"));
+    interrupt(second);
+}
+
+/// Three `etcdctl lock` holders, through three members, on a fresh cluster: each runs its command
+/// alone (their start and end lines never interleave), and each gets the lock in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_lock_on_a_fresh_cluster_runs_holders_one_at_a_time() {
+    let (_cluster, all) = cluster().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = dir.path().join("holders.log");
+    let log = log.to_str().expect("a UTF-8 path");
+    let mut holders = Vec::new();
+    for (i, endpoint) in all.iter().enumerate() {
+        let script = format!("echo start {i} >> {log}; sleep 0.3; echo end {i} >> {log}");
+        let (child, _lines) = etcdctl_running(endpoint, &["lock", "/locks/one", "--", "sh", "-c", &script]);
+        holders.push(child);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for mut holder in holders {
+        loop {
+            if let Some(status) = holder.try_wait().expect("the holder's status") {
+                assert!(status.success(), "etcdctl lock failed: {status}");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = holder.kill();
+                panic!("a lock holder never got the lock");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let text = std::fs::read_to_string(log).expect("the holders' log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    let mut holders_seen: Vec<&str> = Vec::new();
+    for pair in lines.chunks(2) {
+        let holder = pair[0].strip_prefix("start ").expect("a start line");
+        assert_eq!(pair[1], format!("end {holder}"), "another holder ran inside the lock: {text}");
+        holders_seen.push(holder);
+    }
+    holders_seen.sort_unstable();
+    assert_eq!(holders_seen, ["0", "1", "2"]);
 }

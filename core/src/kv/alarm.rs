@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn no_space_refuses_growth_but_not_deletes_and_clears_again() {
-        let mut store = KvStore::new();
+        let mut store = KvStore::counting_from_zero();
         store.apply(1, 0, &put("/a"));
         let raise = KvCommand::Alarm { member: 2, alarm: Alarm::NoSpace, active: true };
         let raised = store.apply(2, 0, &raise);

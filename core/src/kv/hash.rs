@@ -47,7 +47,7 @@ mod tests {
     use crate::kv::{KvCommand, KvError, KvStore};
 
     fn store_with(commands: &[KvCommand]) -> KvStore {
-        let mut store = KvStore::new();
+        let mut store = KvStore::counting_from_zero();
         for (index, command) in commands.iter().enumerate() {
             store.apply(index as u64 + 1, 0, command);
         }

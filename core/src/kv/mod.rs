@@ -7,8 +7,8 @@
 //!
 //! ## The MVCC model (etcd v3)
 //!
-//! - The store has a **revision**, `0` when empty. Every applied command that changes at least
-//!   one key advances it by exactly 1; a transaction with several changes is one revision, and
+//! - The store has a **revision**, `1` when empty (as in etcd, [`FIRST_REVISION`]). Every
+//!   applied command that changes at least one key advances it by exactly 1; a transaction with several changes is one revision, and
 //!   its changes are ordered inside the revision (etcd's "sub-revision"). Commands that change
 //!   nothing (a delete of a missing key, a failed compare-and-swap, a compaction) leave it alone.
 //! - Each live key carries a `create_revision` (revision of the put that created it), a
@@ -79,14 +79,14 @@
 //! let entry = put.encode(); // what goes into the log
 //! let command = KvCommand::decode(&entry).unwrap(); // what every replica applies
 //! let result = store.apply(1, 10_000, &command); // log index 1, stamped at 10 s by the leader
-//! assert_eq!((result.revision, result.events[0].kind), (1, KvEventKind::Put));
+//! assert_eq!((result.revision, result.events[0].kind), (2, KvEventKind::Put)); // an empty store is at 1
 //! store.apply(2, 11_000, &KvCommand::Put { key: Bytes::from("/config/a"), value: Bytes::from("2"), ttl_ms: None });
 //!
-//! let old = store.get(b"/config/a", Some(1)).unwrap().unwrap(); // a read in the past
+//! let old = store.get(b"/config/a", Some(2)).unwrap().unwrap(); // a read in the past
 //! assert_eq!((old.value, old.expires_at_ms), (Bytes::from("1"), Some(15_000)));
 //! let scan = store.scan_prefix(b"/config/", None).unwrap();
-//! assert_eq!((scan.kvs.len(), scan.revision), (1, 2));
-//! assert_eq!(store.watch(1).unwrap().count(), 1); // the events after revision 1
+//! assert_eq!((scan.kvs.len(), scan.revision), (1, 3));
+//! assert_eq!(store.watch(2).unwrap().count(), 1); // the events after revision 2
 //!
 //! let snapshot = store.snapshot();
 //! assert_eq!(KvStore::restore(&snapshot).unwrap(), store);
@@ -135,4 +135,4 @@ pub use error::{KvDecodeError, KvError, KvSnapshotError};
 pub use event::{KvEvent, KvEventKind, Watch};
 pub use lease::LeaseInfo;
 pub use limits::{validate, KvLimits};
-pub use store::{KeyValue, KvStore, RangeResult};
+pub use store::{KeyValue, KvStore, RangeResult, FIRST_REVISION};

@@ -36,7 +36,7 @@ use super::alarm::Alarm;
 use super::crc32::crc32;
 use super::error::{KvDecodeError, KvSnapshotError};
 use super::lease::Lease;
-use super::store::{ChangeId, KeyVersion, KvStore, LiveValue};
+use super::store::{ChangeId, KeyVersion, KvStore, LiveValue, FIRST_REVISION};
 use super::wire::{Reader, Sink};
 
 /// The first bytes of every key-value snapshot.
@@ -321,9 +321,16 @@ fn check_history(key: &Bytes, versions: &[KeyVersion], compacted: u64, current: 
     Ok(())
 }
 
-/// Every revision above the compacted one made at least one change, numbered from sub 0 up.
+/// Every revision above the compacted one made at least one change, numbered from sub 0 up;
+/// the empty store's revision ([`FIRST_REVISION`]) made none (stores written before it was 1
+/// started at 0 and have a change at revision 1: both restore).
 fn check_revisions_complete(changes: &BTreeMap<ChangeId, &Bytes>, compacted: u64, current: u64) -> Result<(), String> {
-    let mut expected = ChangeId { revision: compacted.saturating_add(1), sub: 0 };
+    let starts_empty = match changes.keys().next() {
+        Some(first) => first.revision == FIRST_REVISION + 1,
+        None => current == FIRST_REVISION,
+    };
+    let base = if compacted < FIRST_REVISION && starts_empty { FIRST_REVISION } else { compacted };
+    let mut expected = ChangeId { revision: base.saturating_add(1), sub: 0 };
     for change in changes.keys() {
         let next_revision = ChangeId { revision: expected.revision.saturating_add(1), sub: 0 };
         if *change == next_revision && expected.sub > 0 {
@@ -334,7 +341,7 @@ fn check_revisions_complete(changes: &BTreeMap<ChangeId, &Bytes>, compacted: u64
         }
         expected.sub = expected.sub.saturating_add(1);
     }
-    let last_revision = if expected.sub > 0 { expected.revision } else { compacted };
+    let last_revision = if expected.sub > 0 { expected.revision } else { base };
     if last_revision != current {
         return Err(format!("changes stop at revision {last_revision} but the current revision is {current}"));
     }

@@ -99,7 +99,7 @@ pub struct RangeResult {
 
 /// The replicated multi-version key-value store. See the module documentation of `kv` for the
 /// model, the apply contract and expiry.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
     /// Every key's versions, oldest first.
     pub(crate) keys: BTreeMap<Bytes, Vec<KeyVersion>>,
@@ -107,7 +107,7 @@ pub struct KvStore {
     pub(crate) changes: BTreeMap<ChangeId, Bytes>,
     /// `(expires_at_ms, key)` of every live key with a time to live.
     pub(crate) expiries: BTreeSet<(u64, Bytes)>,
-    /// Revision of the last change; 0 for a store that never changed.
+    /// Revision of the last change; [`FIRST_REVISION`] for a store that never changed.
     pub(crate) current_revision: u64,
     /// Reads below this revision fail; 0 before any compaction.
     pub(crate) compacted_revision: u64,
@@ -126,6 +126,19 @@ pub struct KvStore {
     pub(crate) size_bytes: u64,
 }
 
+/// The revision of an empty store, as in etcd: the first change makes revision 2. etcd's
+/// concurrency recipes (`etcdctl lock`, `elect`, clientv3's `concurrency` package) wait for keys
+/// created at or below "my creation revision - 1" and read a bound of 0 as "no bound", so with a
+/// first change at revision 1 the first lock holder would wait for itself forever.
+pub const FIRST_REVISION: u64 = 1;
+
+impl Default for KvStore {
+    /// [`KvStore::new`]: an empty store at [`FIRST_REVISION`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Bytes of a version besides its key and value, as the snapshot encodes it.
 const VERSION_OVERHEAD_BYTES: u64 = 8 + 4 + 1 + 8 + 8 + 9 + 8;
 
@@ -136,12 +149,32 @@ pub(crate) fn version_bytes(key: &[u8], version: &KeyVersion) -> u64 {
 }
 
 impl KvStore {
-    /// An empty store at revision 0, before log index 1.
+    /// An empty store at revision [`FIRST_REVISION`] (etcd's revision of an empty store: the
+    /// first change makes revision 2), before log index 1.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            keys: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            current_revision: FIRST_REVISION,
+            compacted_revision: 0,
+            last_applied_index: 0,
+            leases: BTreeMap::new(),
+            lease_deadlines: BTreeSet::new(),
+            last_lease_id: 0,
+            alarms: BTreeSet::new(),
+            size_bytes: 0,
+        }
     }
 
-    /// Revision of the last change (0 for an empty history).
+    /// An empty store at revision 0, for unit tests whose revision numbers read as counts of
+    /// changes (`tests::mvcc::revisions_and_versions_follow_etcd` checks the real start).
+    #[cfg(test)]
+    pub(crate) fn counting_from_zero() -> Self {
+        Self { current_revision: 0, ..Self::new() }
+    }
+
+    /// Revision of the last change ([`FIRST_REVISION`] for an empty history, as in etcd).
     pub fn current_revision(&self) -> u64 {
         self.current_revision
     }

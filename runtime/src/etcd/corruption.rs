@@ -92,8 +92,9 @@ async fn check_once(shared: &Shared) -> Vec<NodeId> {
     newly
 }
 
-/// This node's hash at its current revision; none before the first write, since revision 0 in
-/// a `HashKV` request means "your current revision", which would compare different histories.
+/// This node's hash at its current revision; none at revision 0 (an unchanged store written
+/// before an empty store's revision became 1), since revision 0 in a `HashKV` request means
+/// "your current revision", which would compare different histories.
 async fn reference(handle: &NodeHandle) -> Option<Reference> {
     match handle.hash_kv(None).await {
         Ok(Ok((hash, compacted_revision, revision))) if revision > 0 => {

@@ -265,7 +265,7 @@ mod tests {
         let mut store = KvStore::new();
         let setup = TxnRequest { success: vec![put("a", "1"), put("b", "2")], ..Default::default() };
         assert!(run(&mut store, &setup).succeeded);
-        assert_eq!(store.current_revision(), 1, "both puts share one revision");
+        assert_eq!(store.current_revision(), 2, "both puts share one revision (an empty store is at 1)");
         let nested = TxnRequest { success: vec![get("a", "c")], ..Default::default() };
         let request = TxnRequest {
             compare: vec![compare("a", WireTarget::Value, CompareResult::Equal, TargetUnion::Value("1".into()))],
@@ -278,7 +278,7 @@ mod tests {
         let Some(WireResponse::ResponseRange(read)) = &inner.responses[0].response else { panic!("{inner:?}") };
         assert_eq!(read.count, 2);
         assert_eq!(&read.kvs[0].value[..], b"x", "the nested read sees the earlier put");
-        assert_eq!(read.kvs[0].mod_revision, 2);
+        assert_eq!(read.kvs[0].mod_revision, 3);
         let again = run(&mut store, &request);
         assert!(!again.succeeded, "a is x now");
         let Some(WireResponse::ResponseRange(read)) = &again.responses[0].response else { panic!("{again:?}") };

@@ -83,8 +83,8 @@ fn a_correct_history_passes() {
     fixture.record(1, 2, Observation::Write { log_id: first, reply });
     let (second, reply) = fixture.commit(20, put("e0", "b"));
     fixture.record(3, 4, Observation::Write { log_id: second, reply });
-    let past = fixture.store.range(&KeyRange::prefix(b("e")), Some(1), 0);
-    fixture.record(5, 6, range(2, 2, 1, past));
+    let past = fixture.store.range(&KeyRange::prefix(b("e")), Some(2), 0);
+    fixture.record(5, 6, range(3, 2, 2, past));
     assert_eq!(fixture.check(), Ok(()));
 }
 
@@ -93,7 +93,7 @@ fn a_wrong_revision_order_is_reported() {
     let mut fixture = Fixture::default();
     let (first, first_reply) = fixture.commit(10, put("e0", "a"));
     let (second, second_reply) = fixture.commit(20, put("e1", "b"));
-    // The write at revision 2 completed before the write at revision 1 was invoked.
+    // The write at revision 3 completed before the write at revision 2 was invoked.
     fixture.record(1, 2, Observation::Write { log_id: second, reply: second_reply });
     fixture.record(3, 4, Observation::Write { log_id: first, reply: first_reply });
     fixture.assert_reported("real-time order");
@@ -105,30 +105,30 @@ fn a_read_below_a_completed_write_is_reported() {
     let (first, reply) = fixture.commit(10, put("e0", "a"));
     fixture.record(1, 2, Observation::Write { log_id: first, reply });
     // A node that had not applied the write served a later range at index 0.
-    fixture.record(3, 4, range(0, 0, 0, Ok(RangeResult::default())));
+    fixture.record(3, 4, range(1, 0, 0, Ok(RangeResult { revision: 1, ..RangeResult::default() })));
     fixture.assert_reported("real-time order");
 }
 
 #[test]
 fn a_stale_range_at_a_revision_is_reported() {
     let mut fixture = Fixture::with_two_versions();
-    // Asked for revision 1, the node returned what revision 2 holds.
-    let stale = fixture.store.range(&KeyRange::prefix(b("e")), Some(2), 0).map(|r| RangeResult { revision: 1, ..r });
-    fixture.record(1, 2, range(2, 2, 1, stale));
+    // Asked for revision 2, the node returned what revision 3 holds.
+    let stale = fixture.store.range(&KeyRange::prefix(b("e")), Some(3), 0).map(|r| RangeResult { revision: 2, ..r });
+    fixture.record(1, 2, range(3, 2, 2, stale));
     fixture.assert_reported("etcd range");
 }
 
 #[test]
 fn a_range_below_the_compaction_point_must_be_refused() {
     let mut fixture = Fixture::with_two_versions();
-    fixture.commit(30, KvCommand::Compact { revision: 2 });
-    let refused = fixture.store.range(&KeyRange::prefix(b("e")), Some(1), 0);
+    fixture.commit(30, KvCommand::Compact { revision: 3 });
+    let refused = fixture.store.range(&KeyRange::prefix(b("e")), Some(2), 0);
     assert!(matches!(refused, Err(KvError::Compacted { .. })));
-    fixture.record(1, 2, range(2, 3, 1, refused));
+    fixture.record(1, 2, range(3, 3, 2, refused));
     assert_eq!(fixture.check(), Ok(()));
     // Served anyway from history the node should no longer have: reported.
-    let served = fixture.log.range_at(&KeyRange::prefix(b("e")), 1, 0);
-    fixture.record(3, 4, range(2, 3, 1, Ok(served)));
+    let served = fixture.log.range_at(&KeyRange::prefix(b("e")), 2, 0);
+    fixture.record(3, 4, range(3, 3, 2, Ok(served)));
     fixture.assert_reported("etcd range");
 }
 
@@ -175,7 +175,7 @@ fn an_early_lease_expiry_is_reported() {
     fixture.commit(1_100, KvCommand::Txn { compares: Vec::new(), success: vec![attach], failure: Vec::new() });
     // Proposed 1.5 s after the grant, with a cutoff that claims the 2 s had passed.
     let (_, reply) = fixture.commit(2_500, KvCommand::Expire { now_ms: 3_000 });
-    assert_eq!(reply.revision, 2, "the expiry deleted the attached key");
+    assert_eq!(reply.revision, 3, "the expiry deleted the attached key");
     fixture.assert_reported("early expiry: lease 1");
 }
 

@@ -94,7 +94,7 @@ struct ModelLease {
 }
 
 /// The model's state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MvccModel {
     revision: u64,
     compacted: u64,
@@ -102,6 +102,13 @@ pub struct MvccModel {
     keys: BTreeMap<Bytes, Vec<(u64, Option<Live>)>>,
     leases: BTreeMap<u64, ModelLease>,
     last_lease_id: u64,
+}
+
+impl Default for MvccModel {
+    /// An empty store: etcd counts an empty store as revision 1, so the first change is 2.
+    fn default() -> Self {
+        Self { revision: 1, compacted: 0, keys: BTreeMap::new(), leases: BTreeMap::new(), last_lease_id: 0 }
+    }
 }
 
 /// The command in progress: its log index, stamp, and the changes it made so far.

@@ -232,11 +232,11 @@ mod tests {
         let mut log = CommittedLog::default();
         let command = (0, put("a", "1"));
         let event = EventRecord {
-            revision: 1,
+            revision: 2,
             kind: KvEventKind::Put,
             key: "a".into(),
             value: "1".into(),
-            create_revision: 1,
+            create_revision: 2,
             version: 1,
             lease: 0,
         };

@@ -10,7 +10,7 @@ fn put_ttl(key: &str, ttl_ms: u64) -> KvCommand {
 
 #[test]
 fn keys_expire_only_through_the_log_and_never_early() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 1_000, put_ttl("session", 500));
     assert_eq!(store.get(b"session", None).unwrap().unwrap().expires_at_ms, Some(1_500));
     assert_eq!(store.next_expiry_ms(), Some(1_500));
@@ -29,7 +29,7 @@ fn keys_expire_only_through_the_log_and_never_early() {
 
 #[test]
 fn expiry_deletes_in_key_order_as_one_revision() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 100, put_ttl("c", 10)); // 110
     apply_at(&mut store, 100, put_ttl("a", 30)); // 130
     apply_at(&mut store, 100, put_ttl("b", 20)); // 120
@@ -44,7 +44,7 @@ fn expiry_deletes_in_key_order_as_one_revision() {
 
 #[test]
 fn a_put_without_ttl_clears_the_expiry_and_a_new_ttl_replaces_it() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 0, put_ttl("k", 100));
     apply_at(&mut store, 50, put("k", "kept"));
     assert_eq!(store.next_expiry_ms(), None);
@@ -57,7 +57,7 @@ fn a_put_without_ttl_clears_the_expiry_and_a_new_ttl_replaces_it() {
 
 #[test]
 fn deleted_keys_leave_the_expiry_index() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 0, put_ttl("k", 10));
     apply(&mut store, KvCommand::Delete { key: b("k") });
     assert_eq!(store.next_expiry_ms(), None);
@@ -67,7 +67,7 @@ fn deleted_keys_leave_the_expiry_index() {
 
 #[test]
 fn ttl_in_transactions_and_compare_and_swap_use_the_entry_stamp() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     let txn = KvCommand::Txn {
         compares: vec![],
         success: vec![TxnOp::Put { key: b("t"), value: b("v"), ttl_ms: Some(5) }],
@@ -92,7 +92,7 @@ fn replicas_expire_identically_whatever_their_clocks() {
         (1_070, put("x", "renewed")),
         (0, KvCommand::Expire { now_ms: 2_000 }),
     ];
-    let mut replicas = [KvStore::new(), KvStore::new()];
+    let mut replicas = [KvStore::counting_from_zero(), KvStore::counting_from_zero()];
     let mut results = Vec::new();
     for replica in &mut replicas {
         let run: Vec<_> = commands.iter().map(|(stamp, command)| apply_at(replica, *stamp, command.clone())).collect();

@@ -22,7 +22,7 @@ fn granted(result: &crate::kv::ApplyResult) -> u64 {
 
 #[test]
 fn grants_pick_ids_and_refuse_duplicates() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     assert_eq!(granted(&apply_at(&mut store, 1_000, grant(0, 5_000))), 1);
     assert_eq!(granted(&apply(&mut store, grant(7, 5_000))), 7);
     assert_eq!(granted(&apply(&mut store, grant(0, 5_000))), 8, "above every id granted");
@@ -35,7 +35,7 @@ fn grants_pick_ids_and_refuse_duplicates() {
 
 #[test]
 fn keys_attach_and_expire_with_their_lease_at_one_revision() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 1_000, grant(3, 5_000)); // expires at 6_000
     assert!(apply(&mut store, put_in("a", "1", 3)).error.is_none()); // 1
     apply(&mut store, put_in("b", "2", 3)); // 2
@@ -55,7 +55,7 @@ fn keys_attach_and_expire_with_their_lease_at_one_revision() {
 
 #[test]
 fn keep_alive_and_refresh_move_the_deadline_and_revoke_deletes_the_keys() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 1_000, grant(1, 5_000));
     apply(&mut store, put_in("k", "v", 1));
     let kept = apply_at(&mut store, 4_000, KvCommand::LeaseKeepAlive { id: 1 });
@@ -71,7 +71,7 @@ fn keep_alive_and_refresh_move_the_deadline_and_revoke_deletes_the_keys() {
 
 #[test]
 fn ignore_lease_keeps_the_lease_and_lease_compares_see_it() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, grant(4, 5_000));
     apply(&mut store, put_in("k", "v", 4));
     let keep = TxnOp::PutKeepLease { key: b("k"), value: b("w") };
@@ -88,7 +88,7 @@ fn ignore_lease_keeps_the_lease_and_lease_compares_see_it() {
 
 #[test]
 fn snapshots_keep_leases_and_their_keys() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply_at(&mut store, 1_000, grant(2, 5_000));
     apply(&mut store, put_in("a", "1", 2));
     apply(&mut store, grant(0, 100));

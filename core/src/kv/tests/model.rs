@@ -267,7 +267,7 @@ proptest! {
     fn the_store_matches_the_model_at_every_revision(
         commands in proptest::collection::vec((0..100u64, command()), 1..40),
     ) {
-        let mut store = KvStore::new();
+        let mut store = KvStore::counting_from_zero();
         let mut model = Model { states: vec![State::new()], compacted: 0 };
         let mut events: Vec<KvEvent> = Vec::new();
         for (index, (stamp, command)) in commands.iter().enumerate() {
@@ -292,8 +292,8 @@ proptest! {
     ) {
         let split = split.index(commands.len() + 1);
         let (before, after) = commands.split_at(split);
-        let mut straight = KvStore::new();
-        let mut restarted = KvStore::new();
+        let mut straight = KvStore::counting_from_zero();
+        let mut restarted = KvStore::counting_from_zero();
         apply_all(&mut straight, before, 0);
         apply_all(&mut restarted, before, 0);
         let snapshot = restarted.snapshot();

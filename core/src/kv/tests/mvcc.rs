@@ -5,36 +5,39 @@ use crate::kv::{KeyRange, KvCommand, KvError, KvEvent, KvEventKind, KvStore, OpR
 
 #[test]
 fn revisions_and_versions_follow_etcd() {
+    // As in etcd, an empty store is at revision 1 and the first change makes revision 2.
     let mut store = KvStore::new();
-    assert_eq!((store.current_revision(), store.compacted_revision(), store.last_applied_index()), (0, 0, 0));
+    assert_eq!((store.current_revision(), store.compacted_revision(), store.last_applied_index()), (1, 0, 0));
 
     let first = apply(&mut store, put("a", "1"));
-    assert_eq!((first.revision, first.log_index), (1, 1));
+    assert_eq!((first.revision, first.log_index), (2, 1));
     assert_eq!(first.responses, vec![OpResponse::Put { prev: None }]);
     let kv = store.get(b"a", None).unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 1, 1));
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
 
     apply(&mut store, put("b", "x"));
     let second = apply(&mut store, put("a", "1")); // same value: still a new version
-    assert_eq!(second.revision, 3);
+    assert_eq!(second.revision, 4);
     let OpResponse::Put { prev: Some(prev) } = &second.responses[0] else { panic!("prev expected") };
-    assert_eq!((prev.mod_revision, prev.version), (1, 1));
+    assert_eq!((prev.mod_revision, prev.version), (2, 1));
     let kv = store.get(b"a", None).unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 3, 2));
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 4, 2));
 
     let deleted = apply(&mut store, delete("a"));
-    assert_eq!(deleted.revision, 4);
+    assert_eq!(deleted.revision, 5);
     assert_eq!(store.get(b"a", None).unwrap(), None);
 
     apply(&mut store, put("a", "again"));
     let kv = store.get(b"a", None).unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1), "a delete resets the version");
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (6, 6, 1), "a delete resets the version");
     assert_eq!(store.last_applied_index(), 5);
+    // The empty store's revision is readable, and holds nothing.
+    assert!(KvStore::new().range(&KeyRange::all(), Some(1), 0).unwrap().kvs.is_empty());
 }
 
 #[test]
 fn commands_that_change_nothing_keep_the_revision() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1"));
     let result = apply(&mut store, delete("missing"));
     assert_eq!(result.revision, 1);
@@ -47,7 +50,7 @@ fn commands_that_change_nothing_keep_the_revision() {
 
 #[test]
 fn reads_at_past_revisions_see_the_history() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1")); // 1
     apply(&mut store, put("b", "1")); // 2
     apply(&mut store, put("a", "2")); // 3
@@ -75,7 +78,7 @@ fn reads_at_past_revisions_see_the_history() {
 
 #[test]
 fn ranges_limits_prefixes_and_counts() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     for key in ["/app/a", "/app/b", "/app/c", "/apq", "/b"] {
         apply(&mut store, put(key, "v"));
     }
@@ -110,7 +113,7 @@ fn prefix_range_end_matches_etcd() {
 
 #[test]
 fn compaction_drops_history_and_keeps_live_keys() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1")); // 1
     apply(&mut store, put("b", "1")); // 2
     apply(&mut store, put("a", "2")); // 3
@@ -133,7 +136,7 @@ fn compaction_drops_history_and_keeps_live_keys() {
 
 #[test]
 fn compaction_errors_are_reported_through_the_log() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1"));
     apply(&mut store, put("a", "2"));
     let future = apply(&mut store, KvCommand::Compact { revision: 3 });
@@ -149,7 +152,7 @@ fn compaction_errors_are_reported_through_the_log() {
 
 #[test]
 fn the_size_grows_with_versions_and_shrinks_with_compaction() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     assert_eq!(store.size_bytes(), 0);
     apply(&mut store, put("k", "12345"));
     let one = store.size_bytes();
@@ -161,7 +164,7 @@ fn the_size_grows_with_versions_and_shrinks_with_compaction() {
 
 #[test]
 fn events_are_ordered_and_carry_previous_values() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     let first = apply(&mut store, put("k", "v1"));
     assert_eq!(
         first.events,
@@ -198,7 +201,7 @@ fn events_are_ordered_and_carry_previous_values() {
 
 #[test]
 fn watch_replays_exactly_the_applied_events() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     let mut all_events = Vec::new();
     for command in [put("a", "1"), put("b", "2"), delete("a"), put("b", "3"), put("a", "4")] {
         all_events.extend(apply(&mut store, command).events);
@@ -217,14 +220,14 @@ fn watch_replays_exactly_the_applied_events() {
 #[test]
 #[should_panic(expected = "entries must be applied once each, in order")]
 fn applying_an_old_log_index_is_a_bug() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     store.apply(5, 0, &put("a", "1"));
     store.apply(5, 0, &put("a", "2"));
 }
 
 #[test]
 fn other_log_entries_advance_the_applied_index() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     store.advance_applied_index(3);
     let result = store.apply(7, 0, &put("a", "1"));
     assert_eq!((result.log_index, store.last_applied_index()), (7, 7));

@@ -10,7 +10,7 @@ use crate::kv::{KeyRange, KvCommand, KvSnapshotError, KvStore};
 
 /// A store with history, tombstones, a compaction, expiries and a multi-change revision.
 fn busy_store() -> KvStore {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1"));
     apply(&mut store, put("b", "1"));
     apply(&mut store, delete("a"));
@@ -21,6 +21,25 @@ fn busy_store() -> KvStore {
     apply(&mut store, put("c", "3"));
     store.advance_applied_index(20);
     store
+}
+
+#[test]
+fn stores_from_the_empty_revision_and_from_zero_both_restore() {
+    // Today's stores start at revision 1 (etcd's empty revision); stores written before started
+    // at 0 and have a change at revision 1. Both restore, empty or not, compacted or not.
+    let empty = KvStore::new();
+    assert_eq!(KvStore::restore(&empty.snapshot()).unwrap(), empty);
+    let mut store = KvStore::new();
+    apply(&mut store, put("a", "1"));
+    apply(&mut store, put("b", "1"));
+    assert_eq!(store.current_revision(), 3);
+    assert_eq!(KvStore::restore(&store.snapshot()).unwrap(), store);
+    apply(&mut store, KvCommand::Compact { revision: 2 });
+    assert_eq!(KvStore::restore(&store.snapshot()).unwrap(), store);
+    let mut old = KvStore::counting_from_zero();
+    apply(&mut old, put("a", "1"));
+    assert_eq!(KvStore::restore(&old.snapshot()).unwrap(), old);
+    assert_eq!(KvStore::restore(&KvStore::counting_from_zero().snapshot()).unwrap(), KvStore::counting_from_zero());
 }
 
 #[test]
@@ -40,7 +59,7 @@ fn a_restored_store_is_the_same_store() {
         );
     }
     assert_eq!(busy_store().snapshot(), snapshot, "equal stores give equal bytes");
-    assert_eq!(KvStore::restore(&KvStore::new().snapshot()).unwrap(), KvStore::new());
+    assert_eq!(KvStore::restore(&KvStore::counting_from_zero().snapshot()).unwrap(), KvStore::counting_from_zero());
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn txn_put(key: &str, value: &str) -> TxnOp {
 
 #[test]
 fn compare_and_swap_on_an_absent_key() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     let created = apply(&mut store, cas("lock", None, "me"));
     assert!(created.succeeded);
     assert_eq!((created.revision, created.events.len()), (1, 1));
@@ -35,7 +35,7 @@ fn compare_and_swap_on_an_absent_key() {
 
 #[test]
 fn compare_and_swap_on_a_present_key() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     let missing = apply(&mut store, cas("k", Some("old"), "new"));
     assert!(!missing.succeeded, "a value compare on a missing key fails");
     apply(&mut store, put("k", "old"));
@@ -50,7 +50,7 @@ fn compare_and_swap_on_a_present_key() {
 
 #[test]
 fn compares_on_every_target_and_operator() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("other", "x")); // 1
     apply(&mut store, put("k", "m")); // 2: create 2
     apply(&mut store, put("k", "m")); // 3: mod 3, version 2
@@ -71,7 +71,7 @@ fn compares_on_every_target_and_operator() {
 
 #[test]
 fn a_transaction_is_one_revision_and_sees_its_own_writes() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1"));
     let result = apply(
         &mut store,
@@ -105,7 +105,7 @@ fn a_transaction_is_one_revision_and_sees_its_own_writes() {
 
 #[test]
 fn a_failed_transaction_runs_the_failure_branch() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a", "1"));
     let result = apply(
         &mut store,
@@ -127,7 +127,7 @@ fn a_failed_transaction_runs_the_failure_branch() {
 
 #[test]
 fn delete_range_follows_the_etcd_range_convention() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     for key in ["a", "b", "c", "d"] {
         apply(&mut store, put(key, "v"));
     }
@@ -143,7 +143,7 @@ fn delete_range_follows_the_etcd_range_convention() {
 
 #[test]
 fn reads_at_a_past_revision_inside_a_transaction() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("k", "old")); // 1
     apply(&mut store, put("k", "new")); // 2
     let at = |revision| TxnOp::RangeAt { start: b("k"), end: Bytes::new(), limit: 0, revision };
@@ -168,7 +168,7 @@ fn txn(compares: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp>) -> KvCo
 
 #[test]
 fn a_ranged_compare_holds_only_when_every_live_key_of_the_range_satisfies_it() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("a/1", "x")); // 1
     apply(&mut store, put("a/2", "x")); // 2
     apply(&mut store, put("b", "y")); // 3
@@ -189,7 +189,7 @@ fn a_ranged_compare_holds_only_when_every_live_key_of_the_range_satisfies_it() {
 
 #[test]
 fn lease_compares_see_lease_zero_on_every_key() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("k", "v"));
     for key in ["k", "missing"] {
         let zero = compare(key, CompareTarget::Lease(0), CompareOp::Equal);
@@ -201,7 +201,7 @@ fn lease_compares_see_lease_zero_on_every_key() {
 
 #[test]
 fn nested_transactions_decide_on_the_state_before_the_outer_one_and_share_its_revision() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("k", "old")); // 1
     let inner = TxnOp::Txn {
         // Sees "old", although the outer transaction wrote "new" before it.
@@ -222,7 +222,7 @@ fn nested_transactions_decide_on_the_state_before_the_outer_one_and_share_its_re
 
 #[test]
 fn put_same_value_keeps_the_value_and_refuses_a_missing_key_without_changing_anything() {
-    let mut store = KvStore::new();
+    let mut store = KvStore::counting_from_zero();
     apply(&mut store, put("k", "v")); // 1
     let touched = apply(&mut store, txn(vec![], vec![TxnOp::PutSameValue { key: b("k") }], vec![]));
     assert!(touched.succeeded && touched.error.is_none());
