@@ -20,7 +20,6 @@ use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel::proto::etcdserverpb::HashKvRequest;
 use keel_core::kv::{Alarm, KvCommand};
 use keel_core::{NodeId, Role};
-use tonic::transport::Endpoint;
 
 use super::Shared;
 use crate::node::NodeHandle;
@@ -68,7 +67,7 @@ async fn check_once(shared: &Shared) -> Vec<NodeId> {
         if member == status.id || !status.membership.contains(member) {
             continue;
         }
-        if let Some(hash) = member_hash(address, reference, shared.member_call_timeout_ms).await {
+        if let Some(hash) = member_hash(shared, address, reference).await {
             metrics::counter!(crate::metrics::CORRUPTION_CHECKS_TOTAL).increment(1);
             if hash != reference.hash {
                 diverged.push(member);
@@ -104,17 +103,13 @@ async fn reference(handle: &NodeHandle) -> Option<Reference> {
     }
 }
 
-/// The hash of the member at `address` at the reference's revision, if it answers in time with
-/// the same compaction revision (otherwise the two hashes cover different histories).
-async fn member_hash(address: &str, reference: Reference, timeout_ms: u64) -> Option<u32> {
-    let timeout = Duration::from_millis(timeout_ms);
-    let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?.connect_timeout(timeout);
-    let asked = async {
-        let mut client = MaintenanceClient::new(endpoint.connect().await.ok()?);
-        let revision = i64::try_from(reference.revision).ok()?;
-        client.hash_kv(HashKvRequest { revision }).await.ok().map(tonic::Response::into_inner)
-    };
-    let answer = tokio::time::timeout(timeout, asked).await.ok()??;
+/// The hash of the member at `address` at the reference's revision, if it answers within the
+/// forwarding deadline with the same compaction revision (otherwise the two hashes cover
+/// different histories).
+async fn member_hash(shared: &Shared, address: &str, reference: Reference) -> Option<u32> {
+    let revision = i64::try_from(reference.revision).ok()?;
+    let mut client = MaintenanceClient::new(shared.forwarder.connect(address).await.ok()?);
+    let answer = shared.forwarder.call(address, client.hash_kv(HashKvRequest { revision })).await.ok()?;
     let same_history = u64::try_from(answer.compact_revision).ok() == Some(reference.compacted_revision);
     same_history.then_some(answer.hash)
 }

@@ -85,7 +85,8 @@ impl Forwarder {
         }
     }
 
-    async fn connect(&self, address: &str) -> Result<Channel, Status> {
+    /// A new connection to the member at `address`, made within the forwarding deadline.
+    pub(crate) async fn connect(&self, address: &str) -> Result<Channel, Status> {
         let unreachable = |what: String| Status::unavailable(format!("etcdserver: leader unreachable: {what}"));
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|error| unreachable(error.to_string()))?

@@ -70,8 +70,6 @@ pub(crate) struct Shared {
     watch_slots: Arc<crate::service::WatcherSlots>,
     transfer_timeout_ms: u64,
     election_timeout_ms_max: u64,
-    /// Deadline of one call this node makes to another member (corruption check).
-    member_call_timeout_ms: u64,
 }
 
 /// What became of a proposed write.
@@ -139,7 +137,6 @@ impl EtcdApi {
             watch_slots,
             transfer_timeout_ms: node.raft.election_timeout_ms_max.saturating_mul(2),
             election_timeout_ms_max: node.raft.election_timeout_ms_max,
-            member_call_timeout_ms: node.request_timeout_ms,
         };
         Self { shared: Arc::new(shared) }
     }

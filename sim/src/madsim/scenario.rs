@@ -169,7 +169,7 @@ pub async fn run(seed: u64, scenario: &Scenario) -> Report {
         problems.extend(check_linearizable(&history));
     }
     let skews = format!("{:?}", cluster.skews());
-    report(seed, &recorder, fault_log, acknowledged_count, &skews, problems)
+    report(seed, history, recorder.etcd_calls(), fault_log, acknowledged_count, &skews, problems)
 }
 
 /// Starts the client processes, each on a machine of its own, until `stop` is set; each task
@@ -296,19 +296,18 @@ async fn alarms_raised(addresses: &[String]) -> Option<String> {
 }
 
 fn failed(seed: u64, recorder: Recorder, problem: String) -> Report {
-    report(seed, &recorder, Vec::new(), 0, "", vec![problem])
+    report(seed, recorder.snapshot(), recorder.etcd_calls(), Vec::new(), 0, "", vec![problem])
 }
 
 fn report(
     seed: u64,
-    recorder: &Recorder,
+    history: Vec<HistoryEvent>,
+    etcd_calls: (usize, usize),
     faults: Vec<String>,
     acknowledged: usize,
     skews: &str,
     problems: Vec<String>,
 ) -> Report {
-    let history = recorder.snapshot();
-    let etcd_calls = recorder.etcd_calls();
     let mut outcomes = [0usize; 3];
     for event in &history {
         match event.event_type {
