@@ -10,7 +10,8 @@
 //! same way, waits for room in the driver's queue (backpressure through HTTP/2 flow control
 //! rather than drops), and publishes the count of batches queued on a `watch` channel that the
 //! answer stream turns into cumulative `StreamAck`s (so acknowledgements coalesce and never
-//! queue). A malformed or misaddressed batch ends the call with `INVALID_ARGUMENT`, none of its
+//! queue). Under light load one acknowledgement covers the batches of up to 10 ms; under heavy
+//! load one goes out per half window, before the sender could wait for it. A malformed or misaddressed batch ends the call with `INVALID_ARGUMENT`, none of its
 //! messages queued; a stopped node ends it with `UNAVAILABLE`.
 
 use keel::proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, DecodeError};
 pub use super::sender::DEFAULT_MESSAGE_BYTES_MAX;
+use super::stream::STREAM_WINDOW_BATCHES;
 
 /// The message of the `UNAVAILABLE` status a peer stream ends with when this node shuts down;
 /// senders recognise it and report a peer that left on purpose, not a failure.
@@ -157,18 +159,69 @@ impl PeerService {
     }
 }
 
-/// The answer stream of a `Stream` call: the latest progress each time it changes.
+/// Batches queued and not yet acknowledged after which the answer stream acknowledges at once:
+/// half the sender's window, so that an acknowledgement is on its way well before the window
+/// fills and the sender never waits for one while it has batches to send.
+const ACK_EVERY_BATCHES: u64 = (STREAM_WINDOW_BATCHES / 2) as u64;
+
+/// Longest an acknowledgement waits for more batches to cover. Under light load a batch is
+/// acknowledged this long after it is queued rather than at once: acknowledging every batch cost
+/// each side a socket write or read and a wake-up per batch, for a count the sender only needs
+/// before its window fills (see above) and within its call deadline (seconds).
+const ACK_DELAY_MS: u64 = 10;
+
+/// The answer stream of a `Stream` call: cumulative acknowledgements of the batches queued,
+/// coalesced (one per [`ACK_EVERY_BATCHES`] batches, or [`ACK_DELAY_MS`] after the first batch
+/// it covers), and the call's end at once.
 fn acknowledgements(progress: watch::Receiver<Progress>) -> BoxStream<StreamAck> {
-    let stream = futures_util::stream::unfold(Some(progress), |progress| async move {
-        let mut progress = progress?;
-        progress.changed().await.ok()?;
-        let current = progress.borrow_and_update().clone();
-        match current {
-            Progress::Queued(batches) => Some((Ok(StreamAck { batches }), Some(progress))),
-            Progress::Ended(status) => Some((Err(status), None)),
+    let stream = futures_util::stream::unfold(Some((progress, 0u64)), |state| async move {
+        let (mut progress, acknowledged) = state?;
+        loop {
+            progress.changed().await.ok()?;
+            let current = progress.borrow_and_update().clone();
+            let batches = match current {
+                Progress::Queued(batches) => batches,
+                Progress::Ended(status) => return Some((Err(status), None)),
+            };
+            if batches == acknowledged {
+                continue;
+            }
+            let batches = if batches - acknowledged >= ACK_EVERY_BATCHES {
+                batches
+            } else {
+                match coalesce(&mut progress, acknowledged).await {
+                    Progress::Queued(batches) => batches,
+                    Progress::Ended(status) => return Some((Err(status), None)),
+                }
+            };
+            return Some((Ok(StreamAck { batches }), Some((progress, batches))));
         }
     });
     Box::pin(stream)
+}
+
+/// Waits until [`ACK_EVERY_BATCHES`] batches beyond `acknowledged` are queued, the call ends,
+/// or [`ACK_DELAY_MS`] pass, and returns the progress then. A closed channel reads as the last
+/// progress published (the receiving task always publishes its end before it stops).
+async fn coalesce(progress: &mut watch::Receiver<Progress>, acknowledged: u64) -> Progress {
+    let deadline = tokio::time::sleep(std::time::Duration::from_millis(ACK_DELAY_MS));
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    return progress.borrow().clone();
+                }
+            }
+            () = &mut deadline => return progress.borrow_and_update().clone(),
+        }
+        let current = progress.borrow_and_update().clone();
+        match current {
+            Progress::Queued(batches) if batches - acknowledged < ACK_EVERY_BATCHES => continue,
+            current => return current,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -203,5 +256,61 @@ impl RaftPeer for PeerService {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Status::unavailable(SHUTTING_DOWN)),
         }
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+
+    /// The next acknowledgement, or `None` when the stream ended.
+    fn batches(answer: Option<Result<StreamAck, Status>>) -> Option<u64> {
+        answer.map(|ack| ack.map(|ack| ack.batches).unwrap_or_default())
+    }
+
+    /// A call's progress and answer stream after its first batch is queued.
+    fn one_batch_queued() -> (watch::Sender<Progress>, BoxStream<StreamAck>) {
+        let (progress, watcher) = watch::channel(Progress::Queued(0));
+        let acks = acknowledgements(watcher);
+        progress.send_replace(Progress::Queued(1));
+        (progress, acks)
+    }
+
+    #[tokio::test]
+    async fn a_lone_batch_is_acknowledged_with_those_queued_within_the_delay() {
+        let (progress, mut acks) = one_batch_queued();
+        let mut next = acks.next();
+        assert!((&mut next).now_or_never().is_none(), "a single batch is not acknowledged at once");
+        progress.send_replace(Progress::Queued(5));
+        assert_eq!(batches(next.await), Some(5), "one acknowledgement covers the batches queued meanwhile");
+        progress.send_replace(Progress::Queued(6));
+        assert_eq!(batches(acks.next().await), Some(6), "a later lone batch is acknowledged after the delay");
+    }
+
+    #[tokio::test]
+    async fn half_a_window_of_batches_is_acknowledged_at_once() {
+        let (progress, mut acks) = one_batch_queued();
+        let mut next = acks.next();
+        assert!((&mut next).now_or_never().is_none());
+        progress.send_replace(Progress::Queued(1 + ACK_EVERY_BATCHES));
+        match (&mut next).now_or_never() {
+            Some(answer) => assert_eq!(batches(answer), Some(1 + ACK_EVERY_BATCHES)),
+            None => panic!("half a window must be acknowledged without waiting"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_call_is_answered_at_once_even_while_coalescing() {
+        let (progress, mut acks) = one_batch_queued();
+        let mut next = acks.next();
+        assert!((&mut next).now_or_never().is_none());
+        progress.send_replace(Progress::Ended(Status::unavailable(SHUTTING_DOWN)));
+        match (&mut next).now_or_never() {
+            Some(Some(Err(status))) => assert_eq!(status.message(), SHUTTING_DOWN),
+            other => panic!("expected the call's end at once, got {other:?}"),
+        }
+        assert!(acks.next().await.is_none(), "nothing follows the end");
     }
 }
