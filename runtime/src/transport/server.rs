@@ -11,8 +11,9 @@
 //! rather than drops), and publishes the count of batches queued on a `watch` channel that the
 //! answer stream turns into cumulative `StreamAck`s (so acknowledgements coalesce and never
 //! queue). Under light load one acknowledgement covers the batches of up to 10 ms; under heavy
-//! load one goes out per half window, before the sender could wait for it. A malformed or misaddressed batch ends the call with `INVALID_ARGUMENT`, none of its
-//! messages queued; a stopped node ends it with `UNAVAILABLE`.
+//! load one goes out per half window, before the sender could wait for it. A malformed or
+//! misaddressed batch ends the call with `INVALID_ARGUMENT`, none of its messages queued; a
+//! stopped node ends it with `UNAVAILABLE`.
 
 use keel::proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use keel::proto::raft::{DeliverResponse, RaftMessageBatch, StreamAck};
@@ -179,22 +180,17 @@ fn acknowledgements(progress: watch::Receiver<Progress>) -> BoxStream<StreamAck>
         loop {
             progress.changed().await.ok()?;
             let current = progress.borrow_and_update().clone();
-            let batches = match current {
-                Progress::Queued(batches) => batches,
-                Progress::Ended(status) => return Some((Err(status), None)),
-            };
-            if batches == acknowledged {
-                continue;
-            }
-            let batches = if batches - acknowledged >= ACK_EVERY_BATCHES {
-                batches
-            } else {
-                match coalesce(&mut progress, acknowledged).await {
-                    Progress::Queued(batches) => batches,
-                    Progress::Ended(status) => return Some((Err(status), None)),
+            let settled = match current {
+                Progress::Queued(batches) if batches == acknowledged => continue,
+                Progress::Queued(batches) if batches - acknowledged < ACK_EVERY_BATCHES => {
+                    coalesce(&mut progress, acknowledged).await
                 }
+                current => current,
             };
-            return Some((Ok(StreamAck { batches }), Some((progress, batches))));
+            return Some(match settled {
+                Progress::Queued(batches) => (Ok(StreamAck { batches }), Some((progress, batches))),
+                Progress::Ended(status) => (Err(status), None),
+            });
         }
     });
     Box::pin(stream)
