@@ -55,6 +55,11 @@ pub enum MessageBody {
         entries: Vec<Entry>,
         /// The leader's commit index.
         leader_commit: Index,
+        /// True for a *commit notice*: no entries, sent in Replicate state only to carry a new
+        /// commit index. The leader does not count it in flight and the follower answers it only
+        /// when the answer is news (a rejection, or a match it has not acknowledged yet), which
+        /// saves a message in each direction per follower per commit advance.
+        commit_notice: bool,
     },
     /// Follower → leader: the answer to an append, sent once the entries are durable.
     AppendEntriesResponse {

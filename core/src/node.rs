@@ -291,8 +291,8 @@ impl RaftNode {
     fn dispatch(&mut self, message: Message) {
         let from = message.from;
         match message.body {
-            MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
-                self.handle_append(from, prev_log_id, entries, leader_commit)
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit, commit_notice } => {
+                self.handle_append(from, prev_log_id, entries, leader_commit, commit_notice)
             }
             MessageBody::AppendEntriesResponse { success, match_index, rejected_index, conflict } => {
                 self.handle_append_response(from, success, match_index, rejected_index, conflict)

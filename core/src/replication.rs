@@ -107,13 +107,18 @@ impl RaftNode {
             );
             let prev_term = self.log.term_at(next - 1).expect("entry before next index is in the log");
             let sent_last = next - 1 + entries.len() as Index;
-            progress.on_sent(sent_last, self.now_ms);
-            progress.commit_sent = commit;
             let is_probe = progress.state == ProgressState::Probe;
+            // Nothing to send but the commit index: no answer is expected, so nothing in flight.
+            let commit_notice = !is_probe && entries.is_empty() && next > last_index;
+            if !commit_notice {
+                progress.on_sent(sent_last, self.now_ms);
+            }
+            progress.commit_sent = commit;
             let body = MessageBody::AppendEntries {
                 prev_log_id: LogId::new(prev_term, next - 1),
                 entries,
                 leader_commit: commit,
+                commit_notice,
             };
             self.send(to, body);
             if is_probe || sent_last >= last_index {
@@ -210,8 +215,15 @@ impl RaftNode {
         self.update_learner_role();
     }
 
-    /// Follower: entries from the leader.
-    pub(crate) fn handle_append(&mut self, from: NodeId, prev: LogId, entries: Vec<Entry>, leader_commit: Index) {
+    /// Follower: entries from the leader (none for a probe or a commit notice).
+    pub(crate) fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev: LogId,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+        commit_notice: bool,
+    ) {
         self.accept_leader(from);
         if self.follower.snapshot.is_installing() {
             return;
@@ -235,7 +247,9 @@ impl RaftNode {
                 // PLANTED BUG (ack-before-sync): the follower acknowledges what is only in memory.
                 #[cfg(feature = "planted-bugs")]
                 let ack = if crate::planted::planted!(self.config, AckBeforeSync) { last_new } else { ack };
-                if ack >= last_new {
+                // A commit notice is answered only with news: the leader counts none in flight.
+                let answer_due = !commit_notice || ack > self.follower.acked;
+                if ack >= last_new && answer_due {
                     self.follower.acked = self.follower.acked.max(ack);
                     self.send_append_success(from, ack);
                 }

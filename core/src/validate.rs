@@ -13,7 +13,10 @@ pub(crate) fn check_message(node: &RaftNode, message: &Message) -> Result<(), St
         return Err(format!("invalid sender {}", message.from));
     }
     match &message.body {
-        MessageBody::AppendEntries { prev_log_id, entries, .. } => {
+        MessageBody::AppendEntries { prev_log_id, entries, commit_notice, .. } => {
+            if *commit_notice && !entries.is_empty() {
+                return Err(format!("a commit notice carries {} entries; it carries none", entries.len()));
+            }
             if prev_log_id.term > message.term {
                 return Err(format!(
                     "previous entry term {} is above the message term {}",

@@ -178,6 +178,50 @@ fn thesis_10_2_appends_are_pipelined_up_to_the_in_flight_limit() {
     assert_eq!(m.node(1).commit_index(), m.node(1).last_log_id().index);
 }
 
+fn is_commit_notice(body: &MessageBody) -> bool {
+    matches!(body, MessageBody::AppendEntries { commit_notice: true, .. })
+}
+
+#[test]
+fn thesis_10_2_a_commit_notice_is_not_answered_and_takes_no_in_flight_slot() {
+    let mut m = Manual::new(3, |c| c.inflight_messages_max = 1);
+    m.campaign(1);
+    m.settle();
+    let x = m.node_mut(1).propose(Bytes::from_static(b"x")).unwrap();
+    m.pump(1);
+    m.deliver(|msg| msg.to != 1);
+    m.sync(2);
+    m.sync(3);
+    m.sync(1);
+    assert_eq!(m.deliver(|msg| msg.to == 1 && is_ack(&msg.body)), 2);
+    assert_eq!(m.node(1).commit_index(), x.index);
+    // Nothing new to replicate: the commit index travels as a notice, without entries.
+    let notices: Vec<_> = m.network.iter().filter(|msg| is_commit_notice(&msg.body)).cloned().collect();
+    assert_eq!(notices.len(), 2, "one commit notice per follower: {notices:?}");
+    assert!(notices.iter().all(|msg| matches!(&msg.body,
+        MessageBody::AppendEntries { entries, leader_commit, .. } if entries.is_empty() && *leader_commit == x.index)));
+    // The followers learn the commit index and apply, but send nothing back: the answer would
+    // repeat a match index the leader already holds.
+    let answers_before = m.count_sent(2, 1, is_ack) + m.count_sent(3, 1, is_ack);
+    assert_eq!(m.deliver(|msg| is_commit_notice(&msg.body)), 2);
+    assert_eq!(m.node(2).commit_index(), x.index);
+    assert_eq!(m.applied[&3].last().map(|e| e.log_id), Some(x));
+    assert_eq!(m.count_sent(2, 1, is_ack) + m.count_sent(3, 1, is_ack), answers_before, "a notice was answered");
+    // With a window of one append, the next entry still goes out at once: the unanswered
+    // notice took no slot.
+    let sent_before = m.count_sent(1, 2, is_append);
+    let y = m.node_mut(1).propose(Bytes::from_static(b"y")).unwrap();
+    let ready = m.pump(1);
+    assert!(
+        ready.messages.iter().any(|msg| msg.to == 2
+            && matches!(&msg.body, MessageBody::AppendEntries { entries, .. } if entries.last().map(|e| e.log_id) == Some(y))),
+        "the notice blocked the in-flight window"
+    );
+    assert_eq!(m.count_sent(1, 2, is_append), sent_before + 1);
+    m.settle();
+    assert_eq!(m.node(2).commit_index(), y.index);
+}
+
 #[test]
 fn thesis_10_2_append_batches_respect_the_entry_and_byte_limits() {
     const BYTES_MAX: u64 = 3 * (100 + keel_core::ENTRY_OVERHEAD_BYTES);

@@ -111,11 +111,14 @@ pub fn message_to_wire(message: &Message) -> wire::RaftMessage {
 
 fn body_to_wire(body: &MessageBody) -> Body {
     match body {
-        MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => Body::Append(wire::AppendEntries {
-            prev_log_id: Some(log_id_to_wire(*prev_log_id)),
-            entries: entries.iter().map(entry_to_wire).collect(),
-            leader_commit: *leader_commit,
-        }),
+        MessageBody::AppendEntries { prev_log_id, entries, leader_commit, commit_notice } => {
+            Body::Append(wire::AppendEntries {
+                prev_log_id: Some(log_id_to_wire(*prev_log_id)),
+                entries: entries.iter().map(entry_to_wire).collect(),
+                leader_commit: *leader_commit,
+                commit_notice: *commit_notice,
+            })
+        }
         MessageBody::AppendEntriesResponse { success, match_index, rejected_index, conflict } => {
             Body::AppendResponse(wire::AppendEntriesResponse {
                 success: *success,
@@ -183,6 +186,7 @@ fn body_from_wire(body: Body) -> Result<MessageBody, DecodeError> {
             prev_log_id: log_id_from_wire(append.prev_log_id, "append.prev_log_id")?,
             entries: append.entries.into_iter().map(entry_from_wire).collect::<Result<_, _>>()?,
             leader_commit: append.leader_commit,
+            commit_notice: append.commit_notice,
         },
         Body::AppendResponse(response) => MessageBody::AppendEntriesResponse {
             success: response.success,
@@ -243,7 +247,18 @@ mod tests {
         ];
         let meta = SnapshotMeta { last_included: LogId::new(2, 7), membership };
         vec![
-            MessageBody::AppendEntries { prev_log_id: LogId::new(1, 4), entries, leader_commit: 4 },
+            MessageBody::AppendEntries {
+                prev_log_id: LogId::new(1, 4),
+                entries,
+                leader_commit: 4,
+                commit_notice: false,
+            },
+            MessageBody::AppendEntries {
+                prev_log_id: LogId::new(2, 7),
+                entries: Vec::new(),
+                leader_commit: 7,
+                commit_notice: true,
+            },
             MessageBody::AppendEntriesResponse {
                 success: false,
                 match_index: 0,
@@ -278,7 +293,7 @@ mod tests {
     fn missing_fields_and_unknown_enums_are_errors_not_panics() {
         let empty = wire::RaftMessage { from: 1, to: 2, term: 3, body: None };
         assert!(message_from_wire(empty).unwrap_err().0.contains("body"));
-        let append = wire::AppendEntries { prev_log_id: None, entries: vec![], leader_commit: 0 };
+        let append = wire::AppendEntries { prev_log_id: None, entries: vec![], leader_commit: 0, commit_notice: false };
         let message = wire::RaftMessage { from: 1, to: 2, term: 3, body: Some(Body::Append(append)) };
         assert!(message_from_wire(message).unwrap_err().0.contains("prev_log_id"));
         let response = wire::ReadIndexResponse { read_ids: vec![1], outcome: 99, read_index: 0 };

@@ -32,8 +32,8 @@ fn heartbeat(from: NodeId, to: NodeId, read_round: u64) -> Message {
 
 fn append(from: NodeId, to: NodeId, index: u64, payload_bytes: usize) -> Message {
     let entry = Entry { log_id: LogId::new(1, index), payload: EntryPayload::Command(vec![7; payload_bytes].into()) };
-    let body =
-        MessageBody::AppendEntries { prev_log_id: LogId::new(1, index - 1), entries: vec![entry], leader_commit: 0 };
+    let prev_log_id = LogId::new(1, index - 1);
+    let body = MessageBody::AppendEntries { prev_log_id, entries: vec![entry], leader_commit: 0, commit_notice: false };
     Message { from, to, term: 1, body }
 }
 

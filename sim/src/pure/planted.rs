@@ -147,7 +147,10 @@ mod with_bugs {
     /// cut off by a partition keeps leading (check-quorum) well after fast-clocked followers
     /// elected another; four times the operations, and clients that time out (after 1 s) try
     /// another node, so that some of them reach the new leader while others read from the old.
+    /// Partitions isolate whoever leads: a random cut deposes a leader only when it happens to
+    /// fall on it (after commit notices went unanswered, 1 seed in 1,150 still showed the bug).
     fn slow_leader_clocks(scenario: &mut Scenario) {
+        scenario.targeting.aim_at_leader = true;
         scenario.election_timeout_ms_min = 1_000;
         scenario.operation_count *= 4;
         scenario.operation_timeout_ms = 1_000;
