@@ -108,8 +108,9 @@ impl RaftNode {
             let prev_term = self.log.term_at(next - 1).expect("entry before next index is in the log");
             let sent_last = next - 1 + entries.len() as Index;
             let is_probe = progress.state == ProgressState::Probe;
-            // Nothing to send but the commit index: no answer is expected, so nothing in flight.
-            let commit_notice = !is_probe && entries.is_empty() && next > last_index;
+            // Nothing to send but the commit index (`next` is past the log, so `entries` is
+            // empty): no answer is expected, so nothing in flight.
+            let commit_notice = !is_probe && next > last_index;
             if !commit_notice {
                 progress.on_sent(sent_last, self.now_ms);
             }

@@ -176,7 +176,6 @@ mod with_bugs {
         scenario.lease_reads = true;
         scenario.targeting.slow_clock_leads = true;
         scenario.targeting.election_timeout_ms_max = Some(1_100);
-        scenario.targeting.aim_at_leader = true;
         scenario.targeting.stall_ms_max = Some(2_500);
         scenario.fault_interval_ms = 800;
         scenario.operation_timeout_ms = 300;
