@@ -1,8 +1,8 @@
 //! The node's metrics, recorded through the `metrics` facade and exported for Prometheus.
 //!
 //! Names (all prefixed `keel_`): commit latency (client write to applied, at the leader), sync
-//! latency and entries per sync (group commit), the pauses of taking a snapshot (on the driver)
-//! and storing it (on the storage worker), corruption-check comparisons, leader changes, term, commit and applied index,
+//! latency and entries per sync (group commit), the time to take a snapshot, the driver's pause
+//! for it (copying the store) and storing it (on the storage worker), corruption-check comparisons, leader changes, term, commit and applied index,
 //! leadership, and open watchers. Without an installed exporter (tests, the simulator) recording
 //! is a no-op.
 
@@ -12,9 +12,13 @@ pub const COMMIT_LATENCY_SECONDS: &str = "keel_commit_latency_seconds";
 pub const SYNC_LATENCY_SECONDS: &str = "keel_sync_latency_seconds";
 /// Histogram: log writes made durable by one sync.
 pub const SYNC_BATCH_WRITES: &str = "keel_sync_batch_writes";
-/// Histogram, seconds: encoding the key-value store into a snapshot, during which the node's
-/// driver serves nothing (every `snapshot_interval_entries` applied entries).
+/// Histogram, seconds: taking a snapshot of the key-value store (every
+/// `snapshot_interval_entries` applied entries), from copying the store to its bytes being ready;
+/// the encoding runs on a blocking thread while the driver goes on.
 pub const SNAPSHOT_SECONDS: &str = "keel_snapshot_seconds";
+/// Histogram, seconds: copying the key-value store for a snapshot, the part of taking one during
+/// which the node's driver serves nothing.
+pub const SNAPSHOT_COPY_SECONDS: &str = "keel_snapshot_copy_seconds";
 /// Histogram, seconds: storing a snapshot and compacting the log to it, during which the storage
 /// worker makes no log write durable.
 pub const LOG_COMPACTION_SECONDS: &str = "keel_log_compaction_seconds";

@@ -60,6 +60,7 @@ async fn a_single_node_reports_commit_sync_snapshot_and_index_metrics() {
         "keel_commit_latency_seconds",
         "keel_sync_latency_seconds",
         "keel_snapshot_seconds",
+        "keel_snapshot_copy_seconds",
         "keel_log_compaction_seconds",
         "keel_applied_index",
         "keel_is_leader 1",

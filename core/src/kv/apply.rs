@@ -8,6 +8,7 @@
 //! may be written twice in one transaction: it gets two versions in the same revision).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -386,7 +387,7 @@ impl KvStore {
         lease: u64,
     ) -> OpResponse {
         let change = pending.next_change();
-        let versions = self.keys.entry(key.clone()).or_default();
+        let versions = Arc::make_mut(self.keys.entry(key.clone()).or_default());
         let prev = versions.last().and_then(|last| {
             assert!(last.change < change, "change {change:?} is not after {:?} on the same key", last.change);
             KeyValue::of(key, last)
@@ -418,7 +419,7 @@ impl KvStore {
     /// Deletes a live key, returning its value before the delete.
     fn delete_key(&mut self, pending: &mut PendingRevision, key: &Bytes) -> KeyValue {
         let change = pending.next_change();
-        let versions = self.keys.get_mut(key).expect("only existing keys are deleted");
+        let versions = Arc::make_mut(self.keys.get_mut(key).expect("only existing keys are deleted"));
         let last = versions.last().expect("a key's history is never empty");
         assert!(last.change < change, "change {change:?} is not after {:?} on the same key", last.change);
         let prev = KeyValue::of(key, last).expect("only live keys are deleted");

@@ -135,4 +135,5 @@ pub use error::{KvDecodeError, KvError, KvSnapshotError};
 pub use event::{KvEvent, KvEventKind, Watch};
 pub use lease::LeaseInfo;
 pub use limits::{validate, KvLimits};
+pub use snapshot::StoreImage;
 pub use store::{KeyValue, KvStore, RangeResult, FIRST_REVISION};

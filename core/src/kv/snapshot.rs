@@ -29,6 +29,7 @@
 //! revision above the compacted one present), and names the first thing that is wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -56,6 +57,64 @@ const KEY_BYTES_MIN: usize = 4 + 4;
 /// Fewest bytes of one version record (a tombstone).
 const VERSION_BYTES_MIN: usize = 8 + 4 + 1;
 
+/// A copy of what a snapshot and a hash of a [`KvStore`] cover: every key's versions (sharing
+/// their keys and values), the leases, the alarms and the counters, without the indexes a
+/// restore rebuilds (changes by revision, expiry queues). Taking one is the cheap part of a
+/// snapshot; the node driver takes it and encodes or hashes it on another thread, so that a
+/// large store does not stop the driver for the encoding.
+#[derive(Clone, Debug)]
+pub struct StoreImage {
+    /// A store whose derived indexes are left empty; only encoded and hashed, never applied to.
+    store: KvStore,
+}
+
+impl StoreImage {
+    /// The applied index of the copied store (the snapshot's point).
+    pub fn last_applied_index(&self) -> u64 {
+        self.store.last_applied_index
+    }
+
+    /// The current revision of the copied store.
+    pub fn current_revision(&self) -> u64 {
+        self.store.current_revision
+    }
+
+    /// The compacted revision of the copied store.
+    pub fn compacted_revision(&self) -> u64 {
+        self.store.compacted_revision
+    }
+
+    /// [`KvStore::snapshot`] of the copied store: the same bytes.
+    pub fn snapshot(&self) -> Bytes {
+        self.store.snapshot()
+    }
+
+    /// [`KvStore::hash_kv`] of the copied store: the same hash.
+    pub fn hash_kv(&self, revision: Option<u64>) -> Result<u32, super::KvError> {
+        self.store.hash_kv(revision)
+    }
+}
+
+impl KvStore {
+    /// A [`StoreImage`] of this store: what its snapshot and hash cover, copied.
+    pub fn image(&self) -> StoreImage {
+        let store = KvStore {
+            keys: self.keys.clone(),
+            changes: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            current_revision: self.current_revision,
+            compacted_revision: self.compacted_revision,
+            last_applied_index: self.last_applied_index,
+            leases: self.leases.clone(),
+            lease_deadlines: BTreeSet::new(),
+            last_lease_id: self.last_lease_id,
+            alarms: self.alarms.clone(),
+            size_bytes: self.size_bytes,
+        };
+        StoreImage { store }
+    }
+}
+
 impl KvStore {
     /// The whole store as bytes, for a Raft snapshot taken at [`KvStore::last_applied_index`].
     /// Equal stores give byte-identical snapshots.
@@ -72,7 +131,7 @@ impl KvStore {
         for (key, versions) in &self.keys {
             out.put_bytes(key);
             out.put_count(versions.len());
-            for version in versions {
+            for version in versions.iter() {
                 write_version(&mut out, version);
             }
         }
@@ -181,7 +240,7 @@ fn read_body(reader: &mut Reader<'_>, with_leases: bool) -> Result<KvStore, KvSn
             versions.push(read_version(reader, with_leases)?);
         }
         previous = Some(key.clone());
-        store.keys.insert(key, versions);
+        store.keys.insert(key, Arc::new(versions));
     }
     if with_leases {
         read_leases(reader, &mut store)?;

@@ -9,6 +9,7 @@
 //! collections: nothing that drives behaviour depends on hash order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -101,8 +102,10 @@ pub struct RangeResult {
 /// model, the apply contract and expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
-    /// Every key's versions, oldest first.
-    pub(crate) keys: BTreeMap<Bytes, Vec<KeyVersion>>,
+    /// Every key's versions, oldest first. Each list is shared copy-on-write with the
+    /// [`super::StoreImage`]s taken of the store (a write to a key copies its list only while an
+    /// image still holds it), so that taking an image costs the tree, not the versions.
+    pub(crate) keys: BTreeMap<Bytes, Arc<Vec<KeyVersion>>>,
     /// Every change above the compacted revision, to its key.
     pub(crate) changes: BTreeMap<ChangeId, Bytes>,
     /// `(expires_at_ms, key)` of every live key with a time to live.
@@ -278,9 +281,12 @@ impl KvStore {
             }
             let newest_old = at_or_below - 1;
             let drop = if versions[newest_old].live.is_some() { newest_old } else { at_or_below };
+            if drop == 0 {
+                continue;
+            }
             let dropped: u64 = versions[..drop].iter().map(|version| version_bytes(key, version)).sum();
             self.size_bytes = self.size_bytes.checked_sub(dropped).expect("the size counts every version kept");
-            versions.drain(..drop);
+            Arc::make_mut(versions).drain(..drop);
             if versions.is_empty() {
                 emptied.push(key.clone());
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{KeyRange, KvCommand, KvStore};
+use keel_core::kv::{KeyRange, KvCommand, KvStore, StoreImage};
 use keel_core::{
     Entry, EntryPayload, Error as CoreError, Index, Membership, Message, RaftNode, ReadPolicy, Ready, Role,
 };
@@ -61,6 +61,10 @@ pub(crate) struct Driver {
     /// The applied index at which the next snapshot is taken (staggered per node, see
     /// [`housekeeping::first_snapshot_index`]).
     next_snapshot_index: Index,
+    /// The snapshot being encoded away from the driver, if any.
+    encoding: Option<housekeeping::SnapshotEncoding>,
+    /// Held by each whole-store read running away from the driver (its count bounds them).
+    store_walks: Arc<()>,
     next_expire_ms: u64,
     next_history_compaction_ms: u64,
     /// The last term in which this node, as leader, gave every lease its full TTL again.
@@ -99,6 +103,8 @@ impl Driver {
             reads: BTreeMap::new(),
             next_read_id: 1,
             next_snapshot_index,
+            encoding: None,
+            store_walks: Arc::new(()),
             next_expire_ms: 0,
             next_history_compaction_ms: 0,
             leases_refreshed_term: 0,
@@ -116,6 +122,9 @@ impl Driver {
                 biased;
                 _ = self.shutdown.changed() => break,
                 Ok(()) = self.storage_events.changed() => self.on_storage_event()?,
+                (index, encoded) = housekeeping::encoding_finished(&mut self.encoding, self.clock.as_ref()) => {
+                    self.snapshot_encoded(index, encoded).await?;
+                }
                 Some(batch) = self.inbound.recv() => self.on_peer_batch(batch),
                 Some(request) = self.requests.recv() => self.on_request(request),
                 _ = ticker.tick() => self.on_tick(),
@@ -201,7 +210,7 @@ impl Driver {
         metrics::gauge!(crate::metrics::TERM).set(self.raft.term() as f64);
         metrics::gauge!(crate::metrics::COMMIT_INDEX).set(self.raft.commit_index() as f64);
         metrics::gauge!(crate::metrics::APPLIED_INDEX).set(self.raft.applied_index() as f64);
-        self.maybe_snapshot().await?;
+        self.maybe_snapshot();
         self.sync_peers();
         Ok(())
     }
@@ -214,6 +223,10 @@ impl Driver {
         self.storage.install_snapshot(snapshot).await.map_err(NodeError::Storage)?;
         self.kv = kv;
         self.next_snapshot_index = last_included.index + self.config.snapshot_interval_entries;
+        // A snapshot of the store this one replaces would be refused by the core: not worth finishing.
+        if let Some(encoding) = self.encoding.take() {
+            encoding.abort();
+        }
         self.raft.snapshot_installed(last_included);
         tracing::info!(index = last_included.index, term = last_included.term, "installed the leader's snapshot");
         self.publish_membership();
@@ -342,9 +355,10 @@ impl Driver {
                 let _ = reply.send(Ok((leases, self.clock.wall_ms())));
             }
             Request::HashKv { revision, reply } => {
-                let answer = self.kv.hash_kv(revision);
+                // A walk over the whole store: on a copy, away from the driver (as snapshots).
                 let (compacted, current) = (self.kv.compacted_revision(), self.kv.current_revision());
-                let _ = reply.send(Ok(answer.map(|hash| (hash, compacted, current))));
+                let walk = move |copy: StoreImage| copy.hash_kv(revision).map(|hash| (hash, compacted, current));
+                self.walk_store(walk, reply);
             }
             Request::KvSize { reply } => {
                 let _ = reply.send(Ok(self.kv.size_bytes()));
@@ -353,7 +367,8 @@ impl Driver {
                 let _ = reply.send(Ok(self.kv.alarms().collect()));
             }
             Request::KvSnapshot { reply } => {
-                let _ = reply.send(Ok((self.kv.snapshot(), self.kv.current_revision())));
+                let current = self.kv.current_revision();
+                self.walk_store(move |copy: StoreImage| (copy.snapshot(), current), reply);
             }
             Request::History { after_revision, limit, reply } => {
                 let history = self.kv.watch(after_revision).map(|events| whole_revisions(events, limit));

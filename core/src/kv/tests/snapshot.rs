@@ -24,6 +24,33 @@ fn busy_store() -> KvStore {
 }
 
 #[test]
+fn an_image_gives_the_stores_snapshot_and_hash() {
+    let mut store = busy_store();
+    store.apply(21, 0, &KvCommand::LeaseGrant { id: 7, ttl_ms: 5_000 });
+    store.apply(22, 0, &KvCommand::Alarm { member: 3, alarm: crate::kv::Alarm::NoSpace, active: true });
+    let image = store.image();
+    assert_eq!(image.snapshot(), store.snapshot(), "the same bytes, leases and alarms included");
+    assert_eq!(KvStore::restore(&image.snapshot()).unwrap(), store);
+    for revision in [None, Some(store.compacted_revision()), Some(store.current_revision() - 1), Some(1)] {
+        assert_eq!(image.hash_kv(revision), store.hash_kv(revision), "hash at {revision:?}");
+    }
+    let point = (image.last_applied_index(), image.current_revision(), image.compacted_revision());
+    assert_eq!(point, (store.last_applied_index(), store.current_revision(), store.compacted_revision()));
+    // The image is a copy: the store moves on (the alarm cleared, a new key, a key overwritten
+    // and deleted, history compacted, all in lists the image shares), the image does not.
+    let before = store.snapshot();
+    apply(&mut store, KvCommand::Alarm { member: 3, alarm: crate::kv::Alarm::NoSpace, active: false });
+    apply(&mut store, put("d", "4"));
+    apply(&mut store, put("c", "5"));
+    apply(&mut store, delete("c"));
+    let current = store.current_revision();
+    apply(&mut store, KvCommand::Compact { revision: current });
+    assert_ne!(store.snapshot(), before);
+    assert_eq!(image.snapshot(), before, "the image still encodes the store as it was");
+    assert_eq!(image.current_revision() + 3, store.current_revision());
+}
+
+#[test]
 fn stores_from_the_empty_revision_and_from_zero_both_restore() {
     // Today's stores start at revision 1 (etcd's empty revision); stores written before started
     // at 0 and have a change at revision 1. Both restore, empty or not, compacted or not.
@@ -143,12 +170,12 @@ fn inconsistent_content_with_a_valid_checksum_is_refused() {
     assert!(inconsistency(&behind).contains("compacted revision 8 is above"));
 
     let mut versions = busy_store();
-    let history = versions.keys.get_mut(&b("c")[..]).unwrap();
+    let history = std::sync::Arc::make_mut(versions.keys.get_mut(&b("c")[..]).unwrap());
     history[0].live.as_mut().unwrap().version = 2;
     assert!(inconsistency(&versions).contains("not a creation"), "{}", inconsistency(&versions));
 
     let mut tombstone_first = busy_store();
-    tombstone_first.keys.get_mut(&b("b")[..]).unwrap().remove(0);
+    std::sync::Arc::make_mut(tombstone_first.keys.get_mut(&b("b")[..]).unwrap()).remove(0);
     assert!(inconsistency(&tombstone_first).contains("tombstone"));
 
     let mut trailing = busy_store().snapshot().to_vec();

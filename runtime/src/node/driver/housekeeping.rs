@@ -4,34 +4,75 @@
 //! compaction, the NOSPACE alarm). Those go through the log, so that every replica applies them
 //! at the same point.
 
-use keel_core::kv::{Alarm, KvCommand};
+use bytes::Bytes;
+use keel_core::kv::{Alarm, KvCommand, StoreImage};
 use keel_core::{Index, Role};
 
+use std::sync::Arc;
+
 use super::Driver;
+use crate::node::handle::{ClientError, Reply};
 use crate::node::{envelope, NodeConfig, NodeError};
 
+/// Most whole-store reads (`HashKV`, the etcd `Snapshot` call) running at once on copies of the
+/// store, away from the driver.
+pub(super) const STORE_WALKS_IN_FLIGHT_MAX: usize = 2;
+
 impl Driver {
-    /// Takes a snapshot of the KV store once the applied index reaches the next snapshot point,
-    /// hands it to the core (which compacts its log) and has the storage worker compact the
-    /// stored log behind it. A snapshot the core refuses is skipped until the next point.
-    pub(super) async fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
+    /// Starts a snapshot of the KV store once the applied index reaches the next snapshot point:
+    /// the driver copies what the snapshot covers (a [`StoreImage`], which shares every key and
+    /// value, so it costs the tree nodes only) and hands the copy to a blocking thread to encode, so that a large store never
+    /// stops the driver for the encoding. At most one snapshot is in the works;
+    /// [`Driver::snapshot_encoded`] finishes it.
+    pub(super) fn maybe_snapshot(&mut self) {
         let applied = self.raft.applied_index();
-        if applied < self.next_snapshot_index {
-            return Ok(());
+        if applied < self.next_snapshot_index || self.encoding.is_some() {
+            return;
         }
+        assert_eq!(self.kv.last_applied_index(), applied, "the store and the core disagree on the applied index");
         let started_us = self.clock.now_us();
-        let data = self.kv.snapshot();
-        let elapsed_us = self.clock.now_us().saturating_sub(started_us);
-        crate::metrics::record_seconds(crate::metrics::SNAPSHOT_SECONDS, elapsed_us);
-        let meta = match self.raft.snapshot_taken(applied, data.clone()) {
+        let copy = self.kv.image();
+        let copied_us = self.clock.now_us();
+        crate::metrics::record_seconds(crate::metrics::SNAPSHOT_COPY_SECONDS, copied_us.saturating_sub(started_us));
+        self.next_snapshot_index = applied + self.config.snapshot_interval_entries;
+        self.encoding = Some(SnapshotEncoding { index: applied, started_us, handle: spawn_encoding(copy) });
+    }
+
+    /// A snapshot's bytes arrived from the encoding thread: hands them to the core (which
+    /// compacts its log) and has the storage worker store them and compact the stored log. A
+    /// snapshot the core refuses (a leader's snapshot was installed past it meanwhile) is dropped.
+    pub(super) async fn snapshot_encoded(&mut self, index: Index, encoded: EncodedSnapshot) -> Result<(), NodeError> {
+        self.encoding = None;
+        let data = encoded
+            .map_err(|error| NodeError::Snapshot(format!("encoding the snapshot at {index} failed: {error}")))?;
+        let meta = match self.raft.snapshot_taken(index, data.clone()) {
             Ok(meta) => meta,
             Err(error) => {
-                tracing::warn!(applied, "snapshot not taken: {error}");
+                tracing::info!(index, "snapshot dropped: {error}");
                 return Ok(());
             }
         };
-        self.next_snapshot_index = applied + self.config.snapshot_interval_entries;
         self.storage.compact(keel_core::Snapshot { meta, data }).await.map_err(NodeError::Storage)
+    }
+
+    /// Answers `reply` with `walk` over a copy of the store, run away from the driver; at most
+    /// [`STORE_WALKS_IN_FLIGHT_MAX`] at once (more are refused as overloaded: each holds a copy).
+    pub(super) fn walk_store<T: Send + 'static>(
+        &mut self,
+        walk: impl FnOnce(StoreImage) -> T + Send + 'static,
+        reply: Reply<T>,
+    ) {
+        let in_flight = Arc::strong_count(&self.store_walks) - 1;
+        if in_flight >= STORE_WALKS_IN_FLIGHT_MAX {
+            let reason = format!("{in_flight} whole-store reads (HashKV, Snapshot) are in flight already");
+            let _ = reply.send(Err(ClientError::Overloaded(reason)));
+            return;
+        }
+        let (copy, token) = (self.kv.image(), Arc::clone(&self.store_walks));
+        drop(spawn_off_driver(move || {
+            let _ = reply.send(Ok(walk(copy)));
+            drop(token);
+        }));
     }
 
     /// Leader: proposes the deletion of expired keys (and leases) through the log, stamped with
@@ -108,4 +149,64 @@ pub(super) fn first_snapshot_index(config: &NodeConfig, base: Index) -> Index {
     let interval = config.snapshot_interval_entries;
     let stagger = interval / 4 * (u64::from(config.raft.id) % 4);
     base + interval + stagger
+}
+
+/// What the encoding thread gives back: the snapshot's bytes, or why the task ended without them
+/// (it panicked: a bug in the encoder).
+pub(super) type EncodedSnapshot = Result<Bytes, tokio::task::JoinError>;
+
+/// A snapshot of the KV store being encoded away from the driver.
+pub(super) struct SnapshotEncoding {
+    /// The applied index (and the store's) when the copy was taken.
+    index: Index,
+    /// When the copy was started, for [`crate::metrics::SNAPSHOT_SECONDS`].
+    started_us: u64,
+    /// The encoding task.
+    handle: tokio::task::JoinHandle<Bytes>,
+}
+
+impl SnapshotEncoding {
+    /// Stops the encoding (its result is no longer wanted).
+    pub(super) fn abort(self) {
+        self.handle.abort();
+    }
+}
+
+/// Waits for the snapshot in the works, if any (forever otherwise), for the driver's `select!`.
+/// Cancel safe: the task is polled by reference, so a branch that loses the race loses nothing.
+pub(super) async fn encoding_finished(
+    encoding: &mut Option<SnapshotEncoding>,
+    clock: &dyn crate::clock::Clock,
+) -> (Index, EncodedSnapshot) {
+    let Some(encoding) = encoding.as_mut() else { return std::future::pending().await };
+    let encoded = (&mut encoding.handle).await;
+    crate::metrics::record_seconds(
+        crate::metrics::SNAPSHOT_SECONDS,
+        clock.now_us().saturating_sub(encoding.started_us),
+    );
+    (encoding.index, encoded)
+}
+
+/// Encodes `image` away from the driver.
+fn spawn_encoding(image: StoreImage) -> tokio::task::JoinHandle<Bytes> {
+    spawn_off_driver(move || image.snapshot())
+}
+
+/// Runs `work` (a walk over a copy of the whole store: encoding a snapshot, hashing it) on
+/// tokio's blocking pool, so that the driver goes on serving meanwhile. At most one snapshot
+/// encoding, and one per `HashKV` or `Snapshot` call in flight, each bounded by its caller.
+#[cfg(not(madsim))]
+pub(super) fn spawn_off_driver<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(work)
+}
+
+/// Runs `work` in a simulated task of the node: the simulator has no threads, and the work then
+/// takes no simulated time, but still completes after the driver moved on.
+#[cfg(madsim)]
+pub(super) fn spawn_off_driver<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::spawn(async move { work() })
 }
