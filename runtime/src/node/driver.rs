@@ -64,7 +64,7 @@ pub(crate) struct Driver {
     /// The snapshot being encoded away from the driver, if any.
     encoding: Option<housekeeping::SnapshotEncoding>,
     /// Held by each whole-store read running away from the driver (its count bounds them).
-    store_walks: Arc<()>,
+    store_walks: housekeeping::StoreWalks,
     next_expire_ms: u64,
     next_history_compaction_ms: u64,
     /// The last term in which this node, as leader, gave every lease its full TTL again.
@@ -104,7 +104,7 @@ impl Driver {
             next_read_id: 1,
             next_snapshot_index,
             encoding: None,
-            store_walks: Arc::new(()),
+            store_walks: housekeeping::StoreWalks::default(),
             next_expire_ms: 0,
             next_history_compaction_ms: 0,
             leases_refreshed_term: 0,

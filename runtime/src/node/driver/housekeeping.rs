@@ -62,16 +62,20 @@ impl Driver {
         walk: impl FnOnce(StoreImage) -> T + Send + 'static,
         reply: Reply<T>,
     ) {
-        let in_flight = Arc::strong_count(&self.store_walks) - 1;
-        if in_flight >= STORE_WALKS_IN_FLIGHT_MAX {
-            let reason = format!("{in_flight} whole-store reads (HashKV, Snapshot) are in flight already");
-            let _ = reply.send(Err(ClientError::Overloaded(reason)));
-            return;
-        }
-        let (copy, token) = (self.kv.image(), Arc::clone(&self.store_walks));
+        let token = match self.store_walks.try_start() {
+            Ok(token) => token,
+            Err(in_flight) => {
+                let reason = format!("{in_flight} whole-store reads (HashKV, Snapshot) are in flight already");
+                let _ = reply.send(Err(ClientError::Overloaded(reason)));
+                return;
+            }
+        };
+        let copy = self.kv.image();
         drop(spawn_off_driver(move || {
-            let _ = reply.send(Ok(walk(copy)));
+            let answer = walk(copy);
+            // The slot is free before the caller hears back, so its next call finds it free.
             drop(token);
+            let _ = reply.send(Ok(answer));
         }));
     }
 
@@ -151,6 +155,23 @@ pub(super) fn first_snapshot_index(config: &NodeConfig, base: Index) -> Index {
     base + interval + stagger
 }
 
+/// The whole-store reads running away from the driver, at most [`STORE_WALKS_IN_FLIGHT_MAX`]:
+/// each holds a token, and the tokens out are counted by the shared pointer's count.
+#[derive(Debug, Default)]
+pub(super) struct StoreWalks(Arc<()>);
+
+impl StoreWalks {
+    /// A token for one more walk (dropping it ends the walk), or how many are in flight when the
+    /// limit is reached.
+    pub(super) fn try_start(&self) -> Result<Arc<()>, usize> {
+        let in_flight = Arc::strong_count(&self.0) - 1;
+        if in_flight >= STORE_WALKS_IN_FLIGHT_MAX {
+            return Err(in_flight);
+        }
+        Ok(Arc::clone(&self.0))
+    }
+}
+
 /// What the encoding thread gives back: the snapshot's bytes, or why the task ended without them
 /// (it panicked: a bug in the encoder).
 pub(super) type EncodedSnapshot = Result<Bytes, tokio::task::JoinError>;
@@ -209,4 +230,22 @@ pub(super) fn spawn_off_driver<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> tokio::task::JoinHandle<T> {
     tokio::spawn(async move { work() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreWalks, STORE_WALKS_IN_FLIGHT_MAX};
+
+    #[test]
+    fn whole_store_reads_are_bounded_and_a_finished_one_frees_its_slot() {
+        let walks = StoreWalks::default();
+        let mut tokens: Vec<_> =
+            (0..STORE_WALKS_IN_FLIGHT_MAX).map(|_| walks.try_start().expect("a free slot")).collect();
+        assert_eq!(walks.try_start().err(), Some(STORE_WALKS_IN_FLIGHT_MAX), "one more is refused");
+        drop(tokens.pop());
+        let again = walks.try_start().expect("a finished walk frees its slot");
+        assert_eq!(walks.try_start().err(), Some(STORE_WALKS_IN_FLIGHT_MAX));
+        drop((again, tokens));
+        assert!(walks.try_start().is_ok());
+    }
 }
