@@ -2,8 +2,8 @@
 //!
 //! Names (all prefixed `keel_`): commit latency (client write to applied, at the leader), sync
 //! latency and entries per sync (group commit), the time to take a snapshot, the driver's pause
-//! for it (copying the store) and storing it (on the storage worker), corruption-check comparisons, leader changes, term, commit and applied index,
-//! leadership, and open watchers. Without an installed exporter (tests, the simulator) recording
+//! for it (copying the store) and storing it (on the storage worker), corruption-check
+//! comparisons, leader changes, term, commit and applied index, leadership, and open watchers. Without an installed exporter (tests, the simulator) recording
 //! is a no-op.
 
 /// Histogram, seconds: from a client write reaching the driver to its entry being applied.

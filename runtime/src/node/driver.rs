@@ -356,8 +356,10 @@ impl Driver {
             }
             Request::HashKv { revision, reply } => {
                 // A walk over the whole store: on a copy, away from the driver (as snapshots).
-                let (compacted, current) = (self.kv.compacted_revision(), self.kv.current_revision());
-                let walk = move |copy: StoreImage| copy.hash_kv(revision).map(|hash| (hash, compacted, current));
+                let walk = move |copy: StoreImage| {
+                    let (compacted, current) = (copy.compacted_revision(), copy.current_revision());
+                    copy.hash_kv(revision).map(|hash| (hash, compacted, current))
+                };
                 self.walk_store(walk, reply);
             }
             Request::KvSize { reply } => {
@@ -367,8 +369,7 @@ impl Driver {
                 let _ = reply.send(Ok(self.kv.alarms().collect()));
             }
             Request::KvSnapshot { reply } => {
-                let current = self.kv.current_revision();
-                self.walk_store(move |copy: StoreImage| (copy.snapshot(), current), reply);
+                self.walk_store(|copy: StoreImage| (copy.snapshot(), copy.current_revision()), reply);
             }
             Request::History { after_revision, limit, reply } => {
                 let history = self.kv.watch(after_revision).map(|events| whole_revisions(events, limit));

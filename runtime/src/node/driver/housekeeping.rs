@@ -4,11 +4,11 @@
 //! compaction, the NOSPACE alarm). Those go through the log, so that every replica applies them
 //! at the same point.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use keel_core::kv::{Alarm, KvCommand, StoreImage};
 use keel_core::{Index, Role};
-
-use std::sync::Arc;
 
 use super::Driver;
 use crate::node::handle::{ClientError, Reply};
@@ -21,9 +21,9 @@ pub(super) const STORE_WALKS_IN_FLIGHT_MAX: usize = 2;
 impl Driver {
     /// Starts a snapshot of the KV store once the applied index reaches the next snapshot point:
     /// the driver copies what the snapshot covers (a [`StoreImage`], which shares every key and
-    /// value, so it costs the tree nodes only) and hands the copy to a blocking thread to encode, so that a large store never
-    /// stops the driver for the encoding. At most one snapshot is in the works;
-    /// [`Driver::snapshot_encoded`] finishes it.
+    /// value, so it costs the tree nodes only) and hands the copy to a blocking thread to encode,
+    /// so that a large store never stops the driver for the encoding. At most one snapshot is in
+    /// the works; [`Driver::snapshot_encoded`] finishes it.
     pub(super) fn maybe_snapshot(&mut self) {
         let applied = self.raft.applied_index();
         if applied < self.next_snapshot_index || self.encoding.is_some() {
@@ -35,7 +35,8 @@ impl Driver {
         let copied_us = self.clock.now_us();
         crate::metrics::record_seconds(crate::metrics::SNAPSHOT_COPY_SECONDS, copied_us.saturating_sub(started_us));
         self.next_snapshot_index = applied + self.config.snapshot_interval_entries;
-        self.encoding = Some(SnapshotEncoding { index: applied, started_us, handle: spawn_encoding(copy) });
+        let handle = spawn_off_driver(move || copy.snapshot());
+        self.encoding = Some(SnapshotEncoding { index: applied, started_us, handle });
     }
 
     /// A snapshot's bytes arrived from the encoding thread: hands them to the core (which
@@ -208,14 +209,9 @@ pub(super) async fn encoding_finished(
     (encoding.index, encoded)
 }
 
-/// Encodes `image` away from the driver.
-fn spawn_encoding(image: StoreImage) -> tokio::task::JoinHandle<Bytes> {
-    spawn_off_driver(move || image.snapshot())
-}
-
 /// Runs `work` (a walk over a copy of the whole store: encoding a snapshot, hashing it) on
 /// tokio's blocking pool, so that the driver goes on serving meanwhile. At most one snapshot
-/// encoding, and one per `HashKV` or `Snapshot` call in flight, each bounded by its caller.
+/// encoding (`Driver::encoding`) and [`STORE_WALKS_IN_FLIGHT_MAX`] whole-store reads run at once.
 #[cfg(not(madsim))]
 pub(super) fn spawn_off_driver<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
