@@ -3,11 +3,14 @@
 # etcd-server), each on loopback with fsync on, measured one after the other by the same load
 # generator, `keel bench --api etcd` (unary etcd v3 `Put` / `Range` calls to the leader), with
 # 256-byte values at 1, 16, 64 and 256 closed-loop clients: writes, linearizable reads and
-# serializable reads. Prints one table with the ratios (Keel / etcd; for p99, etcd / Keel, so that
-# above 1 means Keel is better in both columns).
+# serializable reads. Prints one table with the ratios (Keel / etcd; for p99 and server CPU, etcd /
+# Keel, so that above 1 means Keel is better in every column). Server CPU is the user and system
+# CPU time of the cluster's three processes from the end of the warm-up until the load stops,
+# divided by the requests answered: what a request costs the servers, whatever the load
+# generator (which shares the machine) costs.
 #
-# Usage: bench/etcd-vs-keel.sh            (about 4 minutes with the defaults)
-# Settings (environment): DURATION=10s WARMUP=2s CLIENTS="1 16 64 256" CONNECTIONS=4 KEYS=10000
+# Usage: bench/etcd-vs-keel.sh            (about 6 minutes with the defaults, after the build)
+# Settings (environment): DURATION=10s WARMUP=2s (both as `sleep` takes them) CLIENTS="1 16 64 256" CONNECTIONS=4 KEYS=10000
 #   SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in>
 #   KEEL_ARGS=<more flags for each keel node, e.g. "--worker-threads 1"; none by default>
 # Needs: cargo, python3 (for the table), and etcd: installed with apt-get when missing (as root).
@@ -79,18 +82,45 @@ measure() {
     read-serializable) args=(--workload read --consistency eventual) ;;
   esac
   local connections=$((clients < CONNECTIONS ? clients : CONNECTIONS))
+  local report="$WORK/$system-$workload-$clients.json" bench cpu_start cpu_end
   "$KEEL" bench --api etcd --endpoints "$ENDPOINTS" "${args[@]}" --clients "$clients" \
     --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" --keys "$KEYS" \
-    --value-size 256 -w json >"$WORK/$system-$workload-$clients.json" || true
-  python3 - "$WORK/$system-$workload-$clients.json" <<'EOF'
+    --value-size 256 -w json >"$report" &
+  bench=$!
+  # The servers' CPU time over the measured interval: from the end of the warm-up until the
+  # load generator exits.
+  sleep "$WARMUP"
+  cpu_start=$(cluster_cpu_ticks)
+  wait "$bench" || true
+  cpu_end=$(cluster_cpu_ticks)
+  python3 - "$report" "$((cpu_end - cpu_start))" "$(getconf CLK_TCK)" <<'EOF'
 import json, sys
+path, ticks, per_second = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 try:
-    report = json.load(open(sys.argv[1]))
+    report = json.load(open(path))
+    answered = report["succeeded"]
+    cpu_us = ticks / per_second * 1e6 / answered if answered else float("nan")
+    report["server_cpu_us_per_request"] = round(cpu_us, 1)
+    json.dump(report, open(path, "w"))
     print(f"   {report['config']['workload']:<6} {report['config']['clients']:>4} clients: "
-          f"{report['throughput']:>10.1f} req/s, p99 {report['latency_ms']['p99']:.2f} ms, failed {report['failed']}")
+          f"{report['throughput']:>10.1f} req/s, p99 {report['latency_ms']['p99']:.2f} ms, "
+          f"server CPU {cpu_us:.0f} us/request, failed {report['failed']}")
 except Exception as error:
-    print(f"   no report in {sys.argv[1]}: {error}")
+    print(f"   no report in {path}: {error}")
 EOF
+}
+
+# User and system CPU time, in clock ticks, that the cluster's three processes have used.
+cluster_cpu_ticks() {
+  local total=0 pid rest
+  for pid in "${PIDS[@]}"; do
+    # utime and stime are fields 14 and 15 of /proc/<pid>/stat, counted after the command
+    # name (field 2, in parentheses, which may hold spaces).
+    rest=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    read -r -a rest <<<"$rest"
+    total=$((total + rest[11] + rest[12]))
+  done
+  echo "$total"
 }
 
 for system in $SYSTEMS; do
@@ -121,19 +151,28 @@ def load(system, workload, c):
     except (OSError, ValueError):
         return None
 print()
-print(f"{'workload':<18} {'clients':>7} | {'keel req/s':>11} {'etcd req/s':>11} {'ratio':>6} | "
-      f"{'keel p99 ms':>11} {'etcd p99 ms':>11} {'ratio':>6}")
-print("-" * 94)
+print(f"{'workload':<18} {'clients':>7} | {'keel req/s':>10} {'etcd req/s':>10} {'ratio':>6} | "
+      f"{'keel p99':>8} {'etcd p99':>8} {'ratio':>6} | {'keel cpu':>8} {'etcd cpu':>8} {'ratio':>6}")
+print(f"{'':<18} {'':>7} | {'':>10} {'':>10} {'':>6} | {'ms':>8} {'ms':>8} {'':>6} | "
+      f"{'us/req':>8} {'us/req':>8} {'':>6}")
+print("-" * 116)
+nan = float("nan")
 for workload in workloads:
     for c in clients:
         k, e = load("keel", workload, c), load("etcd", workload, c)
         def cell(r, f):
-            return f(r) if r else float("nan")
+            try:
+                return float(f(r)) if r else nan
+            except (KeyError, TypeError, ValueError):
+                return nan
         kt, et = cell(k, lambda r: r["throughput"]), cell(e, lambda r: r["throughput"])
         kp, ep = cell(k, lambda r: r["latency_ms"]["p99"]), cell(e, lambda r: r["latency_ms"]["p99"])
-        tr = kt / et if et else float("nan")
-        pr = ep / kp if kp else float("nan")
-        print(f"{workload:<18} {c:>7} | {kt:>11.0f} {et:>11.0f} {tr:>5.2f}x | {kp:>11.2f} {ep:>11.2f} {pr:>5.2f}x")
+        kc, ec = cell(k, lambda r: r["server_cpu_us_per_request"]), cell(e, lambda r: r["server_cpu_us_per_request"])
+        tr = kt / et if et else nan
+        pr = ep / kp if kp else nan
+        cr = ec / kc if kc else nan
+        print(f"{workload:<18} {c:>7} | {kt:>10.0f} {et:>10.0f} {tr:>5.2f}x | {kp:>8.2f} {ep:>8.2f} {pr:>5.2f}x | "
+              f"{kc:>8.0f} {ec:>8.0f} {cr:>5.2f}x")
 print()
 print(f"reports and logs: {work}")
 EOF

@@ -10,7 +10,10 @@
 //!   entry, at most one revision), checked against the node's limits first. A put naming a
 //!   `lease` attaches the key to it (`etcdserver: requested lease not found` if it does not
 //!   exist when the entry applies); `ignore_value` keeps the current value and `ignore_lease`
-//!   the current lease, the key having to exist (`etcdserver: key not found`). On a follower the request is forwarded to the leader (`forward.rs`).
+//!   the current lease, the key having to exist (`etcdserver: key not found`). On a follower
+//!   the request is forwarded to the leader (`forward.rs`), in a boxed future: held inline, the
+//!   forwarding call's state made every local `Put`'s future 4.3 KB instead of 1.3 KB, created
+//!   and moved for each request.
 //! * The header's `revision` is the revision the write produced, or the store's current
 //!   revision for reads and writes that changed nothing.
 
@@ -80,8 +83,11 @@ impl EtcdKv {
         let result = match self.propose(command).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.call(&hint.address, client.put(forwarded(request))).await;
+                return Box::pin(async move {
+                    let mut client = self.leader(&hint, &metadata).await?;
+                    self.shared.forwarder.call(&hint.address, client.put(forwarded(request))).await
+                })
+                .await;
             }
         };
         let prev = match result.responses.first() {
@@ -104,8 +110,11 @@ impl EtcdKv {
         let result = match self.propose(command).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.call(&hint.address, client.delete_range(forwarded(request))).await;
+                return Box::pin(async move {
+                    let mut client = self.leader(&hint, &metadata).await?;
+                    self.shared.forwarder.call(&hint.address, client.delete_range(forwarded(request))).await
+                })
+                .await;
             }
         };
         let deleted = match result.responses.first() {
@@ -128,8 +137,11 @@ impl EtcdKv {
         let result = match self.propose(command).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.call(&hint.address, client.txn(forwarded(request))).await;
+                return Box::pin(async move {
+                    let mut client = self.leader(&hint, &metadata).await?;
+                    self.shared.forwarder.call(&hint.address, client.txn(forwarded(request))).await
+                })
+                .await;
             }
         };
         let header = self.shared.headers.header(Some(result.revision)).await?;
@@ -142,8 +154,11 @@ impl EtcdKv {
         let result = match self.propose(KvCommand::Compact { revision }).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.call(&hint.address, client.compact(forwarded(request))).await;
+                return Box::pin(async move {
+                    let mut client = self.leader(&hint, &metadata).await?;
+                    self.shared.forwarder.call(&hint.address, client.compact(forwarded(request))).await
+                })
+                .await;
             }
         };
         Ok(CompactionResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })
