@@ -9,7 +9,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use super::{consistency_name, Api, Length, Plan, Tally, Workload, FAILED_RATIO_MAX, LOCAL_NODES};
+use super::plan::consistency_name;
+use super::{Api, Length, Plan, Tally, Workload, FAILED_RATIO_MAX, LOCAL_NODES};
 use crate::cli::Format;
 
 /// What the report says about the cluster measured.
