@@ -46,6 +46,21 @@ async fn events(stream: &mut WatchStream, count: usize) -> Vec<Seen> {
     seen
 }
 
+/// Waits for the watch's `created` answer: only from then on is it registered, so a write made
+/// earlier may come before its start (a watch without a start revision begins at the revision
+/// it is registered at, in etcd as in Keel).
+async fn created(stream: &mut WatchStream) {
+    loop {
+        let next = tokio::time::timeout(WAIT, stream.message()).await.expect("the created answer in time");
+        let response: WatchResponse = next.expect("the watch stays healthy").expect("the stream stays open");
+        assert!(!response.canceled(), "canceled: {}", response.cancel_reason());
+        assert!(response.events().is_empty(), "events before the watch was created");
+        if response.created() {
+            return;
+        }
+    }
+}
+
 fn seen(kind: EventType, key: &str, value: &str, prev: Option<&str>, revision: i64) -> Seen {
     (kind, key.to_string(), value.to_string(), prev.map(str::to_string), revision)
 }
@@ -94,6 +109,7 @@ async fn a_lease_kept_alive_over_its_stream_outlives_its_ttl_and_revoking_it_del
     assert!(info.ttl() > 0 && info.ttl() <= 2, "{info:?}");
     assert_eq!(info.keys(), [b"/l/a".to_vec(), b"/l/b".to_vec()]);
     let mut stream = client.watch("/l/", Some(WatchOptions::new().with_prefix())).await.expect("the watch opens");
+    created(&mut stream).await;
     client.lease_revoke(id).await.expect("revoked");
     let deleted = events(&mut stream, 2).await;
     assert!(deleted.iter().all(|event| event.0 == EventType::Delete && event.4 == deleted[0].4), "{deleted:?}");
@@ -106,6 +122,7 @@ async fn a_lease_kept_alive_over_its_stream_outlives_its_ttl_and_revoking_it_del
 async fn a_watch_keeps_delivering_across_a_leader_move() {
     let (cluster, mut client, native) = cluster().await;
     let mut stream = client.watch("/m/", Some(WatchOptions::new().with_prefix())).await.expect("the watch opens");
+    created(&mut stream).await;
     let before = client.put("/m/1", "a", None).await.expect("put").header().expect("a header").revision();
     assert_eq!(events(&mut stream, 1).await, vec![seen(EventType::Put, "/m/1", "a", None, before)]);
     let leader = client.status().await.expect("status").leader();
