@@ -24,8 +24,9 @@
 //!
 //! 1. if this node leads, it hands leadership to the most caught-up voter (highest match index)
 //!    and waits until it is no longer leader, at most [`ServerConfig::handover_timeout_ms`]
-//!    (two maximum election timeouts by default); the services keep serving meanwhile, so the
-//!    peers' answers still arrive, and new writes are refused with a leader hint;
+//!    (two maximum election timeouts by default; 0 skips the hand-over, for a whole cluster that
+//!    stops at once, as `keel dev` does); the services keep serving meanwhile, so the peers'
+//!    answers still arrive, and new writes are refused with a leader hint;
 //! 2. every open watch stream ends with the gRPC status `UNAVAILABLE`;
 //! 3. the gRPC server stops accepting connections and drains the calls in flight, at most
 //!    [`ServerConfig::drain_timeout_ms`], after which it is aborted; the peers' streams into the
@@ -84,7 +85,8 @@ pub struct ServerConfig {
     /// The client and admin services (read default, watch settings, limits).
     pub service: ServiceConfig,
     /// Longest wait for leadership to move on shutdown; `None` is two maximum election
-    /// timeouts.
+    /// timeouts. `Some(0)` stops without handing over: for a whole cluster stopping at once,
+    /// where every target is stopping too and the attempt would only time out.
     pub handover_timeout_ms: Option<u64>,
     /// Longest wait for the calls in flight to finish on shutdown.
     pub drain_timeout_ms: u64,
@@ -304,8 +306,9 @@ async fn run(
         _ = handle.stopped() => Ending::NodeStopped,
     };
 
-    if let Ending::Requested = ending {
-        hand_over(&handle, config.handover_timeout()).await;
+    let handover_timeout = config.handover_timeout();
+    if matches!(ending, Ending::Requested) && !handover_timeout.is_zero() {
+        hand_over(&handle, handover_timeout).await;
     }
     closer.close();
     if let Some(task) = corruption_check {

@@ -36,7 +36,22 @@ fn free_base_port() -> u16 {
 struct DevCluster {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// What it logged on standard error (warnings and errors: `keel dev` logs at `warn`).
+    logged: mpsc::Receiver<String>,
     endpoints: String,
+}
+
+/// Sends each line of `from` on a channel, from a thread of its own.
+fn line_channel(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 impl DevCluster {
@@ -45,20 +60,13 @@ impl DevCluster {
         let mut child = Command::new(KEEL)
             .args(["dev", "--dir", dir.to_str().unwrap(), "--base-port", &base.to_string()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("keel dev starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().unwrap());
+        let logged = line_channel(child.stderr.take().unwrap());
         let endpoints = (0..3).map(|offset| format!("127.0.0.1:{}", base + offset)).collect::<Vec<_>>().join(",");
-        let cluster = Self { child, lines, endpoints };
+        let cluster = Self { child, lines, logged, endpoints };
         let banner = cluster.wait_for_line("Ready:");
         assert!(banner.iter().any(|line| line.contains(&format!("Endpoints: {}", cluster.endpoints))), "{banner:?}");
         assert!(banner.iter().any(|line| line.contains("keel put /hello world --endpoints")), "{banner:?}");
@@ -117,6 +125,20 @@ impl DevCluster {
         };
         assert!(status.success(), "keel dev exited with {status:?}");
         self.wait_for_line("Stopped.");
+        // The whole cluster stops at once: no node tries to hand leadership to another that is
+        // stopping too (the attempt could only time out, and warn that it did).
+        let mut logged = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.logged.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => logged.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("standard error still open after the exit"),
+            }
+        }
+        let handover = ["leadership transfer timed out", "still the leader after"];
+        let warned: Vec<&String> = logged.iter().filter(|line| handover.iter().any(|m| line.contains(m))).collect();
+        assert!(warned.is_empty(), "shutdown warnings: {warned:?}");
     }
 }
 

@@ -150,6 +150,9 @@ pub fn dev_config(id: u32, members: &BTreeMap<u32, String>, dir: &Path) -> Resul
     node.raft.election_timeout_ms_max = 1_000;
     let mut server = ServerConfig::new(node, listen);
     server.data_dir = Some(dir.join(format!("node-{id}")));
+    // Ctrl-C stops every node at once: handing leadership to a node that is stopping as well
+    // would only time out (and log that it did).
+    server.handover_timeout_ms = Some(0);
     server.validate().map_err(|error| error.to_string())?;
     Ok(server)
 }
