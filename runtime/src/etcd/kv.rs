@@ -58,9 +58,18 @@ impl EtcdKv {
         self.shared.propose(command).await
     }
 
-    /// The leader's KV client for a request that arrived at a follower.
-    async fn leader(&self, hint: &LeaderHint, metadata: &MetadataMap) -> Result<KvClient<Channel>, Status> {
-        Ok(KvClient::new(self.shared.forwarder.channel(hint, metadata).await?))
+    /// Sends a request that arrived at a follower to the leader's KV service with `call`. Boxed,
+    /// so that the forwarding state does not weigh on every local call's future (module note).
+    async fn forward<T, F, Fut>(&self, hint: LeaderHint, metadata: MetadataMap, call: F) -> Result<T, Status>
+    where
+        F: FnOnce(KvClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        Box::pin(async move {
+            let client = KvClient::new(self.shared.forwarder.channel(&hint, &metadata).await?);
+            self.shared.forwarder.call(&hint.address, call(client)).await
+        })
+        .await
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
@@ -83,11 +92,8 @@ impl EtcdKv {
         let result = match self.propose(command).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                return Box::pin(async move {
-                    let mut client = self.leader(&hint, &metadata).await?;
-                    self.shared.forwarder.call(&hint.address, client.put(forwarded(request))).await
-                })
-                .await;
+                let forward = |mut client: KvClient<Channel>| async move { client.put(forwarded(request)).await };
+                return self.forward(hint, metadata, forward).await;
             }
         };
         let prev = match result.responses.first() {
@@ -110,11 +116,9 @@ impl EtcdKv {
         let result = match self.propose(command).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                return Box::pin(async move {
-                    let mut client = self.leader(&hint, &metadata).await?;
-                    self.shared.forwarder.call(&hint.address, client.delete_range(forwarded(request))).await
-                })
-                .await;
+                let forward =
+                    |mut client: KvClient<Channel>| async move { client.delete_range(forwarded(request)).await };
+                return self.forward(hint, metadata, forward).await;
             }
         };
         let deleted = match result.responses.first() {
@@ -137,11 +141,8 @@ impl EtcdKv {
         let result = match self.propose(command).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                return Box::pin(async move {
-                    let mut client = self.leader(&hint, &metadata).await?;
-                    self.shared.forwarder.call(&hint.address, client.txn(forwarded(request))).await
-                })
-                .await;
+                let forward = |mut client: KvClient<Channel>| async move { client.txn(forwarded(request)).await };
+                return self.forward(hint, metadata, forward).await;
             }
         };
         let header = self.shared.headers.header(Some(result.revision)).await?;
@@ -154,11 +155,8 @@ impl EtcdKv {
         let result = match self.propose(KvCommand::Compact { revision }).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                return Box::pin(async move {
-                    let mut client = self.leader(&hint, &metadata).await?;
-                    self.shared.forwarder.call(&hint.address, client.compact(forwarded(request))).await
-                })
-                .await;
+                let forward = |mut client: KvClient<Channel>| async move { client.compact(forwarded(request)).await };
+                return self.forward(hint, metadata, forward).await;
             }
         };
         Ok(CompactionResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })

@@ -29,13 +29,19 @@ async fn cluster() -> (Cluster, Client, KeelClient) {
 /// An event as `(type, key, value, previous value, mod revision)`.
 type Seen = (EventType, String, String, Option<String>, i64);
 
+/// The watch's next answer, which must come within [`WAIT`] and not cancel the watch.
+async fn next_response(stream: &mut WatchStream) -> WatchResponse {
+    let next = tokio::time::timeout(WAIT, stream.message()).await.expect("an answer in time");
+    let response: WatchResponse = next.expect("the watch stays healthy").expect("the stream stays open");
+    assert!(!response.canceled(), "canceled: {}", response.cancel_reason());
+    response
+}
+
 /// Reads the watch until `count` events arrived.
 async fn events(stream: &mut WatchStream, count: usize) -> Vec<Seen> {
     let mut seen = Vec::new();
     while seen.len() < count {
-        let next = tokio::time::timeout(WAIT, stream.message()).await.expect("an event in time");
-        let response: WatchResponse = next.expect("the watch stays healthy").expect("the stream stays open");
-        assert!(!response.canceled(), "canceled: {}", response.cancel_reason());
+        let response = next_response(stream).await;
         for event in response.events() {
             let kv = event.kv().expect("a key-value");
             let prev = event.prev_kv().map(|prev| prev.value_str().expect("UTF-8").to_string());
@@ -51,9 +57,7 @@ async fn events(stream: &mut WatchStream, count: usize) -> Vec<Seen> {
 /// it is registered at, in etcd as in Keel).
 async fn created(stream: &mut WatchStream) {
     loop {
-        let next = tokio::time::timeout(WAIT, stream.message()).await.expect("the created answer in time");
-        let response: WatchResponse = next.expect("the watch stays healthy").expect("the stream stays open");
-        assert!(!response.canceled(), "canceled: {}", response.cancel_reason());
+        let response = next_response(stream).await;
         assert!(response.events().is_empty(), "events before the watch was created");
         if response.created() {
             return;
