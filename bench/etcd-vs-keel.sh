@@ -9,9 +9,13 @@
 # divided by the requests answered: what a request costs the servers, whatever the load
 # generator (which shares the machine) costs.
 #
-# Usage: bench/etcd-vs-keel.sh            (about 6 minutes with the defaults, after the build)
+# ROUNDS=N repeats the whole comparison N times, the two systems taking turns to go first (single
+# runs on a small VM move by 10-30 %), and the table shows the median of each cell over the rounds
+# with the lowest and highest single-round ratio beside it.
+#
+# Usage: bench/etcd-vs-keel.sh            (about 6 minutes per round with the defaults, after the build)
 # Settings (environment): DURATION=10s WARMUP=2s (both as `sleep` takes them) CLIENTS="1 16 64 256" CONNECTIONS=4 KEYS=10000
-#   SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in>
+#   ROUNDS=1 SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in>
 #   KEEL_ARGS=<more flags for each keel node, e.g. "--worker-threads 1"; none by default>
 # Needs: cargo, python3 (for the table), and etcd: installed with apt-get when missing (as root).
 set -euo pipefail
@@ -23,6 +27,7 @@ CLIENTS=${CLIENTS:-"1 16 64 256"}
 CONNECTIONS=${CONNECTIONS:-4}
 KEYS=${KEYS:-10000}
 SYSTEMS=${SYSTEMS:-"etcd keel"}
+ROUNDS=${ROUNDS:-1}
 read -r -a KEEL_ARGS <<<"${KEEL_ARGS:-}"
 WORKLOADS="write read-linearizable read-serializable"
 
@@ -73,16 +78,16 @@ start_keel() {
   ENDPOINTS="127.0.0.1:27001,127.0.0.1:27002,127.0.0.1:27003"
 }
 
-# One measurement; the JSON report goes to $WORK/<system>-<workload>-<clients>.json.
+# One measurement; the JSON report goes to $WORK/<system>-<workload>-<clients>-r<round>.json.
 measure() {
-  local system=$1 workload=$2 clients=$3 args=()
+  local system=$1 workload=$2 clients=$3 round=$4 args=()
   case $workload in
     write) args=(--workload write) ;;
     read-linearizable) args=(--workload read --consistency linearizable) ;;
     read-serializable) args=(--workload read --consistency eventual) ;;
   esac
   local connections=$((clients < CONNECTIONS ? clients : CONNECTIONS))
-  local report="$WORK/$system-$workload-$clients.json" bench cpu_start cpu_end
+  local report="$WORK/$system-$workload-$clients-r$round.json" bench cpu_start cpu_end
   "$KEEL" bench --api etcd --endpoints "$ENDPOINTS" "${args[@]}" --clients "$clients" \
     --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" --keys "$KEYS" \
     --value-size 256 -w json >"$report" &
@@ -123,11 +128,14 @@ cluster_cpu_ticks() {
   echo "$total"
 }
 
-for system in $SYSTEMS; do
-  echo "== $system: starting 3 nodes"
+# Each round starts each cluster afresh; the systems take turns to go first, so that a drift in
+# the machine's speed during the run does not favour one of them.
+run_system() {
+  local system=$1 round=$2
+  echo "== round $round/$ROUNDS, $system: starting 3 nodes"
   "start_$system"
   # Wait until the cluster answers a write through the etcd API.
-  ready=""
+  local ready=""
   for _ in $(seq 1 60); do
     if "$KEEL" bench --api etcd --endpoints "$ENDPOINTS" --requests 1 --warmup 0s --clients 1 -w json \
       >/dev/null 2>&1; then ready=yes; break; fi
@@ -136,43 +144,71 @@ for system in $SYSTEMS; do
   [ -n "$ready" ] || { echo "$system did not become ready; logs in $WORK" >&2; exit 1; }
   for workload in $WORKLOADS; do
     for clients in $CLIENTS; do
-      measure "$system" "$workload" "$clients"
+      measure "$system" "$workload" "$clients" "$round"
     done
   done
   stop_all
+}
+
+read -r -a ORDER <<<"$SYSTEMS"
+for round in $(seq 1 "$ROUNDS"); do
+  systems=("${ORDER[@]}")
+  if ((round % 2 == 0)); then
+    systems=()
+    for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do systems+=("${ORDER[i]}"); done
+  fi
+  for system in "${systems[@]}"; do run_system "$system" "$round"; done
 done
 
-python3 - "$WORK" "$CLIENTS" "$WORKLOADS" <<'EOF'
-import json, os, sys
-work, clients, workloads = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-def load(system, workload, c):
-    try:
-        return json.load(open(os.path.join(work, f"{system}-{workload}-{c}.json")))
-    except (OSError, ValueError):
-        return None
-print()
-print(f"{'workload':<18} {'clients':>7} | {'keel req/s':>10} {'etcd req/s':>10} {'ratio':>6} | "
-      f"{'keel p99':>8} {'etcd p99':>8} {'ratio':>6} | {'keel cpu':>8} {'etcd cpu':>8} {'ratio':>6}")
-print(f"{'':<18} {'':>7} | {'':>10} {'':>10} {'':>6} | {'ms':>8} {'ms':>8} {'':>6} | "
-      f"{'us/req':>8} {'us/req':>8} {'':>6}")
-print("-" * 116)
+python3 - "$WORK" "$CLIENTS" "$WORKLOADS" "$ROUNDS" <<'EOF'
+import json, os, statistics, sys
+work, clients, workloads, rounds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), int(sys.argv[4])
 nan = float("nan")
+
+def value(system, workload, c, r, field):
+    try:
+        report = json.load(open(os.path.join(work, f"{system}-{workload}-{c}-r{r}.json")))
+        return float(field(report))
+    except (OSError, ValueError, KeyError, TypeError):
+        return nan
+
+def median(values):
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else nan
+
+def ratio(a, b):
+    return a / b if a == a and b == b and b else nan
+
+def spread(ratios):
+    ratios = [r for r in ratios if r == r]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
+
+FIELDS = {
+    "throughput": lambda r: r["throughput"],
+    "p99": lambda r: r["latency_ms"]["p99"],
+    "cpu": lambda r: r["server_cpu_us_per_request"],
+}
+print()
+print(f"median of {rounds} round(s); 'range' is the lowest and highest ratio of a single round")
+print(f"{'workload':<18} {'clients':>7} | {'keel req/s':>10} {'etcd req/s':>10} {'ratio':>6} {'range':>9} | "
+      f"{'keel p99':>8} {'etcd p99':>8} {'ratio':>6} {'range':>9} | {'keel cpu':>8} {'etcd cpu':>8} {'ratio':>6}")
+print(f"{'':<18} {'':>7} | {'':>10} {'':>10} {'':>6} {'':>9} | {'ms':>8} {'ms':>8} {'':>6} {'':>9} | "
+      f"{'us/req':>8} {'us/req':>8} {'':>6}")
+print("-" * 138)
 for workload in workloads:
     for c in clients:
-        k, e = load("keel", workload, c), load("etcd", workload, c)
-        def cell(r, f):
-            try:
-                return float(f(r)) if r else nan
-            except (KeyError, TypeError, ValueError):
-                return nan
-        kt, et = cell(k, lambda r: r["throughput"]), cell(e, lambda r: r["throughput"])
-        kp, ep = cell(k, lambda r: r["latency_ms"]["p99"]), cell(e, lambda r: r["latency_ms"]["p99"])
-        kc, ec = cell(k, lambda r: r["server_cpu_us_per_request"]), cell(e, lambda r: r["server_cpu_us_per_request"])
-        tr = kt / et if et else nan
-        pr = ep / kp if kp else nan
-        cr = ec / kc if kc else nan
-        print(f"{workload:<18} {c:>7} | {kt:>10.0f} {et:>10.0f} {tr:>5.2f}x | {kp:>8.2f} {ep:>8.2f} {pr:>5.2f}x | "
-              f"{kc:>8.0f} {ec:>8.0f} {cr:>5.2f}x")
+        runs = {}
+        for name, field in FIELDS.items():
+            keel = [value("keel", workload, c, r, field) for r in range(1, rounds + 1)]
+            etcd = [value("etcd", workload, c, r, field) for r in range(1, rounds + 1)]
+            runs[name] = (keel, etcd)
+        (kts, ets), (kps, eps), (kcs, ecs) = runs["throughput"], runs["p99"], runs["cpu"]
+        kt, et, kp, ep, kc, ec = map(median, (kts, ets, kps, eps, kcs, ecs))
+        # Throughput: Keel over etcd; p99 and CPU: etcd over Keel (above 1 favours Keel).
+        t_range = spread([ratio(k, e) for k, e in zip(kts, ets)])
+        p_range = spread([ratio(e, k) for k, e in zip(kps, eps)])
+        print(f"{workload:<18} {c:>7} | {kt:>10.0f} {et:>10.0f} {ratio(kt, et):>5.2f}x {t_range:>9} | "
+              f"{kp:>8.2f} {ep:>8.2f} {ratio(ep, kp):>5.2f}x {p_range:>9} | {kc:>8.0f} {ec:>8.0f} {ratio(ec, kc):>5.2f}x")
 print()
 print(f"reports and logs: {work}")
 EOF
