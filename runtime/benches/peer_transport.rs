@@ -52,6 +52,8 @@ mod bench {
     const ENTRY_BYTES: usize = 256;
     /// Largest frame the bare TCP link accepts.
     const FRAME_BYTES_MAX: usize = 16 << 20;
+    /// Longest wait for an answer from B.
+    const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
     /// One direction of a link: queue a message for the peer.
     trait Outbox: Send + 'static {
@@ -218,9 +220,11 @@ mod bench {
         Duration::from_millis(ticks * 10)
     }
 
-    /// The highest sequence number B has confirmed, waiting for its next answer.
+    /// The highest sequence number B has confirmed, waiting for its next answer (a lost message
+    /// would leave the bench waiting: it stops after [`ANSWER_WAIT`] instead).
     async fn confirmed(at_a: &mut mpsc::Receiver<Vec<Message>>) -> u64 {
-        let batch = at_a.recv().await.expect("B answers");
+        let answer = tokio::time::timeout(ANSWER_WAIT, at_a.recv()).await;
+        let batch = answer.expect("B answers within the wait").expect("B's link stays open");
         batch.iter().map(sequence).max().unwrap_or(0)
     }
 
