@@ -167,17 +167,20 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
 }
 
 /// Like [`serve`], on the given storage and clock instead of the configured storage and the
-/// system clock (`config.data_dir` is ignored). The simulator uses it to keep each node's disk
-/// across a crash and restart and to give each node its own skewed clock.
+/// system clock (`config.data_dir` is ignored), handing the node's [`NodeHandle`] to `started`
+/// (if given) once the node has started. The simulator uses it to keep each node's disk across
+/// a crash and restart, to give each node its own skewed clock, and to check a node's local
+/// answers (such as etcd's health check) directly.
 pub async fn serve_with(
     config: ServerConfig,
     storage: Box<dyn Storage + Send>,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
+    started: Option<oneshot::Sender<NodeHandle>>,
 ) -> Result<(), ServerError> {
     config.validate()?;
     let listen = bind(&config)?;
-    run(config, listen, (storage, clock), shutdown, None).await
+    run(config, listen, (storage, clock), shutdown, started).await
 }
 
 /// Like [`serve`], on a listener the caller has bound already (for example to an ephemeral port
@@ -222,6 +225,28 @@ fn bind(config: &ServerConfig) -> Result<Listen, ServerError> {
     Ok(Listen::Address(config.listen_addr))
 }
 
+/// The route of etcd's `GET /health` (see `etcd/health.rs`), ahead of the gRPC services, whose
+/// unknown paths keep tonic's `UNIMPLEMENTED` answer. Other methods get 405.
+#[cfg(not(madsim))]
+fn health_routes(handle: NodeHandle) -> tonic::service::Routes {
+    use axum::http::{header, StatusCode};
+
+    use crate::etcd::health::{self, HealthQuery};
+
+    let probe = move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+        let handle = handle.clone();
+        async move {
+            let health = health::check(&handle, &HealthQuery::parse(query.as_deref())).await;
+            let status = if health.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, [(header::CONTENT_TYPE, "application/json")], health.to_json())
+        }
+    };
+    let mut routes = tonic::service::Routes::default();
+    let router = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = router.route("/health", axum::routing::get(probe));
+    routes
+}
+
 /// How the serving phase ended.
 enum Ending {
     Requested,
@@ -255,15 +280,19 @@ async fn run(
     let (release_peers, peers_released) = tokio::sync::watch::channel(false);
     let peer_service = PeerService::new(id, node.inbound()).closing_with(peers_released);
     let peer = peer_server(peer_service, config.transport.message_bytes_max);
+    // Plain builds also answer etcd's HTTP/1 `GET /health` on this address (etcd/health.rs).
     #[cfg(not(madsim))]
-    let mut builder = Server::builder().layer(crate::service::DecodeErrorLayer);
+    let router = Server::builder()
+        .accept_http1(true)
+        .layer(crate::service::DecodeErrorLayer)
+        .add_routes(health_routes(handle.clone()))
+        .add_service(peer);
     #[cfg(madsim)]
-    let mut builder = Server::builder();
+    let router = Server::builder().add_service(peer);
     // The etcd v3 API (runtime/src/etcd) on the same address, over the same store.
     let etcd = crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone());
     let corruption_check = etcd.start_corruption_check(config.node.corrupt_check_interval_ms);
-    let router = builder
-        .add_service(peer)
+    let router = router
         .add_service(client.into_server())
         .add_service(admin.into_server())
         .add_service(etcd.kv_server())

@@ -1,7 +1,7 @@
 //! The etcd v3 API over gRPC with the generated etcd clients (plain build only): what etcdctl
 //! cannot exercise, such as several watches on one stream, filters, explicit and duplicate
 //! watch ids, progress requests, cancel, the compacted answer, nested transactions, raising an
-//! alarm (etcdctl can only list and disarm them), and MemberUpdate's errors.
+//! alarm (etcdctl can only list and disarm them), MemberUpdate's errors, and the HTTP `/health` check.
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
@@ -38,7 +38,13 @@ async fn node() -> (EmbeddedNode, Channel) {
 
 /// [`node`], configured further by `tweak`.
 async fn node_with(tweak: impl FnOnce(&mut NodeConfig)) -> (EmbeddedNode, Channel) {
-    let address = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("bound").to_string();
+    let (node, channel, _) = node_at(tweak).await;
+    (node, channel)
+}
+
+/// [`node_with`], with the node's address as well.
+async fn node_at(tweak: impl FnOnce(&mut NodeConfig)) -> (EmbeddedNode, Channel, String) {
+    let address = free_address();
     let mut node = NodeConfig::new(1, BTreeMap::from([(1, address.clone())]));
     tweak(&mut node);
     node.raft.election_timeout_ms_min = 200;
@@ -50,11 +56,15 @@ async fn node_with(tweak: impl FnOnce(&mut NodeConfig)) -> (EmbeddedNode, Channe
     let mut kv = KvClient::new(channel.clone());
     for _ in 0..200 {
         if kv.put(put("/ready", "1")).await.is_ok() {
-            return (node, channel);
+            return (node, channel, address);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the node never took a write");
+}
+
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("bound").to_string()
 }
 
 fn put(key: &str, value: &str) -> PutRequest {
@@ -304,4 +314,57 @@ async fn member_update_moves_a_member_and_refuses_unknown_ids_and_taken_urls() {
     assert_eq!(cluster.member_add(again).await.expect_err("taken").message(), "etcdserver: Peer URLs already exists");
     let bad = MemberUpdateRequest { id: learner, peer_ur_ls: vec![] };
     assert_eq!(cluster.member_update(bad).await.expect_err("no URL").code(), tonic::Code::InvalidArgument);
+}
+
+/// An HTTP/1.1 request to the node's client address: the status code and the body.
+async fn http(address: &str, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("the client address listens");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("an answer");
+    let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+const HEALTHY: &str = r#"{"health":"true","reason":""}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_like_etcd_and_counts_alarms_unless_excluded() {
+    let (_node, channel, address) = node_at(|_| {}).await;
+    assert_eq!(http(&address, "GET", "/health").await, (200, HEALTHY.to_owned()));
+    assert_eq!(http(&address, "POST", "/health").await.0, 405);
+    let mut maintenance = MaintenanceClient::new(channel.clone());
+    maintenance.alarm(alarm(AlarmAction::Activate, 1)).await.expect("raised");
+    let nospace = (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#.to_owned());
+    assert_eq!(http(&address, "GET", "/health").await, nospace);
+    assert_eq!(http(&address, "GET", "/health?serializable=true").await, nospace);
+    assert_eq!(http(&address, "GET", "/health?exclude=CORRUPT").await, nospace);
+    assert_eq!(http(&address, "GET", "/health?exclude=NOSPACE").await, (200, HEALTHY.to_owned()));
+    maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("cleared");
+    assert_eq!(http(&address, "GET", "/health").await, (200, HEALTHY.to_owned()));
+    // gRPC on the same address is unaffected by the HTTP/1 route.
+    KvClient::new(channel).put(put("/after", "1")).await.expect("gRPC still served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_without_a_quorum_is_no_leader_unless_serializable() {
+    // Member 2 never starts, so member 1 can never be elected.
+    let address = free_address();
+    let members = BTreeMap::from([(1, address.clone()), (2, free_address())]);
+    let mut node = NodeConfig::new(1, members);
+    node.raft.election_timeout_ms_min = 100;
+    node.raft.election_timeout_ms_max = 200;
+    node.raft.heartbeat_interval_ms = 25;
+    let config = ServerConfig::new(node, address.parse().expect("an address"));
+    let _node = EmbeddedNode::start(config).await.expect("the node starts");
+    let no_leader = (503, r#"{"health":"false","reason":"RAFT NO LEADER"}"#.to_owned());
+    // Through several election timeouts: never healthy.
+    for _ in 0..5 {
+        assert_eq!(http(&address, "GET", "/health").await, no_leader);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http(&address, "GET", "/health?serializable=true").await, (200, HEALTHY.to_owned()));
 }

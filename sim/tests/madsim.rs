@@ -17,7 +17,8 @@
 
 use std::time::Duration;
 
-use keel_core::Rng;
+use keel_core::{NodeId, Rng};
+use keel_runtime::etcd::health::{self, HealthQuery};
 use keel_sim::madsim::clients::client_options;
 use keel_sim::madsim::cluster::SimCluster;
 use keel_sim::madsim::{run, Report, Scenario};
@@ -106,4 +107,58 @@ async fn a_slow_disk_delays_acknowledgements_until_it_is_fast_again() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let fast = timed_put(client, "fast").await.expect("client task");
     assert!(fast < Duration::from_millis(100), "a write on a fast disk took {fast:?}");
+}
+
+/// Waits until etcd's health check passes on every node of `ids`; panics with the last answers
+/// after `within`.
+async fn wait_healthy(cluster: &SimCluster, ids: &[NodeId], query: &HealthQuery, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut answers = Vec::new();
+        for &id in ids {
+            let answer = match cluster.handle(id) {
+                Some(handle) => health::check(&handle, query).await,
+                None => health::Health { healthy: false, reason: "not started".to_owned() },
+            };
+            answers.push((id, answer));
+        }
+        if answers.iter().all(|(_, answer)| answer.healthy) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not healthy after {within:?}: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// etcd's `/health` check (`keel_runtime::etcd::health::check`, what `GET /health` answers) on
+/// real nodes under a partition: the leader, cut off from the other two, is never healthy from
+/// that moment on (its reads cannot be confirmed by a quorum), while a serializable check, which
+/// asks only whether the member itself serves reads, still passes; the other two are healthy
+/// again once they have elected a leader, and the cut-off member once the network heals.
+#[madsim::test]
+async fn health_fails_on_a_member_cut_off_from_the_quorum_until_the_network_heals() {
+    let seed = madsim::runtime::Handle::current().seed();
+    let mut cluster = SimCluster::start(3, seed, &mut Rng::new(seed));
+    let linearizable = HealthQuery::default();
+    let serializable = HealthQuery { serializable: true, ..HealthQuery::default() };
+    wait_healthy(&cluster, &[1, 2, 3], &linearizable, Duration::from_secs(10)).await;
+    let status = cluster.handle(1).expect("node 1 started").status().await.expect("a status");
+    let leader = status.leader.leader_id.expect("a healthy member knows the leader");
+    let handle = cluster.handle(leader).expect("the leader started");
+    cluster.isolate(leader);
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut reasons = std::collections::BTreeSet::new();
+    while tokio::time::Instant::now() < until {
+        let answer = health::check(&handle, &linearizable).await;
+        assert!(!answer.healthy, "the cut-off leader {leader} reported itself healthy");
+        reasons.insert(answer.reason);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // First its reads time out; once it has stepped down it knows no leader.
+    assert!(reasons.contains("RAFT NO LEADER"), "reasons given: {reasons:?}");
+    assert!(health::check(&handle, &serializable).await.healthy, "it still serves local reads");
+    let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+    wait_healthy(&cluster, &others, &linearizable, Duration::from_secs(10)).await;
+    cluster.heal();
+    wait_healthy(&cluster, &[1, 2, 3], &linearizable, Duration::from_secs(10)).await;
 }

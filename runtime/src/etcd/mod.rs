@@ -18,6 +18,7 @@
 //! | `sha256.rs` | the SHA-256 that ends a snapshot stream |
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
+//! | `health.rs` | etcd's HTTP `/health` check: alarms, a known leader, a read within a second |
 //! | `header.rs`, `errors.rs`, `convert.rs` | response headers, etcd's error texts, conversions |
 //!
 //! ## Where it sits on the read and write paths
@@ -38,6 +39,7 @@ mod corruption;
 mod errors;
 mod forward;
 mod header;
+pub mod health;
 mod kv;
 mod lease;
 mod maintenance;

@@ -23,10 +23,10 @@ use ::madsim::net::NetSim;
 use ::madsim::runtime::{Handle, NodeHandle as MachineHandle};
 use keel_core::{LeaseConfig, NodeId, Rng};
 use keel_runtime::clock::{Clock, SkewedClock, SystemClock};
-use keel_runtime::node::NodeConfig;
+use keel_runtime::node::{NodeConfig, NodeHandle};
 use keel_runtime::server::{serve_with, ServerConfig};
 use keel_runtime::storage::{CrashFault, MemoryDisk, MemoryStorage};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::disk::{DiskSpeed, SlowStorage};
 use super::membership::{Admin, AdminFault, Members};
@@ -109,10 +109,19 @@ struct SimNode {
 /// Errors a node's server returned (it stopped on its own): a scenario must end with none.
 pub type NodeErrors = Arc<Mutex<Vec<String>>>;
 
+/// What the nodes' incarnations report to the cluster: the errors of servers that stopped on
+/// their own, and each node's latest [`NodeHandle`] (a killed incarnation's handle answers
+/// every call with an error until the restarted one replaces it).
+#[derive(Clone, Default)]
+struct Reports {
+    errors: NodeErrors,
+    handles: Arc<Mutex<BTreeMap<NodeId, NodeHandle>>>,
+}
+
 /// A running cluster and the faults currently applied to it.
 pub struct SimCluster {
     nodes: BTreeMap<NodeId, SimNode>,
-    errors: NodeErrors,
+    reports: Reports,
     members: Members,
     admin: Option<Admin>,
     killed: BTreeSet<NodeId>,
@@ -125,12 +134,12 @@ impl SimCluster {
     /// Starts nodes `1..=size` on the current madsim runtime, clocks drawn from `rng`.
     pub fn start(size: u32, seed: u64, rng: &mut Rng) -> Self {
         let members: BTreeMap<NodeId, String> = (1..=size).map(|id| (id, node_address(id))).collect();
-        let errors = NodeErrors::default();
-        let nodes = members.keys().map(|&id| (id, start_node(id, &members, seed, rng, &errors))).collect();
+        let reports = Reports::default();
+        let nodes = members.keys().map(|&id| (id, start_node(id, &members, seed, rng, &reports))).collect();
         let voters = members.keys().copied().collect();
         Self {
             nodes,
-            errors,
+            reports,
             members: Members { voters, voters_min: size as usize, ..Members::default() },
             admin: None,
             killed: BTreeSet::new(),
@@ -147,7 +156,7 @@ impl SimCluster {
         let initial: BTreeMap<NodeId, String> = self.members.voters.iter().map(|&id| (id, node_address(id))).collect();
         let first = self.nodes.keys().last().copied().unwrap_or(0) + 1;
         for id in first..first + count {
-            let node = start_node(id, &initial, seed, rng, &self.errors);
+            let node = start_node(id, &initial, seed, rng, &self.reports);
             self.nodes.insert(id, node);
             self.members.spares.insert(id);
         }
@@ -195,7 +204,14 @@ impl SimCluster {
 
     /// The errors with which node servers stopped on their own so far.
     pub fn node_errors(&self) -> Vec<String> {
-        self.errors.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.reports.errors.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The in-process handle of node `id`'s current incarnation, once it has started: for
+    /// checking what the node answers locally (such as etcd's health check), never for the
+    /// clients' operations, which go over the simulated network.
+    pub fn handle(&self, id: NodeId) -> Option<NodeHandle> {
+        self.reports.handles.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
     /// The nodes currently killed.
@@ -328,18 +344,12 @@ impl SimCluster {
 
 /// Creates the machine of node `id` (peers `members`; a node not among them starts empty and
 /// waits to be added) and starts its first incarnation.
-fn start_node(
-    id: NodeId,
-    members: &BTreeMap<NodeId, String>,
-    seed: u64,
-    rng: &mut Rng,
-    errors: &NodeErrors,
-) -> SimNode {
+fn start_node(id: NodeId, members: &BTreeMap<NodeId, String>, seed: u64, rng: &mut Rng, reports: &Reports) -> SimNode {
     let (disk, speed) = (MemoryDisk::new(), DiskSpeed::default());
     let skew = ClockSkew::draw(rng);
     let config = node_config(id, members, seed);
     let (init_disk, init_speed) = (disk.clone(), speed.clone());
-    let init_errors = Arc::clone(errors);
+    let init_reports = reports.clone();
     let stop = watch::Sender::new(0);
     let init_stop = stop.clone();
     let machine = Handle::current()
@@ -349,7 +359,7 @@ fn start_node(
         .init(move || {
             let storage = SlowStorage::new(MemoryStorage::open(init_disk.clone()), init_speed.clone());
             let parts = NodeParts { storage, skew, stop: init_stop.subscribe() };
-            run_node(config.clone(), parts, Arc::clone(&init_errors))
+            run_node(config.clone(), parts, init_reports.clone())
         })
         .build();
     SimNode { machine, disk, speed, skew, stop }
@@ -365,7 +375,7 @@ struct NodeParts {
 /// One incarnation of a node: a fresh storage on the surviving disk, a fresh skewed clock, and
 /// the real server until the node is killed or asked to shut down. A server that stops on its
 /// own, or fails to shut down cleanly, records why.
-async fn run_node(config: ServerConfig, parts: NodeParts, errors: NodeErrors) {
+async fn run_node(config: ServerConfig, parts: NodeParts, reports: Reports) {
     let id = config.node.raft.id;
     let NodeParts { storage, skew, mut stop } = parts;
     let clock: Arc<dyn Clock> = SkewedClock::new(SystemClock::new(), skew.offset_ms, skew.drift_ppm);
@@ -378,10 +388,17 @@ async fn run_node(config: ServerConfig, parts: NodeParts, errors: NodeErrors) {
         }
         asked_by_stop.store(true, Ordering::Relaxed);
     };
-    let message = match serve_with(config, Box::new(storage), clock, shutdown).await {
+    let (started, handle) = oneshot::channel();
+    let handles = Arc::clone(&reports.handles);
+    tokio::spawn(async move {
+        if let Ok(handle) = handle.await {
+            handles.lock().unwrap_or_else(PoisonError::into_inner).insert(id, handle);
+        }
+    });
+    let message = match serve_with(config, Box::new(storage), clock, shutdown, Some(started)).await {
         Ok(()) if asked.load(Ordering::Relaxed) => return,
         Ok(()) => format!("node {id}: the server stopped without being asked to"),
         Err(error) => format!("node {id}: {error}"),
     };
-    errors.lock().unwrap_or_else(PoisonError::into_inner).push(message);
+    reports.errors.lock().unwrap_or_else(PoisonError::into_inner).push(message);
 }
