@@ -3,8 +3,9 @@
 //! Names (all prefixed `keel_`): commit latency (client write to applied, at the leader), sync
 //! latency and entries per sync (group commit), the time to take a snapshot, the driver's pause
 //! for it (copying the store) and storing it (on the storage worker), corruption-check
-//! comparisons, leader changes, term, commit and applied index, leadership, and open watchers. Without an installed exporter (tests, the simulator) recording
-//! is a no-op.
+//! comparisons, leader changes, term, commit and applied index, leadership, and open watchers.
+//! Without an installed recorder (tests, the simulator) recording is a no-op. `keel node
+//! --metrics-listen` serves them at `/metrics`, beside etcd's `/health` ([`serve_http`]).
 
 /// Histogram, seconds: from a client write reaching the driver to its entry being applied.
 pub const COMMIT_LATENCY_SECONDS: &str = "keel_commit_latency_seconds";
@@ -42,11 +43,41 @@ pub(crate) fn record_seconds(name: &'static str, elapsed_us: u64) {
     metrics::histogram!(name).record(elapsed_us as f64 / 1e6);
 }
 
-/// Serves the metrics in Prometheus text format at `http://ADDR/metrics` (any path answers).
+/// Installs the Prometheus recorder for this process (once: a second install fails), whose
+/// handle renders every metric recorded from then on.
 #[cfg(not(madsim))]
-pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), String> {
+pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|error| format!("cannot serve metrics on {addr}: {error}"))
+        .install_recorder()
+        .map_err(|error| format!("cannot install the Prometheus recorder: {error}"))
+}
+
+/// Serves, over HTTP/1.1 on `listener`, `GET /metrics` (Prometheus text format, rendered from
+/// `prometheus`) and etcd's `GET /health` of `node` (`etcd/health.rs`), as etcd does on its
+/// metrics URLs, where orchestrators' probes look; any other path is 404, so that a probe
+/// pointed at a wrong path fails instead of passing. Runs until the listener fails.
+#[cfg(not(madsim))]
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    node: crate::node::NodeHandle,
+) -> Result<(), String> {
+    use axum::http::{header, StatusCode};
+
+    let address = listener.local_addr().map_or_else(|_| "the metrics address".to_owned(), |a| a.to_string());
+    let render = move || {
+        let text = prometheus.render();
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+    };
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(render))
+        .route("/health", crate::etcd::health::http_route(node))
+        .fallback(|| async { StatusCode::NOT_FOUND });
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming(incoming)
+        .await
+        .map_err(|error| format!("serving metrics on {address} failed: {error}"))
 }

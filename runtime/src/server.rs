@@ -226,24 +226,12 @@ fn bind(config: &ServerConfig) -> Result<Listen, ServerError> {
 }
 
 /// The route of etcd's `GET /health` (see `etcd/health.rs`), ahead of the gRPC services, whose
-/// unknown paths keep tonic's `UNIMPLEMENTED` answer. Other methods get 405.
+/// unknown paths keep tonic's `UNIMPLEMENTED` answer.
 #[cfg(not(madsim))]
 fn health_routes(handle: NodeHandle) -> tonic::service::Routes {
-    use axum::http::{header, StatusCode};
-
-    use crate::etcd::health::{self, HealthQuery};
-
-    let probe = move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
-        let handle = handle.clone();
-        async move {
-            let health = health::check(&handle, &HealthQuery::parse(query.as_deref())).await;
-            let status = if health.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            (status, [(header::CONTENT_TYPE, "application/json")], health.to_json())
-        }
-    };
     let mut routes = tonic::service::Routes::default();
     let router = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = router.route("/health", axum::routing::get(probe));
+    *routes.axum_router_mut() = router.route("/health", crate::etcd::health::http_route(handle));
     routes
 }
 

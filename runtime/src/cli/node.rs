@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use keel::client::{ClientOptions, KeelClient, Role};
-use keel_runtime::node::NodeConfig;
-use keel_runtime::server::{serve, ServerConfig, ServerError};
-use tokio::sync::watch;
+use keel_runtime::node::{NodeConfig, NodeHandle};
+use keel_runtime::server::{serve, serve_embedded, ServerConfig, ServerError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::settings::NodeSettings;
@@ -121,22 +123,50 @@ pub fn run_node(args: NodeArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
+        let (started, handle) = oneshot::channel();
         if let Some(address) = node.metrics_listen {
-            if let Err(error) = keel_runtime::metrics::install_prometheus(address) {
-                eprintln!("Error: {error}");
-                return ExitCode::from(EXIT_FAILED);
+            match metrics_endpoint(address).await {
+                Ok((listener, prometheus)) => {
+                    tokio::spawn(serve_metrics(id, listener, prometheus, handle));
+                    tracing::info!(node = id, address = %address, "serving /metrics and /health");
+                }
+                Err(error) => {
+                    eprintln!("Error: {error}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
             }
-            tracing::info!(node = id, address = %address, "serving metrics at /metrics");
         }
         let shutdown = async {
             shutdown_signal().await;
             tracing::info!(node = id, "shutdown requested; handing leadership over and stopping");
         };
-        match serve(node.server, shutdown).await {
+        match serve_embedded(node.server, shutdown, started).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => server_failure(&error),
         }
     })
+}
+
+/// Binds `--metrics-listen` and installs the Prometheus recorder, before the node starts, so
+/// that a taken address stops `keel node` at once.
+async fn metrics_endpoint(address: SocketAddr) -> Result<(TcpListener, PrometheusHandle), String> {
+    let listener =
+        TcpListener::bind(address).await.map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
+    Ok((listener, keel_runtime::metrics::install_prometheus()?))
+}
+
+/// Serves the metrics listener once the node has started (see `metrics::serve_http`); a failure
+/// is logged, and the node keeps serving clients.
+async fn serve_metrics(
+    id: u32,
+    listener: TcpListener,
+    prometheus: PrometheusHandle,
+    handle: oneshot::Receiver<NodeHandle>,
+) {
+    let Ok(handle) = handle.await else { return };
+    if let Err(error) = keel_runtime::metrics::serve_http(listener, prometheus, handle).await {
+        tracing::error!(node = id, "{error}");
+    }
 }
 
 /// The configuration of dev node `id` of `members`, its data in `dir`.

@@ -11,7 +11,8 @@
 //! probe asks for `serializable=true`, which checks only that the member itself serves reads.
 //!
 //! [`check`] works on a [`NodeHandle`] and runs under the simulator like the rest of the node;
-//! the HTTP route that calls it (`server.rs`) exists in plain builds only.
+//! its HTTP route, [`http_route`], exists in plain builds only (served by `server.rs` on the
+//! client address and by `metrics.rs` beside the metrics).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -110,6 +111,24 @@ pub async fn check(handle: &NodeHandle, query: &HealthQuery) -> Health {
         Ok(Err(error)) => Health::unhealthy(format!("QGET ERROR:{error}")),
         Err(_) => Health::unhealthy("QGET ERROR:the read timed out".to_owned()),
     }
+}
+
+/// The `GET /health` route answering with [`check`] on `handle` (etcd's status codes and body);
+/// other methods get 405. Served on the client address (`server.rs`) and beside the metrics
+/// (`metrics.rs`), as etcd serves it on its client and metrics URLs.
+#[cfg(not(madsim))]
+pub fn http_route(handle: NodeHandle) -> axum::routing::MethodRouter {
+    use axum::http::{header, StatusCode};
+
+    let probe = move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+        let handle = handle.clone();
+        async move {
+            let health = check(&handle, &HealthQuery::parse(query.as_deref())).await;
+            let status = if health.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, [(header::CONTENT_TYPE, "application/json")], health.to_json())
+        }
+    };
+    axum::routing::get(probe)
 }
 
 #[cfg(test)]
