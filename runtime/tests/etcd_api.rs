@@ -368,3 +368,35 @@ async fn health_without_a_quorum_is_no_leader_unless_serializable() {
     }
     assert_eq!(http(&address, "GET", "/health?serializable=true").await, (200, HEALTHY.to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_value_with_a_lease_or_with_ignore_lease_over_grpc() {
+    let (_node, channel) = node().await;
+    let (mut kv, mut leases) = (KvClient::new(channel.clone()), LeaseClient::new(channel));
+    let first = leases.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await.expect("granted").into_inner().id;
+    let second = leases.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await.expect("granted").into_inner().id;
+    kv.put(PutRequest { lease: first, ..put("/iv", "kept") }).await.expect("put in the first lease");
+    let ignore_value = |lease, ignore_lease| PutRequest {
+        key: "/iv".into(),
+        lease,
+        ignore_value: true,
+        ignore_lease,
+        prev_kv: true,
+        ..Default::default()
+    };
+    let moved = kv.put(ignore_value(second, false)).await.expect("moved to the second lease").into_inner();
+    assert_eq!(moved.prev_kv.expect("prev_kv").lease, first);
+    let touched = kv.put(ignore_value(0, true)).await.expect("value and lease kept").into_inner();
+    assert_eq!(touched.prev_kv.expect("prev_kv").lease, second);
+    let read = kv.range(RangeRequest { key: "/iv".into(), ..Default::default() }).await.expect("read").into_inner();
+    let now = &read.kvs[0];
+    assert_eq!((now.value.as_ref(), now.lease, now.version), (&b"kept"[..], second, 3));
+    let missing = PutRequest { key: "/absent".into(), ..ignore_value(0, true) };
+    let refused = kv.put(missing).await.expect_err("no such key");
+    assert_eq!((refused.code(), refused.message()), (tonic::Code::InvalidArgument, "etcdserver: key not found"));
+    // The key left the first lease: revoking it deletes nothing; revoking the second deletes it.
+    leases.lease_revoke(keel::proto::etcdserverpb::LeaseRevokeRequest { id: first }).await.expect("revoked");
+    assert_eq!(kv.range(RangeRequest { key: "/iv".into(), ..Default::default() }).await.unwrap().into_inner().count, 1);
+    leases.lease_revoke(keel::proto::etcdserverpb::LeaseRevokeRequest { id: second }).await.expect("revoked");
+    assert_eq!(kv.range(RangeRequest { key: "/iv".into(), ..Default::default() }).await.unwrap().into_inner().count, 0);
+}

@@ -45,7 +45,12 @@ impl Alarm {
 /// True when any operation of `ops`, nested transactions included, writes a key.
 fn txn_puts(ops: &[TxnOp]) -> bool {
     ops.iter().any(|op| match op {
-        TxnOp::Put { .. } | TxnOp::PutSameValue { .. } | TxnOp::PutInLease { .. } | TxnOp::PutKeepLease { .. } => true,
+        TxnOp::Put { .. }
+        | TxnOp::PutSameValue { .. }
+        | TxnOp::PutInLease { .. }
+        | TxnOp::PutKeepLease { .. }
+        | TxnOp::PutSameValueInLease { .. }
+        | TxnOp::PutSameValueKeepLease { .. } => true,
         TxnOp::Txn { success, failure, .. } => txn_puts(success) || txn_puts(failure),
         TxnOp::Delete { .. } | TxnOp::DeleteRange { .. } | TxnOp::RangeAt { .. } | TxnOp::Range { .. } => false,
     })

@@ -315,10 +315,17 @@ impl KvStore {
     fn check_plan(&self, plan: &TxnPlan<'_>) -> Result<(), KvError> {
         for op in plan.ops {
             match op {
-                TxnOp::PutSameValue { key } | TxnOp::PutKeepLease { key, .. } if self.latest(key).is_none() => {
+                TxnOp::PutSameValue { key }
+                | TxnOp::PutKeepLease { key, .. }
+                | TxnOp::PutSameValueInLease { key, .. }
+                | TxnOp::PutSameValueKeepLease { key }
+                    if self.latest(key).is_none() =>
+                {
                     return Err(KvError::KeyNotFound)
                 }
-                TxnOp::PutInLease { lease, .. } if !self.leases.contains_key(lease) => {
+                TxnOp::PutInLease { lease, .. } | TxnOp::PutSameValueInLease { lease, .. }
+                    if !self.leases.contains_key(lease) =>
+                {
                     return Err(KvError::LeaseNotFound)
                 }
                 TxnOp::RangeAt { revision, .. } => {
@@ -356,6 +363,14 @@ impl KvStore {
             TxnOp::PutKeepLease { key, value } => {
                 let lease = self.latest(key).map_or(0, |kv| kv.lease);
                 self.put(pending, key, value, None, lease)
+            }
+            TxnOp::PutSameValueInLease { key, lease } => {
+                let value = self.latest(key).map(|kv| kv.value).unwrap_or_default();
+                self.put(pending, key, &value, None, *lease)
+            }
+            TxnOp::PutSameValueKeepLease { key } => {
+                let (value, lease) = self.latest(key).map(|kv| (kv.value, kv.lease)).unwrap_or_default();
+                self.put(pending, key, &value, None, lease)
             }
             TxnOp::Txn { .. } => {
                 let inner = nested.next().expect("the plan holds one nested plan per nested transaction");

@@ -313,6 +313,24 @@ pub enum TxnOp {
         /// The new value.
         value: Bytes,
     },
+    /// Put `key` again with its current value, attached to lease `lease` (not 0) (etcd's
+    /// `ignore_value` with a lease). The key must be live before the transaction
+    /// ([`super::KvError::KeyNotFound`]) and the lease must exist
+    /// ([`super::KvError::LeaseNotFound`]), checked in that order, or the whole transaction is
+    /// refused.
+    PutSameValueInLease {
+        /// The key (not empty).
+        key: Bytes,
+        /// The lease.
+        lease: u64,
+    },
+    /// Put `key` again with its current value and its current lease (etcd's `ignore_value`
+    /// with `ignore_lease`): only its version and mod revision change. The key must be live
+    /// before the transaction ([`super::KvError::KeyNotFound`] otherwise).
+    PutSameValueKeepLease {
+        /// The key (not empty).
+        key: Bytes,
+    },
     /// A nested transaction. Its compares, like every compare of the command, are evaluated
     /// against the state before the outermost transaction (as in etcd); its operations run in
     /// place, at the same revision.

@@ -31,7 +31,8 @@
 //!                tag 5 Txn compares:list<compare8> success:list<op> failure:list<op>;
 //!                tag 6 PutSameValue key:bytes; 7 PutInLease key:bytes value:bytes lease:u64;
 //!                tag 8 PutKeepLease key:bytes value:bytes;
-//!                tag 9 RangeAt start:bytes end:bytes limit:u64 revision:u64
+//!                tag 9 RangeAt start:bytes end:bytes limit:u64 revision:u64;
+//!                tag 10 PutSameValueInLease key:bytes lease:u64; 11 PutSameValueKeepLease key:bytes
 //! ```
 //!
 //! Tag 5 is how transactions were written before compares had a range end; it is still read
@@ -271,6 +272,15 @@ fn write_ops(out: &mut impl Sink, ops: &[TxnOp]) {
                 out.put_bytes(key);
                 out.put_bytes(value);
             }
+            TxnOp::PutSameValueInLease { key, lease } => {
+                out.put_u8(10);
+                out.put_bytes(key);
+                out.put_u64(*lease);
+            }
+            TxnOp::PutSameValueKeepLease { key } => {
+                out.put_u8(11);
+                out.put_bytes(key);
+            }
             TxnOp::RangeAt { start, end, limit, revision } => {
                 out.put_u8(9);
                 out.put_bytes(start);
@@ -369,6 +379,8 @@ fn read_op(reader: &mut Reader<'_>, depth: usize) -> Result<TxnOp, KvDecodeError
             limit: reader.u64("range limit")?,
             revision: reader.u64("range revision")?,
         },
+        10 => TxnOp::PutSameValueInLease { key: reader.bytes("put key")?, lease: reader.u64("put lease")? },
+        11 => TxnOp::PutSameValueKeepLease { key: reader.bytes("put key")? },
         tag => return Err(KvDecodeError::UnknownTag { field: "txn op", offset, tag }),
     })
 }

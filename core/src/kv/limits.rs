@@ -131,7 +131,10 @@ impl KvLimits {
                 TxnOp::PutInLease { key, value, .. } | TxnOp::PutKeepLease { key, value } => {
                     self.check_put(key, value, None)?
                 }
-                TxnOp::Delete { key } | TxnOp::PutSameValue { key } => self.check_key(key)?,
+                TxnOp::Delete { key }
+                | TxnOp::PutSameValue { key }
+                | TxnOp::PutSameValueInLease { key, .. }
+                | TxnOp::PutSameValueKeepLease { key } => self.check_key(key)?,
                 TxnOp::DeleteRange { start, end }
                 | TxnOp::Range { start, end, .. }
                 | TxnOp::RangeAt { start, end, .. } => self.check_range(start, end)?,

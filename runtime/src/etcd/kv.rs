@@ -10,7 +10,8 @@
 //!   entry, at most one revision), checked against the node's limits first. A put naming a
 //!   `lease` attaches the key to it (`etcdserver: requested lease not found` if it does not
 //!   exist when the entry applies); `ignore_value` keeps the current value and `ignore_lease`
-//!   the current lease, the key having to exist (`etcdserver: key not found`). On a follower
+//!   the current lease, in any combination with each other and with a lease, the key having
+//!   to exist (`etcdserver: key not found`, checked before the lease). On a follower
 //!   the request is forwarded to the leader (`forward.rs`), in a boxed future: held inline, the
 //!   forwarding call's state made every local `Put`'s future 4.3 KB instead of 1.3 KB, created
 //!   and moved for each request.
@@ -199,7 +200,8 @@ pub(super) fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
         (false, false, lease) => TxnOp::PutInLease { key, value, lease },
         (false, true, _) => TxnOp::PutKeepLease { key, value },
         (true, false, 0) => TxnOp::PutSameValue { key },
-        (true, _, _) => return Err(errors::unimplemented("ignore_value together with a lease or ignore_lease")),
+        (true, false, lease) => TxnOp::PutSameValueInLease { key, lease },
+        (true, true, _) => TxnOp::PutSameValueKeepLease { key },
     };
     Ok(KvCommand::Txn { compares: Vec::new(), success: vec![op], failure: Vec::new() })
 }
@@ -262,6 +264,12 @@ mod tests {
         let keep = put(|r| r.ignore_lease = true).unwrap();
         let expected = TxnOp::PutKeepLease { key: "k".into(), value: "v".into() };
         assert!(matches!(keep, KvCommand::Txn { ref success, .. } if success == &[expected]));
+        let moved = put(|r| (r.ignore_value, r.value, r.lease) = (true, Bytes::new(), 5)).unwrap();
+        let expected = TxnOp::PutSameValueInLease { key: "k".into(), lease: 5 };
+        assert!(matches!(moved, KvCommand::Txn { ref success, .. } if success == &[expected]));
+        let touched = put(|r| (r.ignore_value, r.value, r.ignore_lease) = (true, Bytes::new(), true)).unwrap();
+        let expected = TxnOp::PutSameValueKeepLease { key: "k".into() };
+        assert!(matches!(touched, KvCommand::Txn { ref success, .. } if success == &[expected]));
     }
 
     #[test]

@@ -125,7 +125,9 @@ fn check_duplicates(ops: &[TxnOp]) -> Result<(), Status> {
             TxnOp::Put { key, .. }
             | TxnOp::PutSameValue { key }
             | TxnOp::PutInLease { key, .. }
-            | TxnOp::PutKeepLease { key, .. } => {
+            | TxnOp::PutKeepLease { key, .. }
+            | TxnOp::PutSameValueInLease { key, .. }
+            | TxnOp::PutSameValueKeepLease { key } => {
                 if !puts.insert(key.clone()) {
                     return Err(errors::status(errors::DUPLICATE_KEY));
                 }

@@ -87,10 +87,13 @@ impl EtcdWorkload {
             0..=21 => write(self.txn(rng, &known, key_index, value)),
             22..=29 => write(KvCommand::Put { key: bytes(&key), value: bytes(&value), ttl_ms: None }),
             30..=33 => {
-                // etcd's put with `ignore_value` or `ignore_lease`: the key must exist.
-                let op = match rng.coin() {
-                    true => TxnOp::PutSameValue { key: bytes(&key) },
-                    false => TxnOp::PutKeepLease { key: bytes(&key), value: bytes(&value) },
+                // etcd's put with `ignore_value` and / or `ignore_lease`: the key must exist (and
+                // a lease given, too).
+                let op = match rng.between(0, 3) {
+                    0 => TxnOp::PutSameValue { key: bytes(&key) },
+                    1 => TxnOp::PutKeepLease { key: bytes(&key), value: bytes(&value) },
+                    2 => TxnOp::PutSameValueInLease { key: bytes(&key), lease },
+                    _ => TxnOp::PutSameValueKeepLease { key: bytes(&key) },
                 };
                 write(KvCommand::Txn { compares: Vec::new(), success: vec![op], failure: Vec::new() })
             }

@@ -449,10 +449,15 @@ impl MvccModel {
     /// not exist, or the revision it reads is compacted or in the future.
     fn op_refusal(&self, op: &TxnOp) -> Option<KvError> {
         match op {
-            TxnOp::PutSameValue { key } | TxnOp::PutKeepLease { key, .. } => {
+            TxnOp::PutSameValue { key } | TxnOp::PutKeepLease { key, .. } | TxnOp::PutSameValueKeepLease { key } => {
                 self.latest(key).is_none().then_some(KvError::KeyNotFound)
             }
             TxnOp::PutInLease { lease, .. } => (!self.leases.contains_key(lease)).then_some(KvError::LeaseNotFound),
+            // etcd's order: the key first, then the lease.
+            TxnOp::PutSameValueInLease { key, lease } => match self.latest(key) {
+                None => Some(KvError::KeyNotFound),
+                Some(_) => (!self.leases.contains_key(lease)).then_some(KvError::LeaseNotFound),
+            },
             TxnOp::RangeAt { revision, .. } => self.range_at(&KeyRange::default(), *revision, 0).err(),
             _ => None,
         }
@@ -504,6 +509,13 @@ impl MvccModel {
             TxnOp::PutInLease { key, value, lease } => (key.clone(), value.clone(), None, *lease),
             TxnOp::PutKeepLease { key, value } => {
                 (key.clone(), value.clone(), None, current(key).map_or(0, |kv| kv.lease))
+            }
+            TxnOp::PutSameValueInLease { key, lease } => {
+                (key.clone(), current(key).map(|kv| kv.value).unwrap_or_default(), None, *lease)
+            }
+            TxnOp::PutSameValueKeepLease { key } => {
+                let (value, lease) = current(key).map(|kv| (kv.value, kv.lease)).unwrap_or_default();
+                (key.clone(), value, None, lease)
             }
             _ => return None,
         })

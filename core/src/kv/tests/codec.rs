@@ -46,6 +46,8 @@ fn arb_flat_op() -> impl Strategy<Value = TxnOp> {
             lease
         }),
         (arb_bytes(), arb_bytes()).prop_map(|(key, value)| TxnOp::PutKeepLease { key, value }),
+        (arb_bytes(), any::<u64>()).prop_map(|(key, lease)| TxnOp::PutSameValueInLease { key, lease }),
+        arb_bytes().prop_map(|key| TxnOp::PutSameValueKeepLease { key }),
         (arb_bytes(), arb_bytes(), any::<u64>(), any::<u64>())
             .prop_map(|(start, end, limit, revision)| TxnOp::RangeAt { start, end, limit, revision }),
         (arb_bytes(), arb_bytes(), any::<Option<u64>>()).prop_map(|(key, value, ttl_ms)| TxnOp::Put {

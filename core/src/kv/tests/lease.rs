@@ -86,6 +86,38 @@ fn ignore_lease_keeps_the_lease_and_lease_compares_see_it() {
     assert_eq!(refused.error, Some(KvError::KeyNotFound));
 }
 
+fn single(op: TxnOp) -> KvCommand {
+    KvCommand::Txn { compares: vec![], success: vec![op], failure: vec![] }
+}
+
+#[test]
+fn ignore_value_with_a_lease_moves_the_key_and_with_ignore_lease_keeps_both() {
+    let mut store = KvStore::counting_from_zero();
+    apply(&mut store, grant(4, 5_000));
+    apply(&mut store, grant(5, 5_000));
+    apply(&mut store, put_in("k", "v", 4)); // 1
+    let moved = apply(&mut store, single(TxnOp::PutSameValueInLease { key: b("k"), lease: 5 })); // 2
+    assert!(moved.error.is_none());
+    let kv = store.get(b"k", None).unwrap().unwrap();
+    assert_eq!((kv.value, kv.lease, kv.version, kv.mod_revision), (b("v"), 5, 2, 2));
+    assert!(store.lease(4).unwrap().keys.is_empty(), "the key left its old lease");
+    assert_eq!(store.lease(5).unwrap().keys, vec![b("k")]);
+    apply(&mut store, single(TxnOp::PutSameValueKeepLease { key: b("k") })); // 3
+    let kv = store.get(b"k", None).unwrap().unwrap();
+    assert_eq!((kv.value, kv.lease, kv.version, kv.mod_revision), (b("v"), 5, 3, 3));
+    // etcd's order of refusals: a missing key first, then a missing lease; nothing changes.
+    let missing_both = single(TxnOp::PutSameValueInLease { key: b("missing"), lease: 99 });
+    assert_eq!(apply(&mut store, missing_both).error, Some(KvError::KeyNotFound));
+    let missing_lease = single(TxnOp::PutSameValueInLease { key: b("k"), lease: 99 });
+    assert_eq!(apply(&mut store, missing_lease).error, Some(KvError::LeaseNotFound));
+    let missing_key = single(TxnOp::PutSameValueKeepLease { key: b("missing") });
+    assert_eq!(apply(&mut store, missing_key).error, Some(KvError::KeyNotFound));
+    assert_eq!(store.current_revision(), 3);
+    // Revoking the lease the key moved to deletes it; the old lease no longer holds it.
+    assert_eq!(deleted_keys(&apply(&mut store, KvCommand::LeaseRevoke { id: 5 })), vec![b("k")]);
+    assert!(deleted_keys(&apply(&mut store, KvCommand::LeaseRevoke { id: 4 })).is_empty());
+}
+
 #[test]
 fn snapshots_keep_leases_and_their_keys() {
     let mut store = KvStore::counting_from_zero();

@@ -95,6 +95,8 @@ impl Step {
             TxnOp::PutSameValue { .. }
             | TxnOp::PutInLease { .. }
             | TxnOp::PutKeepLease { .. }
+            | TxnOp::PutSameValueInLease { .. }
+            | TxnOp::PutSameValueKeepLease { .. }
             | TxnOp::RangeAt { .. }
             | TxnOp::Txn { .. } => {
                 unreachable!("not generated for the model")
