@@ -225,13 +225,15 @@ fn bind(config: &ServerConfig) -> Result<Listen, ServerError> {
     Ok(Listen::Address(config.listen_addr))
 }
 
-/// The route of etcd's `GET /health` (see `etcd/health.rs`), ahead of the gRPC services, whose
-/// unknown paths keep tonic's `UNIMPLEMENTED` answer.
+/// etcd's HTTP routes on the client address, ahead of the gRPC services, whose unknown paths
+/// keep tonic's `UNIMPLEMENTED` answer: `GET /health` (see `etcd/health.rs`) and `GET /version`.
 #[cfg(not(madsim))]
-fn health_routes(handle: NodeHandle) -> tonic::service::Routes {
+fn http_routes(handle: NodeHandle) -> tonic::service::Routes {
+    let version = || async { ([(axum::http::header::CONTENT_TYPE, "application/json")], crate::etcd::version_json()) };
     let mut routes = tonic::service::Routes::default();
     let router = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = router.route("/health", crate::etcd::health::http_route(handle));
+    *routes.axum_router_mut() =
+        router.route("/health", crate::etcd::health::http_route(handle)).route("/version", axum::routing::get(version));
     routes
 }
 
@@ -268,12 +270,12 @@ async fn run(
     let (release_peers, peers_released) = tokio::sync::watch::channel(false);
     let peer_service = PeerService::new(id, node.inbound()).closing_with(peers_released);
     let peer = peer_server(peer_service, config.transport.message_bytes_max);
-    // Plain builds also answer etcd's HTTP/1 `GET /health` on this address (etcd/health.rs).
+    // Plain builds also answer etcd's HTTP/1 `GET /health` and `GET /version` on this address.
     #[cfg(not(madsim))]
     let router = Server::builder()
         .accept_http1(true)
         .layer(crate::service::DecodeErrorLayer)
-        .add_routes(health_routes(handle.clone()))
+        .add_routes(http_routes(handle.clone()))
         .add_service(peer);
     #[cfg(madsim)]
     let router = Server::builder().add_service(peer);

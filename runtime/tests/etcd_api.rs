@@ -336,6 +336,8 @@ async fn health_answers_like_etcd_and_counts_alarms_unless_excluded() {
     let (_node, channel, address) = node_at(|_| {}).await;
     assert_eq!(http(&address, "GET", "/health").await, (200, HEALTHY.to_owned()));
     assert_eq!(http(&address, "POST", "/health").await.0, 405);
+    let version = (200, r#"{"etcdserver":"3.4.0","etcdcluster":"3.4.0"}"#.to_owned());
+    assert_eq!(http(&address, "GET", "/version").await, version);
     let mut maintenance = MaintenanceClient::new(channel.clone());
     maintenance.alarm(alarm(AlarmAction::Activate, 1)).await.expect("raised");
     let nospace = (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#.to_owned());

@@ -61,6 +61,12 @@ pub use watch::{EtcdWatch, EtcdWatchServer};
 use crate::node::{NodeConfig, NodeHandle};
 use crate::service::{ServiceConfig, StreamCloser};
 
+/// etcd's `GET /version` body: the etcd version Keel's etcd layer follows, as server and
+/// cluster version (`{"etcdserver":"3.4.0","etcdcluster":"3.4.0"}`).
+pub fn version_json() -> String {
+    format!(r#"{{"etcdserver":"{version}","etcdcluster":"{version}"}}"#, version = maintenance::ETCD_VERSION)
+}
+
 /// What every etcd service of a node shares.
 pub(crate) struct Shared {
     handle: NodeHandle,
