@@ -21,8 +21,8 @@ use keel::proto::etcdserverpb::watch_create_request::FilterType;
 use keel::proto::etcdserverpb::watch_request::RequestUnion;
 use keel::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
-    MemberAddRequest, MemberListRequest, MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    MemberAddRequest, MemberListRequest, MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
+    TxnRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use keel::proto::mvccpb::event::EventType;
 use keel_runtime::embedded::EmbeddedNode;
@@ -239,6 +239,8 @@ async fn a_nospace_alarm_refuses_growth_until_it_is_cleared() {
     assert_eq!(raised.alarms, vec![nospace]);
     let listed = maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner();
     assert_eq!(listed.alarms, vec![nospace]);
+    let status = maintenance.status(StatusRequest {}).await.expect("a status").into_inner();
+    assert_eq!(status.errors, vec!["memberID:1 alarm:NOSPACE ".to_string()], "raised alarms, as etcd lists them");
     let exceeded = |status: tonic::Status| (status.code(), status.message().to_string());
     let expected = (tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".to_string());
     assert_eq!(exceeded(kv.put(put("/n/b", "2")).await.expect_err("refused")), expected);
@@ -258,6 +260,7 @@ async fn a_nospace_alarm_refuses_growth_until_it_is_cleared() {
     let again = maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("nothing to clear").into_inner();
     assert!(again.alarms.is_empty());
     assert!(maintenance.alarm(alarm(AlarmAction::Get, 0)).await.expect("listed").into_inner().alarms.is_empty());
+    assert!(maintenance.status(StatusRequest {}).await.expect("a status").into_inner().errors.is_empty());
     kv.put(put("/n/b", "2")).await.expect("writes work again");
 }
 

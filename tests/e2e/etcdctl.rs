@@ -337,6 +337,10 @@ async fn etcdctl_alarms_refuse_growth_survive_a_leader_kill_and_restart_then_dis
     raise_nospace(&all[follower as usize - 1]).await;
     let listed = "memberID:1 alarm:NOSPACE \n";
     assert_eq!(ok(&all, &["alarm", "list"]), listed);
+    // `endpoint status` lists raised alarms under ERRORS, as etcd does.
+    for entry in json(&ok(&all, &["endpoint", "status", "-w", "json"])).as_array().expect("a list") {
+        assert_eq!(entry["Status"]["errors"], serde_json::json!(["memberID:1 alarm:NOSPACE "]), "{entry}");
+    }
     assert!(fails(&all, &["put", "/q/c", "3"]).contains("etcdserver: mvcc: database space exceeded"));
     assert!(fails(&all, &["lease", "grant", "60"]).contains("database space exceeded"));
     assert_eq!(ok(&all, &["get", "/q/a"]), "/q/a\n1\n", "reads still work");
@@ -355,6 +359,8 @@ async fn etcdctl_alarms_refuse_growth_survive_a_leader_kill_and_restart_then_dis
     assert_eq!(ok(&restarted, &["alarm", "list"]), listed);
     assert_eq!(ok(&restarted, &["alarm", "disarm"]), listed);
     assert_eq!(ok(&all, &["alarm", "list"]), "");
+    let status = json(&ok(&restarted, &["endpoint", "status", "-w", "json"]));
+    assert!(status[0]["Status"].get("errors").is_none_or(|errors| errors == &serde_json::json!([])), "{status}");
     assert_eq!(ok(&all, &["put", "/q/c", "3"]), "OK\n");
 }
 

@@ -44,6 +44,21 @@ fn member_of(member: u64, alarm: Alarm) -> AlarmMember {
     AlarmMember { member_id: member, alarm: kind as i32 }
 }
 
+/// etcd's name of an alarm: in health reasons, `exclude` parameters and Status errors.
+pub(super) fn alarm_name(alarm: Alarm) -> &'static str {
+    match alarm {
+        Alarm::NoSpace => "NOSPACE",
+        Alarm::Corrupt => "CORRUPT",
+    }
+}
+
+/// A raised alarm as etcd lists it in `StatusResponse.errors` (and `etcdctl endpoint status`
+/// shows it): the alarm member in protobuf text format, `memberID:<id> alarm:NOSPACE ` with its
+/// trailing space.
+pub(super) fn status_error(member: u64, alarm: Alarm) -> String {
+    format!("memberID:{member} alarm:{} ", alarm_name(alarm))
+}
+
 /// The alarms raised on this node's store, of kind `filter` (all for `None`).
 async fn raised(shared: &Shared, filter: Option<Alarm>) -> Result<Vec<(u64, Alarm)>, Status> {
     let alarms = shared.handle.alarms().await.map_err(|error| errors::of_client(&error))?;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel_core::kv::Alarm;
 
+use super::alarm::alarm_name;
 use crate::node::{NodeHandle, ReadConsistency};
 
 /// How long the health check's read may take before the member counts as unhealthy (etcd's).
@@ -75,14 +76,6 @@ impl Health {
     /// etcd's body: `{"health":"true","reason":""}`.
     pub fn to_json(&self) -> String {
         serde_json::json!({ "health": self.healthy.to_string(), "reason": self.reason }).to_string()
-    }
-}
-
-/// etcd's name of an alarm in health reasons and `exclude` parameters.
-fn alarm_name(alarm: Alarm) -> &'static str {
-    match alarm {
-        Alarm::NoSpace => "NOSPACE",
-        Alarm::Corrupt => "CORRUPT",
     }
 }
 

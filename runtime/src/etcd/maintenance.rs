@@ -69,8 +69,8 @@ pub(super) fn server(maintenance: EtcdMaintenance) -> EtcdMaintenanceServer {
     MaintenanceServer::new(maintenance)
 }
 
-/// etcd's status of a node.
-fn status_response(status: &NodeStatus, size: u64) -> StatusResponse {
+/// etcd's status of a node; `errors` lists the raised alarms as etcd does.
+fn status_response(status: &NodeStatus, size: u64, errors: Vec<String>) -> StatusResponse {
     StatusResponse {
         header: Some(from_status(status, None)),
         version: ETCD_VERSION.to_string(),
@@ -79,7 +79,7 @@ fn status_response(status: &NodeStatus, size: u64) -> StatusResponse {
         raft_index: status.commit_index,
         raft_term: status.term,
         raft_applied_index: status.applied_index,
-        errors: Vec::new(),
+        errors,
         db_size_in_use: int(size),
         is_learner: status.role == Role::Learner,
     }
@@ -176,7 +176,9 @@ impl Maintenance for EtcdMaintenance {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
         let size = self.shared.handle.kv_size().await.map_err(|error| errors::of_client(&error))?;
-        Ok(Response::new(status_response(&status, size)))
+        let alarms = self.shared.handle.alarms().await.map_err(|error| errors::of_client(&error))?;
+        let raised = alarms.into_iter().map(|(member, alarm)| super::alarm::status_error(member, alarm)).collect();
+        Ok(Response::new(status_response(&status, size, raised)))
     }
 
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
