@@ -22,6 +22,8 @@
 //! * [`storage::codec`] is the versioned, checksummed record format both backends store.
 
 pub mod clock;
+#[cfg(not(madsim))]
+pub mod connections;
 pub mod embedded;
 pub mod etcd;
 pub mod metrics;

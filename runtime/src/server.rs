@@ -68,6 +68,12 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// Room a peer message needs beyond the largest command it carries.
 const PEER_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 
+/// Default of [`ServerConfig::connections_max`]: far above what a cluster's peers and clients
+/// usually need. The process's open-file limit (`ulimit -n`) must be higher, with room for the
+/// storage's files: a login shell often allows only 1,024, so raise that limit for a node, or
+/// lower this one.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
+
 /// Everything a node server needs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -90,6 +96,10 @@ pub struct ServerConfig {
     pub handover_timeout_ms: Option<u64>,
     /// Longest wait for the calls in flight to finish on shutdown.
     pub drain_timeout_ms: u64,
+    /// Connections (clients' and peers' alike) open at once at most; one that arrives while
+    /// this many are open is closed at once (`connections.rs`). Keep it below the process's
+    /// open-file limit, which the node also needs for its storage. Plain builds only.
+    pub connections_max: usize,
 }
 
 impl ServerConfig {
@@ -104,12 +114,20 @@ impl ServerConfig {
             service: ServiceConfig::default(),
             handover_timeout_ms: None,
             drain_timeout_ms,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
         }
     }
 
     /// Checks that the settings are coherent; the error says which one to change.
     pub fn validate(&self) -> Result<(), ServerError> {
         self.node.raft.validate().map_err(|error| ServerError::Config(error.message))?;
+        let peers = self.node.initial_members.len();
+        if self.connections_max <= peers {
+            return Err(ServerError::Config(format!(
+                "connections_max is {} but the {peers} initial members alone need as many connections; raise it",
+                self.connections_max
+            )));
+        }
         self.service.validate(&self.node).map_err(ServerError::Config)?;
         let needed = self.node.kv_limits.command_bytes_max.saturating_add(PEER_MESSAGE_OVERHEAD_BYTES);
         if self.transport.message_bytes_max < needed {
@@ -152,7 +170,7 @@ pub enum ServerError {
 /// Where the gRPC server listens.
 enum Listen {
     #[cfg(not(madsim))]
-    Incoming(tonic::transport::server::TcpIncoming),
+    Incoming(crate::connections::LimitedIncoming),
     #[cfg(madsim)]
     Address(SocketAddr),
 }
@@ -193,7 +211,7 @@ pub async fn serve_with_listener(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::connections::LimitedIncoming::new(listener, config.connections_max);
     let storage = open_storage(&config)?;
     run(config, Listen::Incoming(incoming), (storage, SystemClock::new()), shutdown, None).await
 }
@@ -216,10 +234,11 @@ pub async fn serve_embedded(
 fn bind(config: &ServerConfig) -> Result<Listen, ServerError> {
     #[cfg(not(madsim))]
     {
-        let incoming = tonic::transport::server::TcpIncoming::bind(config.listen_addr).map_err(|error| {
-            ServerError::Serve { address: config.listen_addr.to_string(), message: error.to_string() }
-        })?;
-        Ok(Listen::Incoming(incoming.with_nodelay(Some(true))))
+        let incoming =
+            crate::connections::LimitedIncoming::bind(config.listen_addr, config.connections_max).map_err(|error| {
+                ServerError::Serve { address: config.listen_addr.to_string(), message: error.to_string() }
+            })?;
+        Ok(Listen::Incoming(incoming))
     }
     #[cfg(madsim)]
     Ok(Listen::Address(config.listen_addr))

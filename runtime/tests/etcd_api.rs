@@ -405,3 +405,41 @@ async fn ignore_value_with_a_lease_or_with_ignore_lease_over_grpc() {
     leases.lease_revoke(keel::proto::etcdserverpb::LeaseRevokeRequest { id: second }).await.expect("revoked");
     assert_eq!(kv.range(RangeRequest { key: "/iv".into(), ..Default::default() }).await.unwrap().into_inner().count, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_connections_max_are_closed_until_one_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = free_address();
+    let mut node = NodeConfig::new(1, BTreeMap::from([(1, address.clone())]));
+    node.raft.election_timeout_ms_min = 200;
+    node.raft.election_timeout_ms_max = 400;
+    node.raft.heartbeat_interval_ms = 50;
+    let mut config = ServerConfig::new(node, address.parse().expect("an address"));
+    config.connections_max = 2;
+    let _node = EmbeddedNode::start(config).await.expect("the node starts");
+    // One gRPC connection, which serves, and one idle connection fill both places.
+    let channel = Channel::from_shared(format!("http://{address}")).expect("a URI").connect().await.expect("connects");
+    let mut kv = KvClient::new(channel);
+    let mut served = false;
+    for _ in 0..200 {
+        if kv.put(put("/c", "1")).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served, "the first connection serves");
+    let idle = tokio::net::TcpStream::connect(&address).await.expect("the second connection is accepted");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A third is closed at once: a request on it gets no answer, only the end of the stream.
+    let mut third = tokio::net::TcpStream::connect(&address).await.expect("the kernel accepts it");
+    let _ = third.write_all(b"GET /health HTTP/1.1\r\nHost: keel\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the third connection was served: {read:?} {answer:?}");
+    kv.put(put("/c", "2")).await.expect("the open gRPC connection still serves");
+    // Once the idle connection ends, a new one is served.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(http(&address, "GET", "/health").await, (200, HEALTHY.to_owned()));
+}

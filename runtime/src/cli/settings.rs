@@ -87,6 +87,10 @@ pub struct NodeSettings {
     /// Watch streams open at once at most [default: 10000].
     #[arg(long)]
     pub watchers_max: Option<usize>,
+    /// Connections (clients' and peers') open at once at most; more are closed as they arrive.
+    /// Keep it below the open-file limit (`ulimit -n`) [default: 4096].
+    #[arg(long)]
+    pub connections_max: Option<usize>,
     /// Longest key, in bytes [default: 4096].
     #[arg(long)]
     pub key_bytes_max: Option<usize>,
@@ -179,6 +183,7 @@ impl NodeSettings {
             snapshot_interval_entries,
             watch_buffer_events,
             watchers_max,
+            connections_max,
             key_bytes_max,
             value_bytes_max,
             quota_backend_bytes,
@@ -216,6 +221,7 @@ impl NodeSettings {
         let mut server = ServerConfig::new(node, listen_addr);
         server.data_dir = Some(data_dir);
         set(&mut server.service.watchers_max, "watchers_max", self.watchers_max)?;
+        set(&mut server.connections_max, "connections_max", self.connections_max)?;
         set(&mut server.transport.call_timeout_ms, "peer_timeout_ms", self.peer_timeout_ms)?;
         set(&mut server.transport.queue_messages_max, "peer_queue_max", self.peer_queue_max)?;
         if let Some(bytes) = self.message_bytes_max {

@@ -51,9 +51,10 @@ fn missing_and_invalid_fields_are_named() {
 
 #[test]
 fn zero_limits_are_refused_by_name() {
-    let cases: [(&str, NodeSettings); 6] = [
+    let cases: [(&str, NodeSettings); 7] = [
         ("request_queue_max", NodeSettings { request_queue_max: Some(0), ..valid() }),
         ("watchers_max", NodeSettings { watchers_max: Some(0), ..valid() }),
+        ("connections_max", NodeSettings { connections_max: Some(0), ..valid() }),
         ("heartbeat_interval_ms", NodeSettings { heartbeat_interval_ms: Some(0), ..valid() }),
         ("peer_queue_max", NodeSettings { peer_queue_max: Some(0), ..valid() }),
         ("snapshot_interval_entries", NodeSettings { snapshot_interval_entries: Some(0), ..valid() }),
@@ -152,4 +153,14 @@ fn the_corruption_check_runs_every_five_minutes_unless_changed_or_off() {
     assert_eq!(often.validate().unwrap().server.node.corrupt_check_interval_ms, 1_000);
     let off = NodeSettings::from_toml("corrupt_check_interval_ms = 0").unwrap();
     assert_eq!(valid().or(off).validate().unwrap().server.node.corrupt_check_interval_ms, 0);
+}
+
+#[test]
+fn connections_max_is_set_and_leaves_room_beyond_the_members() {
+    let message = error(NodeSettings { connections_max: Some(3), ..valid() });
+    assert!(message.contains("connections_max is 3 but the 3 initial members"), "{message}");
+    let node = NodeSettings { connections_max: Some(16), ..valid() }.validate().expect("valid");
+    assert_eq!(node.server.connections_max, 16);
+    let node = valid().validate().expect("valid");
+    assert_eq!(node.server.connections_max, keel_runtime::server::CONNECTIONS_MAX_DEFAULT);
 }
