@@ -5,9 +5,11 @@
 //! `connections_max` permits until it closes. A connection that arrives while none is free is
 //! closed at once (the client sees the connection end and may retry elsewhere or later), so
 //! that a flood of connections cannot exhaust the process's file descriptors, which would
-//! stop the node from opening its own files and its peer connections. Should descriptors run out
-//! anyway (`EMFILE`, `ENFILE`), accepting pauses for [`ACCEPT_PAUSE_MS`] instead of retrying
-//! in a busy loop, as tonic's own listener would. Both cases are logged, at most once per
+//! stop the node from opening its own files and its peer connections. Should accepting fail for
+//! the process or the system (descriptors or memory running out, `EMFILE`, `ENFILE`, `ENOBUFS`,
+//! ...), it pauses for [`ACCEPT_PAUSE_MS`] instead of retrying in a busy loop, as tonic's own
+//! listener would; a failure of one connection (reset or aborted before it was accepted) is
+//! passed on, and tonic goes on with the next. Refusals and pauses are logged, at most once per
 //! power of two of occurrences.
 
 use std::future::Future;
@@ -23,11 +25,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// How long accepting pauses after the process ran out of file descriptors.
+/// How long accepting pauses after it failed for want of a resource.
 pub const ACCEPT_PAUSE_MS: u64 = 100;
 /// `EMFILE` and `ENFILE` (the same numbers on Linux and macOS): no file descriptor left for the
 /// process or the system.
 const OUT_OF_DESCRIPTORS: [i32; 2] = [24, 23];
+
+/// Whether an accept error concerns one incoming connection only (tonic skips such errors and
+/// accepts the next at once) rather than the listener, the process or the system.
+fn one_connection_failed(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
 
 /// The accepted connections of a listener, at most `connections_max` open at once.
 pub struct LimitedIncoming {
@@ -36,8 +52,8 @@ pub struct LimitedIncoming {
     connections_max: usize,
     /// Connections closed on arrival for want of a permit, for the log.
     refused: u64,
-    /// Times accepting failed for want of file descriptors, for the log.
-    exhausted: u64,
+    /// Times accepting failed for the listener, the process or the system, for the log.
+    failed: u64,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -46,7 +62,7 @@ impl LimitedIncoming {
     pub fn new(listener: TcpListener, connections_max: usize) -> Self {
         let connections_max = connections_max.max(1);
         let permits = Arc::new(Semaphore::new(connections_max));
-        Self { listener, permits, connections_max, refused: 0, exhausted: 0, pause: None }
+        Self { listener, permits, connections_max, refused: 0, failed: 0, pause: None }
     }
 
     /// Binds `address` and accepts on it as [`LimitedIncoming::new`]. Must be called inside a
@@ -80,12 +96,17 @@ impl LimitedIncoming {
     }
 
     fn pause_after(&mut self, error: &io::Error) {
-        self.exhausted += 1;
-        if self.exhausted.is_power_of_two() {
+        self.failed += 1;
+        if self.failed.is_power_of_two() {
+            let hint = if error.raw_os_error().is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code)) {
+                "raise the open-file limit (ulimit -n) or lower connections_max"
+            } else {
+                "retrying"
+            };
             tracing::error!(
-                times = self.exhausted,
+                times = self.failed,
                 open = self.open(),
-                "cannot accept connections: {error}; raise the open-file limit (ulimit -n) or lower connections_max"
+                "cannot accept connections: {error}; pausing {ACCEPT_PAUSE_MS} ms; {hint}"
             );
         }
         self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(ACCEPT_PAUSE_MS))));
@@ -111,10 +132,8 @@ impl futures_util::Stream for LimitedIncoming {
                     }
                     Err(_) => self.refuse(peer),
                 },
-                Err(error) if error.raw_os_error().is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code)) => {
-                    self.pause_after(&error);
-                }
-                Err(error) => return Poll::Ready(Some(Err(error))),
+                Err(error) if one_connection_failed(&error) => return Poll::Ready(Some(Err(error))),
+                Err(error) => self.pause_after(&error),
             }
         }
     }
@@ -176,6 +195,13 @@ mod tests {
     async fn closed(client: &mut TcpStream) -> bool {
         let mut byte = [0u8; 1];
         matches!(tokio::time::timeout(Duration::from_secs(1), client.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[test]
+    fn only_errors_of_one_connection_are_passed_on() {
+        assert!(one_connection_failed(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+        assert!(!one_connection_failed(&io::Error::from_raw_os_error(24)), "EMFILE pauses");
+        assert!(!one_connection_failed(&io::Error::from_raw_os_error(105)), "ENOBUFS pauses");
     }
 
     #[tokio::test]
