@@ -15,7 +15,8 @@
 #
 # Usage: bench/etcd-vs-keel.sh            (about 6 minutes per round with the defaults, after the build)
 # Settings (environment): DURATION=10s WARMUP=2s (both as `sleep` takes them) CLIENTS="1 16 64 256" CONNECTIONS=4 KEYS=10000
-#   ROUNDS=1 SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in>
+#   ROUNDS=1 SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in; the clusters' data
+#   directories are there too, so WORK=/dev/shm/<name> takes the disk out of the comparison>
 #   KEEL_ARGS=<more flags for each keel node, e.g. "--worker-threads 1"; none by default>
 # Needs: cargo, python3 (for the table), and etcd: installed with apt-get when missing (as root).
 set -euo pipefail
