@@ -35,21 +35,28 @@ fn alarm_of(kind: AlarmType) -> Option<Alarm> {
     }
 }
 
-/// etcd's alarm member of a raised alarm.
-fn member_of(member: u64, alarm: Alarm) -> AlarmMember {
-    let kind = match alarm {
+/// etcd's alarm type of a core alarm.
+fn kind_of(alarm: Alarm) -> AlarmType {
+    match alarm {
         Alarm::NoSpace => AlarmType::Nospace,
         Alarm::Corrupt => AlarmType::Corrupt,
-    };
-    AlarmMember { member_id: member, alarm: kind as i32 }
+    }
 }
 
-/// etcd's name of an alarm: in health reasons, `exclude` parameters and Status errors.
+/// etcd's alarm member of a raised alarm.
+fn member_of(member: u64, alarm: Alarm) -> AlarmMember {
+    AlarmMember { member_id: member, alarm: kind_of(alarm) as i32 }
+}
+
+/// etcd's name of an alarm (`NOSPACE`): in health reasons and Status errors.
 pub(super) fn alarm_name(alarm: Alarm) -> &'static str {
-    match alarm {
-        Alarm::NoSpace => "NOSPACE",
-        Alarm::Corrupt => "CORRUPT",
-    }
+    kind_of(alarm).as_str_name()
+}
+
+/// The alarm etcd names `name` (as in a health check's `exclude=NOSPACE`); `None` for `NONE`
+/// and unknown names.
+pub(super) fn alarm_named(name: &str) -> Option<Alarm> {
+    AlarmType::from_str_name(name).and_then(alarm_of)
 }
 
 /// A raised alarm as etcd lists it in `StatusResponse.errors` (and `etcdctl endpoint status`

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel_core::kv::Alarm;
 
-use super::alarm::alarm_name;
+use super::alarm::{alarm_name, alarm_named};
 use crate::node::{NodeHandle, ReadConsistency};
 
 /// How long the health check's read may take before the member counts as unhealthy (etcd's).
@@ -44,14 +44,9 @@ impl HealthQuery {
         let mut parsed = HealthQuery::default();
         for pair in query.unwrap_or_default().split('&') {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match (name, value) {
-                ("exclude", "NOSPACE") => {
-                    parsed.excluded.insert(Alarm::NoSpace);
-                }
-                ("exclude", "CORRUPT") => {
-                    parsed.excluded.insert(Alarm::Corrupt);
-                }
-                ("serializable", value) => parsed.serializable = value == "true",
+            match name {
+                "exclude" => parsed.excluded.extend(alarm_named(value)),
+                "serializable" => parsed.serializable = value == "true",
                 _ => {}
             }
         }
