@@ -3,7 +3,8 @@
 //! This crate is the root package of the Keel workspace. It holds the Rust types generated from
 //! the protocol definitions in `proto/` (see [`proto`]): the messages of the native API and the
 //! gRPC client and server stubs of its services; and the Rust client library ([`client`]), which
-//! finds the leader by itself and retries only what is safe to retry.
+//! finds the leader by itself and retries only what is safe to retry; and the TLS material ([`tls`])
+//! that the client and the nodes load from PEM files.
 //!
 //! The stubs come in two builds from the same source: the normal build uses real tonic, and a
 //! build with `--cfg madsim` uses madsim's simulated tonic, so that the node code runs unchanged
@@ -15,3 +16,4 @@
 
 pub mod client;
 pub mod proto;
+pub mod tls;

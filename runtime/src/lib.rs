@@ -31,4 +31,5 @@ pub mod node;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 pub mod transport;

@@ -57,6 +57,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::node::{Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
 use crate::service::{AdminService, ClientService, ServiceConfig};
 use crate::storage::{MemoryStorage, Storage};
+use crate::tls::NodeTls;
 use crate::transport::{peer_server, PeerService, PeerTransport, TransportConfig};
 
 /// How often the hand-over on shutdown checks whether leadership moved.
@@ -100,6 +101,9 @@ pub struct ServerConfig {
     /// this many are open is closed at once (`connections.rs`). Keep it below the process's
     /// open-file limit, which the node also needs for its storage. Plain builds only.
     pub connections_max: usize,
+    /// TLS on the listener and on every connection the node opens (peers, etcd forwarding); see
+    /// [`crate::tls`]. `None`: plain text. Ignored under `--cfg madsim`.
+    pub tls: Option<NodeTls>,
 }
 
 impl ServerConfig {
@@ -115,6 +119,7 @@ impl ServerConfig {
             handover_timeout_ms: None,
             drain_timeout_ms,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            tls: None,
         }
     }
 
@@ -256,6 +261,17 @@ fn http_routes(handle: NodeHandle) -> tonic::service::Routes {
     routes
 }
 
+/// The gRPC server builder, with the node's TLS if it has one.
+#[cfg(not(madsim))]
+fn builder(config: &ServerConfig) -> Result<Server, ServerError> {
+    match &config.tls {
+        None => Ok(Server::builder()),
+        Some(tls) => Server::builder().tls_config(tls.server_config()).map_err(|error| {
+            ServerError::Config(format!("the TLS certificate and key cannot be used together: {error}"))
+        }),
+    }
+}
+
 /// How the serving phase ended.
 enum Ending {
     Requested,
@@ -274,7 +290,11 @@ async fn run(
     started: Option<oneshot::Sender<NodeHandle>>,
 ) -> Result<(), ServerError> {
     let id = config.node.raft.id;
-    let transport = PeerTransport::new(id, config.transport.clone());
+    // Before the node starts: a certificate that tonic refuses stops the server at once.
+    #[cfg(not(madsim))]
+    let server_builder = builder(&config)?;
+    let outbound_tls = config.tls.as_ref().map(|tls| tls.outbound().clone());
+    let transport = PeerTransport::new(id, TransportConfig { tls: outbound_tls.clone(), ..config.transport.clone() });
     let node = Node::start(config.node.clone(), storage, clock, Box::new(transport))?;
     let handle = node.handle();
     if let Some(started) = started {
@@ -291,7 +311,7 @@ async fn run(
     let peer = peer_server(peer_service, config.transport.message_bytes_max);
     // Plain builds also answer etcd's HTTP/1 `GET /health` and `GET /version` on this address.
     #[cfg(not(madsim))]
-    let router = Server::builder()
+    let router = server_builder
         .accept_http1(true)
         .layer(crate::service::DecodeErrorLayer)
         .add_routes(http_routes(handle.clone()))
@@ -299,7 +319,8 @@ async fn run(
     #[cfg(madsim)]
     let router = Server::builder().add_service(peer);
     // The etcd v3 API (runtime/src/etcd) on the same address, over the same store.
-    let etcd = crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone());
+    let etcd =
+        crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone(), outbound_tls);
     let corruption_check = etcd.start_corruption_check(config.node.corrupt_check_interval_ms);
     let router = router
         .add_service(client.into_server())

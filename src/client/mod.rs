@@ -125,8 +125,8 @@ impl KeelClient {
         if let Some(channel) = self.lock_channels().get(endpoint).cloned() {
             return Ok(channel);
         }
-        let target = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|error| Failure::NotSent(format!("invalid address: {}", error_chain(&error))))?
+        let target = crate::tls::endpoint(endpoint, self.options.tls.as_ref())
+            .map_err(|reason| Failure::NotSent(format!("invalid address: {reason}")))?
             .connect_timeout(self.options.connect_timeout);
         let channel = target.connect().await.map_err(|error| Failure::NotSent(error_chain(&error)))?;
         self.lock_channels().insert(endpoint.to_owned(), channel.clone());

@@ -31,11 +31,14 @@ pub struct ClientOptions {
     /// node must serve it) instead of one unary call each. Worth it when many tasks share the
     /// client; the answers, errors and retries are the same. Off by default.
     pub batch_stream: bool,
+    /// Dial every node over TLS, verifying it with these certificate authorities (and showing
+    /// this client's certificate, if it has one). `None`: plain text.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientOptions {
     /// 2 s to connect, 7 s per attempt, 15 s per operation, 10 attempts, backoff 50 ms to 1 s,
-    /// 16 MiB messages.
+    /// 16 MiB messages, plain text.
     fn default() -> Self {
         Self {
             client_id: 0,
@@ -47,6 +50,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(1),
             message_bytes_max: 16 << 20,
             batch_stream: false,
+            tls: None,
         }
     }
 }

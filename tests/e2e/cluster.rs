@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use keel::client::{ClientOptions, KeelClient, NodeStatus, Role};
+use keel::tls::ClientTls;
 use tempfile::TempDir;
 
 /// The binary under test.
@@ -96,17 +97,25 @@ pub struct Cluster {
     dir: TempDir,
     extra: Vec<String>,
     initial_cluster: String,
+    /// How the test's clients dial the nodes: plain text unless the nodes serve TLS.
+    tls: Option<ClientTls>,
 }
 
 impl Cluster {
     /// Starts voters `1..=size`, each with the extra flags `extra`.
     pub fn start(size: u32, extra: &[&str]) -> Self {
+        Self::start_with_tls(size, extra, None)
+    }
+
+    /// Like [`Cluster::start`]; the test's clients dial the nodes with `tls` (which must match
+    /// the TLS flags in `extra`).
+    pub fn start_with_tls(size: u32, extra: &[&str], tls: Option<ClientTls>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let addresses: BTreeMap<u32, String> = (1..=size).map(|id| (id, free_address())).collect();
         let initial_cluster =
             addresses.iter().map(|(id, address)| format!("{id}={address}")).collect::<Vec<_>>().join(",");
         let extra = extra.iter().map(|flag| flag.to_string()).collect();
-        let mut cluster = Self { nodes: BTreeMap::new(), dir, extra, initial_cluster };
+        let mut cluster = Self { nodes: BTreeMap::new(), dir, extra, initial_cluster, tls };
         for (id, address) in addresses {
             cluster.add_process(id, address);
         }
@@ -150,12 +159,12 @@ impl Cluster {
 
     /// A client of the whole cluster.
     pub fn client(&self) -> KeelClient {
-        client_of(self.endpoints())
+        client_with(self.endpoints(), self.tls.clone())
     }
 
     /// A client that talks to node `id` only.
     pub fn client_of_node(&self, id: u32) -> KeelClient {
-        client_of(vec![self.nodes[&id].address.clone()])
+        client_with(vec![self.nodes[&id].address.clone()], self.tls.clone())
     }
 
     /// Every node's log, for a failure message.
@@ -217,9 +226,11 @@ impl Cluster {
     }
 }
 
-/// A client of `endpoints` with short per-attempt deadlines, so that a dead node is skipped fast.
-pub fn client_of(endpoints: Vec<String>) -> KeelClient {
+/// A client of `endpoints` with short per-attempt deadlines, so that a dead node is skipped fast;
+/// over `tls` when given.
+pub fn client_with(endpoints: Vec<String>, tls: Option<ClientTls>) -> KeelClient {
     let options = ClientOptions {
+        tls,
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(6),
         deadline: Duration::from_secs(20),

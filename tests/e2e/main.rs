@@ -11,5 +11,7 @@ mod cluster;
 mod crash;
 mod etcdctl;
 mod membership;
+mod pki;
 mod redirect;
+mod tls;
 mod watch_and_ttl;

@@ -202,13 +202,16 @@ async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Sender>, Failu
         error => Failure::Failed(format!("{error}\nHint: {}", error.advice())),
     };
     if plan.api == Api::Etcd {
-        let load = Arc::new(EtcdLoad::connect(endpoints, plan.connections, plan.timeout).await.map_err(failure)?);
+        let load = Arc::new(
+            EtcdLoad::connect(endpoints, plan.connections, plan.timeout, plan.tls.as_ref()).await.map_err(failure)?,
+        );
         return Ok((0..load.connections()).map(|connection| Sender::Etcd(load.clone(), connection)).collect());
     }
     let options = ClientOptions {
         deadline: plan.timeout,
         request_timeout: ClientOptions::default().request_timeout.min(plan.timeout),
         batch_stream: !plan.unary,
+        tls: plan.tls.clone(),
         ..ClientOptions::default()
     };
     let mut clients = Vec::with_capacity(plan.connections);

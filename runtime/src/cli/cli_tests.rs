@@ -121,6 +121,24 @@ fn node_flags_fill_the_settings() {
 }
 
 #[test]
+fn tls_flags_parse_as_etcd_spells_them() {
+    let node = ["node", "--cert-file", "n.pem", "--key-file", "k.pem", "--trusted-ca-file", "ca.pem"];
+    let Command::Node(args) = parse(&[&node[..], &["--client-cert-auth"]].concat()).unwrap() else { panic!() };
+    assert_eq!(args.settings.client_cert_auth, Some(true), "the bare flag turns it on");
+    assert_eq!(args.settings.trusted_ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+    let Command::Node(args) = parse(&[&node[..], &["--client-cert-auth=false"]].concat()).unwrap() else { panic!() };
+    assert_eq!(args.settings.client_cert_auth, Some(false));
+    let Command::Get { client, .. } =
+        parse(&["get", "/k", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem"]).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(client.cacert.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert_eq!(refused(&["get", "/k", "--cacert", "ca.pem", "--cert", "c.pem"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(refused(&["get", "/k", "--cert", "c.pem", "--key", "k.pem"]), ErrorKind::MissingRequiredArgument);
+}
+
+#[test]
 fn dev_has_defaults_and_bounds() {
     let Command::Dev(args) = parse(&["dev"]).unwrap() else { panic!() };
     assert_eq!((args.dir, args.nodes, args.base_port), (None, 3, 7001));

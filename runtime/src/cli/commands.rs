@@ -66,9 +66,11 @@ pub fn run(command: Command) -> ExitCode {
 /// The client for `args`: lazy, so that a node that is down costs only its own attempts.
 fn client(args: &ClientArgs) -> Result<KeelClient, Failure> {
     let deadline = Duration::from_secs(args.timeout);
+    let tls = args.tls().map_err(|error| Failure::Usage(error.to_string()))?;
     let options = ClientOptions {
         deadline,
         request_timeout: ClientOptions::default().request_timeout.min(deadline),
+        tls,
         ..ClientOptions::default()
     };
     Ok(KeelClient::new(args.endpoints.clone(), options)?)

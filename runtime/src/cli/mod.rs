@@ -213,6 +213,29 @@ pub struct ClientArgs {
     /// Give up after this many seconds (retries and redirects included).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// TLS: dial the nodes over TLS, verifying them against the certificate authorities in
+    /// this PEM file (as etcdctl's --cacert).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// TLS: this client's certificate (PEM), for nodes that require one (client_cert_auth).
+    #[arg(long, requires_all = ["client_key", "cacert"])]
+    pub cert: Option<PathBuf>,
+    /// TLS: the private key of --cert (PEM).
+    #[arg(long = "key", id = "client_key", requires_all = ["cert", "cacert"])]
+    pub client_key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The TLS settings of `--cacert`, `--cert` and `--key`; `None` without `--cacert`.
+    pub fn tls(&self) -> Result<Option<keel::tls::ClientTls>, keel::tls::TlsError> {
+        match &self.cacert {
+            Some(ca) => {
+                keel::tls::ClientTls::from_files(ca, self.cert.as_deref(), self.client_key.as_deref()).map(Some)
+            }
+            None if self.cert.is_some() || self.client_key.is_some() => Err(keel::tls::TlsError::NoTrustedCa),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Output formats.

@@ -99,6 +99,11 @@ pub fn run_node(args: NodeArgs) -> ExitCode {
         listen = %node.server.listen_addr,
         data_dir = %data_dir.map(|dir| dir.to_string()).unwrap_or_default(),
         initial_cluster = ?node.server.node.initial_members,
+        tls = match &node.server.tls {
+            None => "off (plain text)",
+            Some(tls) if tls.client_cert_auth() => "on, client certificates required",
+            Some(_) => "on",
+        },
         "starting"
     );
     if node.joining {

@@ -8,6 +8,11 @@
 //! data_dir = "/var/lib/keel"
 //! initial_cluster = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
 //! metrics_listen = "127.0.0.1:9101"
+//! # TLS (all three files, or none)
+//! cert_file = "/etc/keel/node1.pem"
+//! key_file = "/etc/keel/node1-key.pem"
+//! trusted_ca_file = "/etc/keel/ca.pem"
+//! client_cert_auth = true
 //! heartbeat_interval_ms = 100
 //! election_timeout_ms_min = 1000
 //! election_timeout_ms_max = 2000
@@ -20,6 +25,7 @@ use std::path::{Path, PathBuf};
 use keel_core::LeaseConfig;
 use keel_runtime::node::NodeConfig;
 use keel_runtime::server::ServerConfig;
+use keel_runtime::tls::NodeTls;
 use serde::Deserialize;
 
 /// Bytes a command needs beyond its key and value.
@@ -123,6 +129,22 @@ pub struct NodeSettings {
     /// [default: one per core].
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// TLS: the node's certificate (PEM), for clients and peers alike; it must name every
+    /// address the node is reached by and allow both TLS server and client use. Needs key_file
+    /// and trusted_ca_file.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// TLS: the private key of cert_file (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// TLS: the certificate authorities (PEM) that the node verifies its peers against, and its
+    /// clients with client_cert_auth.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// TLS: refuse every connection, client or peer, without a certificate that trusted_ca_file
+    /// signed [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
 }
 
 /// A setting that cannot be used; the message names it and says what to do.
@@ -193,6 +215,10 @@ impl NodeSettings {
             peer_timeout_ms,
             peer_queue_max,
             worker_threads,
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
         )
     }
 
@@ -235,6 +261,7 @@ impl NodeSettings {
             server.service.message_bytes_max = bytes;
             server.transport.message_bytes_max = bytes;
         }
+        server.tls = self.tls()?;
         server.validate().map_err(|error| SettingsError(error.to_string()))?;
         let joining = !server.node.initial_members.contains_key(&id);
         if let Some(threads) = self.worker_threads {
@@ -245,6 +272,29 @@ impl NodeSettings {
             }
         }
         Ok(ValidNode { server, metrics_listen, joining, worker_threads: self.worker_threads })
+    }
+
+    /// The node's TLS from cert_file, key_file, trusted_ca_file and client_cert_auth: all
+    /// three files or none of them.
+    fn tls(&self) -> Result<Option<NodeTls>, SettingsError> {
+        let client_cert_auth = self.client_cert_auth.unwrap_or(false);
+        let (cert, key, ca) = match (&self.cert_file, &self.key_file, &self.trusted_ca_file) {
+            (None, None, None) if client_cert_auth => {
+                return fail("client_cert_auth needs TLS: give cert_file, key_file and trusted_ca_file too")
+            }
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), Some(ca)) => (cert, key, ca),
+            (None, _, _) => return fail("cert_file is missing: TLS needs cert_file, key_file and trusted_ca_file"),
+            (_, None, _) => return fail("key_file is missing: TLS needs cert_file, key_file and trusted_ca_file"),
+            (_, _, None) => {
+                return fail(
+                    "trusted_ca_file is missing: with TLS the node verifies its peers' certificates against it",
+                )
+            }
+        };
+        let tls =
+            NodeTls::from_files(cert, key, ca, client_cert_auth).map_err(|error| SettingsError(error.to_string()))?;
+        Ok(Some(tls))
     }
 
     fn apply_timing(&self, node: &mut NodeConfig) -> Result<(), SettingsError> {

@@ -164,3 +164,37 @@ fn connections_max_is_set_and_leaves_room_beyond_the_members() {
     let node = valid().validate().expect("valid");
     assert_eq!(node.server.connections_max, keel_runtime::server::CONNECTIONS_MAX_DEFAULT);
 }
+
+#[path = "../../../tests/e2e/pki.rs"]
+mod pki;
+
+#[test]
+fn tls_takes_all_three_files_and_names_what_is_missing_or_wrong() {
+    assert!(valid().validate().unwrap().server.tls.is_none(), "plain text by default");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::create(dir.path());
+    let text = format!(
+        "cert_file = {:?}\nkey_file = {:?}\ntrusted_ca_file = {:?}\nclient_cert_auth = true",
+        pki.node_cert, pki.node_key, pki.ca
+    );
+    let file = NodeSettings::from_toml(&text).unwrap();
+    let tls = valid().or(file.clone()).validate().unwrap().server.tls.expect("TLS from the file");
+    assert!(tls.client_cert_auth());
+    let open = NodeSettings { client_cert_auth: Some(false), ..valid() }.or(file.clone());
+    assert!(!open.validate().unwrap().server.tls.unwrap().client_cert_auth(), "a flag overrides the file");
+
+    let files = || NodeSettings { client_cert_auth: None, ..valid().or(file.clone()) };
+    let cases = [
+        (NodeSettings { key_file: None, ..files() }, "key_file is missing"),
+        (NodeSettings { cert_file: None, ..files() }, "cert_file is missing"),
+        (NodeSettings { trusted_ca_file: None, ..files() }, "trusted_ca_file is missing"),
+        (NodeSettings { client_cert_auth: Some(true), ..valid() }, "client_cert_auth needs TLS"),
+        (NodeSettings { key_file: Some(pki.node_cert.clone()), ..files() }, "holds no usable private key"),
+        (NodeSettings { trusted_ca_file: Some(pki.node_key.clone()), ..files() }, "holds no PEM certificate"),
+        (NodeSettings { cert_file: Some("/nonexistent/node.pem".into()), ..files() }, "/nonexistent/node.pem"),
+    ];
+    for (settings, expected) in cases {
+        let message = error(settings);
+        assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+    }
+}

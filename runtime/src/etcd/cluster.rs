@@ -1,8 +1,8 @@
 //! `etcdserverpb.Cluster` on Keel's membership.
 //!
 //! * **MemberList** lists voters (of both halves of a joint configuration) and learners, named
-//!   `keel-<id>`; a member's peer and client URLs are both `http://<address>`, since one
-//!   address serves peers and clients. As in etcd, the list is this node's own view unless the
+//!   `keel-<id>`; a member's peer and client URLs are both `http://<address>` (`https://` when
+//!   the node serves TLS), since one address serves peers and clients. As in etcd, the list is this node's own view unless the
 //!   request sets `linearizable` (etcdctl 3.5 and later do by default; 3.4 never does): then a
 //!   read-index barrier first makes it include every change committed before the request, and
 //!   without a quorum the request fails instead of answering from a node that may be behind.
@@ -56,17 +56,18 @@ pub(super) fn server(cluster: EtcdCluster) -> EtcdClusterServer {
 }
 
 /// etcd's member list of a configuration, in id order.
-pub(crate) fn members_of(membership: &Membership) -> Vec<Member> {
+/// `scheme` is `http` or `https`.
+pub(crate) fn members_of(membership: &Membership, scheme: &str) -> Vec<Member> {
     let voters = membership.voters.union(&membership.voters_outgoing).map(|id| (*id, false));
     let learners = membership.learners.keys().map(|id| (*id, true));
     let mut members: Vec<Member> =
-        voters.chain(learners).map(|(id, learner)| member(membership, id, learner)).collect();
+        voters.chain(learners).map(|(id, learner)| member(membership, id, learner, scheme)).collect();
     members.sort_by_key(|member| member.id);
     members
 }
 
-fn member(membership: &Membership, id: NodeId, is_learner: bool) -> Member {
-    let url = format!("http://{}", membership.address_of(id));
+fn member(membership: &Membership, id: NodeId, is_learner: bool, scheme: &str) -> Member {
+    let url = format!("{scheme}://{}", membership.address_of(id));
     Member {
         id: u64::from(id),
         name: format!("keel-{id}"),
@@ -147,8 +148,8 @@ impl EtcdCluster {
         };
         Ok(MemberAddResponse {
             header: Some(self.shared.headers.header(None).await?),
-            member: Some(member(&membership, node_id, true)),
-            members: members_of(&membership),
+            member: Some(member(&membership, node_id, true, self.shared.url_scheme)),
+            members: members_of(&membership, self.shared.url_scheme),
         })
     }
 
@@ -164,7 +165,7 @@ impl EtcdCluster {
         };
         Ok(MemberRemoveResponse {
             header: Some(self.shared.headers.header(None).await?),
-            members: members_of(&membership),
+            members: members_of(&membership, self.shared.url_scheme),
         })
     }
 
@@ -181,7 +182,7 @@ impl EtcdCluster {
         };
         Ok(MemberUpdateResponse {
             header: Some(self.shared.headers.header(None).await?),
-            members: members_of(&membership),
+            members: members_of(&membership, self.shared.url_scheme),
         })
     }
 
@@ -197,7 +198,7 @@ impl EtcdCluster {
         };
         Ok(MemberPromoteResponse {
             header: Some(self.shared.headers.header(None).await?),
-            members: members_of(&membership),
+            members: members_of(&membership, self.shared.url_scheme),
         })
     }
 }
@@ -232,7 +233,7 @@ impl Cluster for EtcdCluster {
             self.shared.read_barrier().await?;
         }
         let status = self.shared.handle.status().await.map_err(|error| errors::of_client(&error))?;
-        let members = members_of(&status.membership);
+        let members = members_of(&status.membership, self.shared.url_scheme);
         Ok(Response::new(MemberListResponse { header: Some(from_status(&status, None)), members }))
     }
 
@@ -254,12 +255,14 @@ mod tests {
         let mut membership = Membership::with_voters([2, 1]);
         membership.learners.insert(3, LearnerKind::Promotable);
         membership.addresses.insert(1, "127.0.0.1:7001".into());
-        let members = members_of(&membership);
+        let members = members_of(&membership, "http");
         assert_eq!(
             members.iter().map(|m| (m.id, m.is_learner)).collect::<Vec<_>>(),
             vec![(1, false), (2, false), (3, true)]
         );
         assert_eq!(members[0].client_ur_ls, vec!["http://127.0.0.1:7001".to_string()]);
+        let secure = members_of(&membership, "https");
+        assert_eq!(secure[0].peer_ur_ls, vec!["https://127.0.0.1:7001".to_string()]);
         assert_eq!(members[0].name, "keel-1");
     }
 

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use keel::tls::ClientTls;
 use keel_core::LeaderHint;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
 use super::errors;
@@ -31,12 +32,15 @@ const CHANNELS_MAX: usize = 16;
 pub(crate) struct Forwarder {
     channels: Mutex<BTreeMap<String, Channel>>,
     timeout: Duration,
+    /// The node's outbound TLS (`crate::tls`), if it has one.
+    tls: Option<ClientTls>,
 }
 
 impl Forwarder {
-    /// A forwarder whose calls (connecting included) last at most `timeout_ms`.
-    pub(crate) fn new(timeout_ms: u64) -> Self {
-        Self { channels: Mutex::new(BTreeMap::new()), timeout: Duration::from_millis(timeout_ms.max(1)) }
+    /// A forwarder whose calls (connecting included) last at most `timeout_ms`, over TLS when
+    /// `tls` is given.
+    pub(crate) fn new(timeout_ms: u64, tls: Option<ClientTls>) -> Self {
+        Self { channels: Mutex::new(BTreeMap::new()), timeout: Duration::from_millis(timeout_ms.max(1)), tls }
     }
 
     /// A connection to the leader named by `hint`, unless the request was forwarded already or
@@ -88,9 +92,8 @@ impl Forwarder {
     /// A new connection to the member at `address`, made within the forwarding deadline.
     pub(crate) async fn connect(&self, address: &str) -> Result<Channel, Status> {
         let unreachable = |what: String| Status::unavailable(format!("etcdserver: leader unreachable: {what}"));
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| unreachable(error.to_string()))?
-            .connect_timeout(self.timeout);
+        let endpoint =
+            keel::tls::endpoint(address, self.tls.as_ref()).map_err(unreachable)?.connect_timeout(self.timeout);
         endpoint.connect().await.map_err(|error| unreachable(error.to_string()))
     }
 }
@@ -108,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forwarded_request_is_never_forwarded_again_and_no_leader_is_said() {
-        let forwarder = Forwarder::new(100);
+        let forwarder = Forwarder::new(100, None);
         let hint = LeaderHint { leader_id: Some(2), address: "127.0.0.1:1".into(), term: 3 };
         let request = forwarded(());
         let second_hop = forwarder.channel(&hint, request.metadata()).await.unwrap_err();

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     watch_slots: Arc<crate::service::WatcherSlots>,
     transfer_timeout_ms: u64,
     election_timeout_ms_max: u64,
+    /// The scheme of the members' URLs in the Cluster API: `https` when the node serves TLS.
+    url_scheme: &'static str,
 }
 
 /// What became of a proposed write.
@@ -131,10 +133,18 @@ pub struct EtcdApi {
 impl EtcdApi {
     /// The etcd API of the node behind `handle`, configured as `node` (its key-value limits, its
     /// election timeout) with the client services' settings (message size, watch limits); its
-    /// streams end when `closer` closes.
-    pub fn new(handle: NodeHandle, node: &NodeConfig, config: ServiceConfig, closer: StreamCloser) -> Self {
+    /// streams end when `closer` closes. Requests forwarded to the leader go over TLS when `tls`
+    /// (the node's outbound TLS) is given.
+    pub fn new(
+        handle: NodeHandle,
+        node: &NodeConfig,
+        config: ServiceConfig,
+        closer: StreamCloser,
+        tls: Option<keel::tls::ClientTls>,
+    ) -> Self {
         let watch_slots = crate::service::WatcherSlots::new(config.watchers_max.max(1));
-        let forwarder = forward::Forwarder::new(node.request_timeout_ms);
+        let url_scheme = if tls.is_some() { "https" } else { "http" };
+        let forwarder = forward::Forwarder::new(node.request_timeout_ms, tls);
         let shared = Shared {
             headers: header::Headers::new(handle.clone()),
             handle,
@@ -145,6 +155,7 @@ impl EtcdApi {
             watch_slots,
             transfer_timeout_ms: node.raft.election_timeout_ms_max.saturating_mul(2),
             election_timeout_ms_max: node.raft.election_timeout_ms_max,
+            url_scheme,
         };
         Self { shared: Arc::new(shared) }
     }

@@ -24,7 +24,7 @@ use keel::proto::raft::RaftMessageBatch;
 use keel_core::{Entry, Message, MessageBody, NodeId, Rng};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use super::convert;
@@ -55,6 +55,9 @@ pub struct TransportConfig {
     pub backoff_ms_max: u64,
     /// Largest encoded message the client sends or accepts.
     pub message_bytes_max: usize,
+    /// Dial peers over TLS with these settings; `None`: plain text. A node server sets it from
+    /// `ServerConfig::tls` (see `crate::tls`), so that its listener and its links agree.
+    pub tls: Option<keel::tls::ClientTls>,
 }
 
 impl Default for TransportConfig {
@@ -67,6 +70,7 @@ impl Default for TransportConfig {
             backoff_ms_min: 20,
             backoff_ms_max: 1_000,
             message_bytes_max: DEFAULT_MESSAGE_BYTES_MAX,
+            tls: None,
         }
     }
 }
@@ -83,6 +87,7 @@ impl TransportConfig {
             backoff_ms_min: self.backoff_ms_min.max(1),
             backoff_ms_max: self.backoff_ms_max.max(self.backoff_ms_min.max(1)),
             message_bytes_max: self.message_bytes_max.max(1),
+            tls: self.tls.clone(),
         }
     }
 
@@ -364,8 +369,8 @@ impl SenderTask {
 /// Connects to the peer at `address` (a free function: the task holds a stream that is not
 /// `Sync` under madsim, so no `&SenderTask` may live across an await).
 async fn connect(address: &str, config: &TransportConfig) -> Result<RaftPeerClient<Channel>, CallError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| CallError::InvalidAddress(error.to_string()))?
+    let endpoint = keel::tls::endpoint(address, config.tls.as_ref())
+        .map_err(CallError::InvalidAddress)?
         .connect_timeout(config.call_timeout());
     let channel = endpoint.connect().await.map_err(|error| CallError::Connect(error.to_string()))?;
     Ok(RaftPeerClient::new(channel)

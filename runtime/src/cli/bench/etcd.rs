@@ -12,10 +12,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel::client::{normalize_endpoint, ClientError};
+use keel::client::ClientError;
 use keel::proto::etcdserverpb::kv_client::KvClient;
 use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use keel::tls::ClientTls;
 use tonic::transport::{Channel, Endpoint};
 
 /// Longest wait for one endpoint's `Status` answer while looking for the leader.
@@ -32,11 +33,16 @@ pub struct EtcdLoad {
 
 impl EtcdLoad {
     /// Finds the leader among `endpoints` and opens `connections` connections to it.
-    pub async fn connect(endpoints: &[String], connections: usize, timeout: Duration) -> Result<Self, ClientError> {
-        let endpoint = find_leader(endpoints).await?;
+    pub async fn connect(
+        endpoints: &[String],
+        connections: usize,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let endpoint = find_leader(endpoints, tls).await?;
         let mut clients = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            clients.push(KvClient::new(channel(&endpoint)?.connect_lazy()));
+            clients.push(KvClient::new(channel(&endpoint, tls)?.connect_lazy()));
         }
         Ok(Self { endpoint, clients, timeout })
     }
@@ -82,11 +88,11 @@ impl EtcdLoad {
 }
 
 /// The endpoint whose `Status` names itself as leader; the first that answered when none does.
-async fn find_leader(endpoints: &[String]) -> Result<String, ClientError> {
+async fn find_leader(endpoints: &[String], tls: Option<&ClientTls>) -> Result<String, ClientError> {
     let mut answered = None;
     let mut last_error = None;
     for endpoint in endpoints {
-        let mut client = MaintenanceClient::new(channel(endpoint)?.connect_lazy());
+        let mut client = MaintenanceClient::new(channel(endpoint, tls)?.connect_lazy());
         match tokio::time::timeout(STATUS_TIMEOUT, client.status(StatusRequest {})).await {
             Ok(Ok(status)) => {
                 let status = status.into_inner();
@@ -112,10 +118,10 @@ async fn find_leader(endpoints: &[String]) -> Result<String, ClientError> {
     }
 }
 
-fn channel(endpoint: &str) -> Result<Endpoint, ClientError> {
-    Endpoint::from_shared(normalize_endpoint(endpoint))
+fn channel(endpoint: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    keel::tls::endpoint(endpoint, tls)
         .map(|endpoint| endpoint.tcp_nodelay(true))
-        .map_err(|error| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: error.to_string() })
+        .map_err(|reason| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason })
 }
 
 fn rpc_error(endpoint: &str, status: &tonic::Status) -> ClientError {

@@ -211,6 +211,8 @@ pub struct Plan {
     pub format: Format,
     /// Deadline of one request, retries included.
     pub timeout: Duration,
+    /// TLS of the connections to an existing cluster (`--cacert`, `--cert`, `--key`).
+    pub tls: Option<keel::tls::ClientTls>,
 }
 
 impl Plan {
@@ -221,6 +223,10 @@ impl Plan {
         } else {
             Target::Endpoints(args.client.endpoints.clone())
         };
+        let tls = args.client.tls().map_err(|error| error.to_string())?;
+        if args.local && tls.is_some() {
+            return Err("--local starts a plain-text cluster: give --cacert, --cert and --key with --endpoints".into());
+        }
         let length = match args.requests {
             Some(requests) => Length::Requests(requests),
             None if args.duration.is_zero() => return Err("--duration must be more than 0".into()),
@@ -270,6 +276,7 @@ impl Plan {
             keys: args.keys,
             format: args.client.format,
             timeout: Duration::from_secs(args.client.timeout),
+            tls,
         })
     }
 
