@@ -4,7 +4,8 @@
 //! descriptor set in `OUT_DIR`, and `madsim-tonic-build` (imported as `tonic_build`) generates code
 //! from that set. It writes two versions of every package: the real tonic stubs in
 //! `$OUT_DIR/<package>.rs` and the simulated ones in `$OUT_DIR/sim/<package>.rs`;
-//! `tonic::include_proto!` picks one according to `--cfg madsim`.
+//! `tonic::include_proto!` picks one according to `--cfg madsim`. `pbjson-build` adds serde
+//! implementations of the etcd messages for the etcd API's HTTP gateway.
 
 use std::path::PathBuf;
 
@@ -45,5 +46,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The directories are watched by the line above already.
         .emit_rerun_if_changed(false)
         .compile_protos(PROTOS, &[PROTO_ROOT])?;
+
+    // serde implementations of the etcd messages in proto3's JSON mapping (int64 as strings,
+    // bytes as base64, enums by name, default values left out), with the proto field names
+    // (`create_revision`, `ID`) as etcd's HTTP gateway writes them; they land beside the
+    // messages as `$OUT_DIR/<package>.serde.rs`. Unknown fields are skipped, as in the binary
+    // encoding.
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptor_path)?)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".etcdserverpb", ".mvccpb"])?;
     Ok(())
 }

@@ -51,14 +51,18 @@ pub mod mvccpb {
     //! (`etcdserverpb`) carries them. Keel's own description of etcd's wire format.
 
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 pub mod etcdserverpb {
     //! The etcd v3 gRPC API (package `etcdserverpb`): the `KV`, `Watch`, `Lease`, `Cluster` and
     //! `Maintenance` services with etcd's names and field numbers, so that `etcdctl` and etcd
-    //! client libraries talk to Keel unmodified. Served by `keel_runtime::etcd`.
+    //! client libraries talk to Keel unmodified. Served by `keel_runtime::etcd`. Every message
+    //! also implements serde's `Serialize` and `Deserialize` in proto3's JSON mapping with the
+    //! proto field names, as etcd's HTTP gateway (`POST /v3/kv/range`, ...) reads and writes it.
 
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 #[cfg(test)]

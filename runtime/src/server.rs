@@ -250,14 +250,17 @@ fn bind(config: &ServerConfig) -> Result<Listen, ServerError> {
 }
 
 /// etcd's HTTP routes on the client address, ahead of the gRPC services, whose unknown paths
-/// keep tonic's `UNIMPLEMENTED` answer: `GET /health` (see `etcd/health.rs`) and `GET /version`.
+/// keep tonic's `UNIMPLEMENTED` answer: `GET /health` (see `etcd/health.rs`), `GET /version`,
+/// and the JSON gateway under `/v3/` (`etcd/gateway.rs`).
 #[cfg(not(madsim))]
-fn http_routes(handle: NodeHandle) -> tonic::service::Routes {
+fn http_routes(handle: NodeHandle, etcd: &crate::etcd::EtcdApi) -> tonic::service::Routes {
     let version = || async { ([(axum::http::header::CONTENT_TYPE, "application/json")], crate::etcd::version_json()) };
     let mut routes = tonic::service::Routes::default();
     let router = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() =
-        router.route("/health", crate::etcd::health::http_route(handle)).route("/version", axum::routing::get(version));
+    *routes.axum_router_mut() = router
+        .route("/health", crate::etcd::health::http_route(handle))
+        .route("/version", axum::routing::get(version))
+        .merge(etcd.http_gateway());
     routes
 }
 
@@ -309,18 +312,19 @@ async fn run(
     let (release_peers, peers_released) = tokio::sync::watch::channel(false);
     let peer_service = PeerService::new(id, node.inbound()).closing_with(peers_released);
     let peer = peer_server(peer_service, config.transport.message_bytes_max);
-    // Plain builds also answer etcd's HTTP/1 `GET /health` and `GET /version` on this address.
+    // The etcd v3 API (runtime/src/etcd) on the same address, over the same store.
+    let etcd =
+        crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone(), outbound_tls);
+    // Plain builds also answer etcd's HTTP routes on this address (`GET /health`, `GET
+    // /version`, the JSON gateway), over HTTP/1.1 as well as HTTP/2.
     #[cfg(not(madsim))]
     let router = server_builder
         .accept_http1(true)
         .layer(crate::service::DecodeErrorLayer)
-        .add_routes(http_routes(handle.clone()))
+        .add_routes(http_routes(handle.clone(), &etcd))
         .add_service(peer);
     #[cfg(madsim)]
     let router = Server::builder().add_service(peer);
-    // The etcd v3 API (runtime/src/etcd) on the same address, over the same store.
-    let etcd =
-        crate::etcd::EtcdApi::new(handle.clone(), &config.node, config.service.clone(), closer.clone(), outbound_tls);
     let corruption_check = etcd.start_corruption_check(config.node.corrupt_check_interval_ms);
     let router = router
         .add_service(client.into_server())

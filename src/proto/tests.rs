@@ -206,3 +206,53 @@ fn malformed_input_is_an_error_not_a_panic() {
         assert!(ClientWriteRequest::decode(*input).is_err(), "{input:02x?} decoded");
     }
 }
+
+/// etcd's HTTP gateway writes proto3 JSON with the proto field names: int64 as strings, bytes in
+/// base64, enums by name, default values left out; it reads numbers or strings for int64.
+#[test]
+fn etcd_messages_read_and_write_the_json_of_etcds_gateway() {
+    use super::etcdserverpb::{compare, Compare, RangeRequest, RangeResponse, ResponseHeader, WatchRequest};
+    use super::mvccpb::{event::EventType, Event, KeyValue};
+
+    let header = ResponseHeader { cluster_id: 14841639068965178418, member_id: 1, revision: 5, raft_term: 2 };
+    let kv = KeyValue {
+        key: Bytes::from_static(b"foo"),
+        value: Bytes::from_static(b"bar"),
+        create_revision: 2,
+        mod_revision: 5,
+        version: 3,
+        lease: 0,
+    };
+    let response = RangeResponse { header: Some(header), kvs: vec![kv.clone()], more: false, count: 1 };
+    let json: serde_json::Value = serde_json::to_value(&response).unwrap();
+    assert_eq!(json["header"]["cluster_id"], "14841639068965178418");
+    assert_eq!(json["header"]["raft_term"], "2");
+    assert_eq!(json["kvs"][0]["key"], "Zm9v");
+    assert_eq!(json["kvs"][0]["mod_revision"], "5");
+    assert_eq!(json["count"], "1");
+    assert!(json["kvs"][0].get("lease").is_none() && json.get("more").is_none(), "defaults are left out: {json}");
+
+    let request: RangeRequest =
+        serde_json::from_str(r#"{"key":"Zm9v","range_end":"Zm9w","limit":"2","serializable":true}"#).unwrap();
+    assert_eq!(
+        (request.key.as_ref(), request.range_end.as_ref(), request.limit, request.serializable),
+        (&b"foo"[..], &b"fop"[..], 2, true)
+    );
+    let numeric: RangeRequest = serde_json::from_str(r#"{"key":"Zm9v","limit":2,"unknown":1}"#).unwrap();
+    assert_eq!(numeric.limit, 2, "numbers are read too, unknown fields skipped");
+    assert!(serde_json::from_str::<RangeRequest>(r#"{"key":"not base64!"}"#).is_err());
+
+    let watch: WatchRequest =
+        serde_json::from_str(r#"{"create_request":{"key":"Zm9v","start_revision":"3"}}"#).unwrap();
+    assert!(format!("{watch:?}").contains("start_revision: 3"), "{watch:?}");
+    let compare: Compare =
+        serde_json::from_str(r#"{"result":"GREATER","target":"MOD","key":"Zm9v","mod_revision":"1"}"#).unwrap();
+    assert_eq!(compare.result(), compare::CompareResult::Greater);
+    assert_eq!(compare.target(), compare::CompareTarget::Mod);
+
+    let put =
+        serde_json::to_value(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: None }).unwrap();
+    assert!(put.get("type").is_none(), "PUT is the default: {put}");
+    let delete = serde_json::to_value(Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv: None }).unwrap();
+    assert_eq!(delete["type"], "DELETE");
+}

@@ -10,6 +10,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod etcdctl;
+mod gateway;
 mod membership;
 mod pki;
 mod redirect;

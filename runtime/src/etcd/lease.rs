@@ -164,7 +164,9 @@ impl EtcdLease {
     }
 
     /// Serves one keep-alive stream: each request renewed in turn, answered in order.
-    async fn keep_alive_stream(
+    /// Answers each keep-alive of `requests` on `output` until either ends (or the node stops):
+    /// the gRPC `LeaseKeepAlive` stream, and the HTTP gateway's (`gateway.rs`).
+    pub(super) async fn keep_alive_stream(
         self,
         metadata: MetadataMap,
         mut requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,

@@ -19,6 +19,7 @@
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
 //! | `health.rs` | etcd's HTTP `/health` check: alarms, a known leader, a read within a second |
+//! | `gateway.rs` | etcd's HTTP gateway: the same services as JSON over HTTP (`POST /v3/kv/range`, ...) |
 //! | `header.rs`, `errors.rs`, `convert.rs` | response headers, etcd's error texts, conversions |
 //!
 //! ## Where it sits on the read and write paths
@@ -38,6 +39,8 @@ mod convert;
 mod corruption;
 mod errors;
 mod forward;
+#[cfg(not(madsim))]
+mod gateway;
 mod header;
 pub mod health;
 mod kv;
@@ -183,6 +186,13 @@ impl EtcdApi {
     /// The `etcdserverpb.Maintenance` service.
     pub fn maintenance_server(&self) -> EtcdMaintenanceServer {
         maintenance::server(EtcdMaintenance { shared: Arc::clone(&self.shared) })
+    }
+
+    /// etcd's HTTP gateway (`gateway.rs`): these services as JSON over HTTP at etcd's paths
+    /// (`POST /v3/kv/range`, `/v3/watch`, ...). Plain builds only.
+    #[cfg(not(madsim))]
+    pub fn http_gateway(&self) -> axum::Router {
+        gateway::routes(self)
     }
 
     /// Starts the periodic corruption check ([`corruption`]) every `interval_ms`; `None` when

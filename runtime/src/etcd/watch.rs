@@ -91,15 +91,26 @@ impl Watch for EtcdWatch {
         if require_leader && !leader_known(&self.shared.handle).await {
             return Err(errors::status(errors::NO_LEADER));
         }
-        if self.shared.closer.is_closed() {
-            return Err(shutting_down_status());
-        }
-        let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
-        let session =
-            Session { shared: Arc::clone(&self.shared), output, watches: BTreeMap::new(), next_id: 0, require_leader };
-        tokio::spawn(session.run(request.into_inner()));
+        let receiver = open(Arc::clone(&self.shared), request.into_inner(), require_leader)?;
         Ok(Response::new(Box::pin(ChannelStream::new(receiver))))
     }
+}
+
+/// Starts a watch session over `requests` and returns its bounded output: what a `Watch` call
+/// does, for the gRPC service and for the HTTP gateway (`gateway.rs`), whose requests come
+/// from a JSON body. With `require_leader` the session ends when no leader is known.
+pub(super) fn open(
+    shared: Arc<Shared>,
+    requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+    require_leader: bool,
+) -> Result<mpsc::Receiver<Result<WatchResponse, Status>>, Status> {
+    if shared.closer.is_closed() {
+        return Err(shutting_down_status());
+    }
+    let (output, receiver) = mpsc::channel(shared.config.watch_output_buffer.max(1));
+    let session = Session { shared, output, watches: BTreeMap::new(), next_id: 0, require_leader };
+    tokio::spawn(session.run(requests));
+    Ok(receiver)
 }
 
 /// One watch stream: its watches (id → stop signal) and its output.
@@ -112,7 +123,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin) {
+    async fn run(mut self, mut requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send) {
         let mut closing = self.shared.closer.subscribe();
         let mut leader_check = tokio::time::interval(LEADER_CHECK);
         loop {
