@@ -97,6 +97,20 @@ impl TlsIdentity {
         &self.key_pem
     }
 
+    /// The certificate chain, parsed (for a rustls configuration).
+    pub fn certificate_chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        certificates("certificate", &self.cert_pem)
+    }
+
+    /// The private key, parsed (for a rustls configuration).
+    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|error| TlsError::Pem {
+            what: "key",
+            source_name: "given".to_owned(),
+            reason: format!("holds no usable private key: {error}"),
+        })
+    }
+
     /// The identity in tonic's form.
     #[cfg(not(madsim))]
     pub fn to_tonic(&self) -> Identity {
@@ -156,6 +170,11 @@ impl ClientTls {
         &self.trusted_ca_pem
     }
 
+    /// The certificate authorities trusted, parsed (for a rustls configuration).
+    pub fn trusted_certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        certificates("CA certificate", &self.trusted_ca_pem)
+    }
+
     /// The settings in tonic's form.
     #[cfg(not(madsim))]
     pub fn to_tonic(&self) -> ClientTlsConfig {
@@ -198,6 +217,15 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
         return Err(failed(format!("it is {length} bytes, more than a PEM file of {PEM_FILE_BYTES_MAX} bytes")));
     }
     std::fs::read(path).map_err(|error| failed(error.to_string()))
+}
+
+/// The certificates of `pem`, in order.
+fn certificates(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|error| TlsError::Pem {
+        what,
+        source_name: "given".to_owned(),
+        reason: format!("holds a malformed certificate: {error}"),
+    })
 }
 
 /// Checks that `pem` holds at least one certificate and no malformed one.

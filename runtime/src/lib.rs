@@ -32,4 +32,6 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod tls;
+#[cfg(not(madsim))]
+pub mod tls_listener;
 pub mod transport;

@@ -264,17 +264,6 @@ fn http_routes(handle: NodeHandle, etcd: &crate::etcd::EtcdApi) -> tonic::servic
     routes
 }
 
-/// The gRPC server builder, with the node's TLS if it has one.
-#[cfg(not(madsim))]
-fn builder(config: &ServerConfig) -> Result<Server, ServerError> {
-    match &config.tls {
-        None => Ok(Server::builder()),
-        Some(tls) => Server::builder().tls_config(tls.server_config()).map_err(|error| {
-            ServerError::Config(format!("the TLS certificate and key cannot be used together: {error}"))
-        }),
-    }
-}
-
 /// How the serving phase ended.
 enum Ending {
     Requested,
@@ -293,9 +282,9 @@ async fn run(
     started: Option<oneshot::Sender<NodeHandle>>,
 ) -> Result<(), ServerError> {
     let id = config.node.raft.id;
-    // Before the node starts: a certificate that tonic refuses stops the server at once.
+    // Before the node starts: a certificate that rustls refuses stops the server at once.
     #[cfg(not(madsim))]
-    let server_builder = builder(&config)?;
+    let server_tls = config.tls.as_ref().map(NodeTls::server_config).transpose().map_err(ServerError::Config)?;
     let outbound_tls = config.tls.as_ref().map(|tls| tls.outbound().clone());
     let transport = PeerTransport::new(id, TransportConfig { tls: outbound_tls.clone(), ..config.transport.clone() });
     let node = Node::start(config.node.clone(), storage, clock, Box::new(transport))?;
@@ -318,7 +307,7 @@ async fn run(
     // Plain builds also answer etcd's HTTP routes on this address (`GET /health`, `GET
     // /version`, the JSON gateway), over HTTP/1.1 as well as HTTP/2.
     #[cfg(not(madsim))]
-    let router = server_builder
+    let router = Server::builder()
         .accept_http1(true)
         .layer(crate::service::DecodeErrorLayer)
         .add_routes(http_routes(handle.clone(), &etcd))
@@ -349,7 +338,9 @@ async fn run(
     };
     let serving = match listen {
         #[cfg(not(madsim))]
-        Listen::Incoming(incoming) => router.serve_with_incoming_shutdown(incoming, signal),
+        Listen::Incoming(incoming) => {
+            router.serve_with_incoming_shutdown(crate::tls_listener::ServerIncoming::new(incoming, server_tls), signal)
+        }
         #[cfg(madsim)]
         Listen::Address(address) => router.serve_with_shutdown(address, signal),
     };

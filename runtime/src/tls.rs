@@ -9,8 +9,8 @@
 //! address the node is reached by (IP or DNS subject alternative names).
 //!
 //! Data flow: `keel node` reads the files ([`NodeTls::from_files`]); `server.rs` hands
-//! [`NodeTls::server_config`] to tonic's server, and [`NodeTls::outbound`] to the peer transport
-//! and the etcd forwarder, whose connections then verify the peer's certificate against the
+//! [`NodeTls::server_config`] to the listener's handshake (`tls_listener.rs`), and
+//! [`NodeTls::outbound`] to the peer transport and the etcd forwarder, whose connections then verify the peer's certificate against the
 //! trusted authorities and present the node's own. Under `--cfg madsim` none of it applies:
 //! the simulated network carries the same calls without TLS.
 
@@ -64,16 +64,41 @@ impl NodeTls {
         &self.outbound
     }
 
-    /// The listener's settings in tonic's form.
+    /// The listener's rustls configuration (`tls_listener.rs`): the node's certificate, client
+    /// certificates verified against the trusted authorities with `client_cert_auth`, and both
+    /// HTTP/2 and HTTP/1.1 offered in the handshake (ALPN), for gRPC and for etcd's JSON
+    /// gateway. The error says which part rustls refused.
     #[cfg(not(madsim))]
-    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
-        let config =
-            tonic::transport::ServerTlsConfig::new().identity(self.identity.to_tonic()).timeout(HANDSHAKE_TIMEOUT);
-        if self.client_cert_auth {
-            let authorities = tonic::transport::Certificate::from_pem(self.outbound.trusted_ca_pem());
-            config.client_ca_root(authorities)
+    pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+        use std::sync::Arc;
+        // ring, as tonic's `tls-ring` uses for the node's outbound links: rustls marks its ring
+        // provider deprecated for want of post-quantum key exchange, which aws-lc-rs has at the
+        // price of a larger C build; switch both together.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = self.identity.certificate_chain().map_err(|error| error.to_string())?;
+        let key = self.identity.private_key().map_err(|error| error.to_string())?;
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS: {error}"))?;
+        let builder = if self.client_cert_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in self.outbound.trusted_certificates().map_err(|error| error.to_string())? {
+                roots
+                    .add(certificate)
+                    .map_err(|error| format!("trusted_ca_file holds an unusable certificate: {error}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|error| format!("trusted_ca_file cannot verify client certificates: {error}"))?;
+            builder.with_client_cert_verifier(verifier)
         } else {
-            config
-        }
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|error| format!("cert_file and key_file cannot be used together: {error}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }

@@ -4,7 +4,9 @@
 //! authenticated peer links, that the native and etcd APIs answer over TLS (a follower forwarding
 //! an etcd write to the leader over TLS too), and that the listener refuses plain text, clients
 //! without a certificate when `client_cert_auth` is on, and certificates from an authority the
-//! nodes do not trust, while a client of a node without `client_cert_auth` needs none.
+//! nodes do not trust, while a client of a node without `client_cert_auth` needs none. An
+//! HTTP/1.1-only TLS client (as Python's urllib3 is: Patroni, etcd3gw) reaches etcd's JSON
+//! gateway and `/health`.
 #![cfg(not(madsim))]
 
 #[path = "../../tests/e2e/pki.rs"]
@@ -173,5 +175,62 @@ async fn without_client_cert_auth_a_client_needs_only_the_authority() {
     let found = anonymous.get(["/k"], Consistency::Linearizable).await.unwrap();
     assert_eq!(found[0].value, "v");
     client(cluster.endpoints(), None, 2).put("/k", "plain", None).await.expect_err("plain text is still refused");
+    cluster.stop().await;
+}
+
+/// An HTTP/1.1 request over TLS from a client that offers only `http/1.1` in its handshake, as
+/// Python's urllib3 does: the status line and the body.
+async fn https_1_1(address: SocketAddr, pki: &Pki, request: &str) -> (String, String) {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let load = |path: &std::path::Path| std::fs::read(path).unwrap();
+    let client_tls = ClientTls::from_pem(load(&pki.ca)).unwrap();
+    let identity = keel::tls::TlsIdentity::from_pem(load(&pki.client_cert), load(&pki.client_key)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in client_tls.trusted_certificates().unwrap() {
+        roots.add(certificate).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(identity.certificate_chain().unwrap(), identity.private_key().unwrap())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+    let mut stream = connector.connect(name, tcp).await.expect("a TLS handshake offering only http/1.1");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await; // the server may close without close_notify
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_1_clients_reach_the_json_gateway_and_health_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let cluster = Cluster::start(1, &node_tls(&pki, true)).await;
+    let trusted = ClientTls::from_files(&pki.ca, Some(&pki.client_cert), Some(&pki.client_key)).unwrap();
+    roles(&client(cluster.endpoints(), Some(trusted), 10)).await;
+    let address = cluster.addresses[&1];
+    let body = r#"{"key":"L3g=","value":"MQ=="}"#;
+    let put = format!(
+        "POST /v3/kv/put HTTP/1.1\r\nHost: keel\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, answer) = https_1_1(address, &pki, &put).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{answer}");
+    assert!(answer.contains("\"revision\":\"2\""), "{answer}");
+    let health = "GET /health HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n";
+    let (status, answer) = https_1_1(address, &pki, health).await;
+    assert_eq!((status.as_str(), answer.as_str()), ("HTTP/1.1 200 OK", r#"{"health":"true","reason":""}"#));
     cluster.stop().await;
 }

@@ -51,3 +51,15 @@ async fn patroni_etcd3_dcs_keeps_its_cluster_state_in_keel() {
     cluster.leader(&[1, 2, 3]).await;
     run_script(&cluster, "patroni_dcs.py", &[cluster.endpoints().join(",")]);
 }
+
+/// The same over mutual TLS: Patroni's HTTP/1.1 client must get through the nodes' handshake
+/// (which offers HTTP/1.1 beside HTTP/2) with its client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs patroni (apt-get install patroni)"]
+async fn patroni_etcd3_dcs_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, pki) = crate::tls::secure_cluster(dir.path()).await;
+    let files = [&pki.ca, &pki.client_cert, &pki.client_key].map(|path| path.display().to_string());
+    let arguments: Vec<String> = std::iter::once(cluster.endpoints().join(",")).chain(files).collect();
+    run_script(&cluster, "patroni_dcs.py", &arguments);
+}

@@ -17,7 +17,7 @@ use crate::cluster::{Cluster, KEEL};
 use crate::pki::Pki;
 
 /// A 3-node cluster serving TLS and requiring client certificates, and its certificates.
-async fn secure_cluster(dir: &Path) -> (Cluster, Pki) {
+pub async fn secure_cluster(dir: &Path) -> (Cluster, Pki) {
     let pki = Pki::create(dir);
     let flags = [
         format!("--cert-file={}", pki.node_cert.display()),
