@@ -294,6 +294,10 @@ impl NodeSettings {
         };
         let tls =
             NodeTls::from_files(cert, key, ca, client_cert_auth).map_err(|error| SettingsError(error.to_string()))?;
+        // What rustls refuses (a key that does not match the certificate, an authority it
+        // cannot use) is a settings error too, found before anything starts.
+        #[cfg(not(madsim))]
+        tls.server_config().map_err(SettingsError)?;
         Ok(Some(tls))
     }
 

@@ -192,6 +192,7 @@ fn tls_takes_all_three_files_and_names_what_is_missing_or_wrong() {
         (NodeSettings { key_file: Some(pki.node_cert.clone()), ..files() }, "holds no usable private key"),
         (NodeSettings { trusted_ca_file: Some(pki.node_key.clone()), ..files() }, "holds no PEM certificate"),
         (NodeSettings { cert_file: Some("/nonexistent/node.pem".into()), ..files() }, "/nonexistent/node.pem"),
+        (NodeSettings { key_file: Some(pki.client_key.clone()), ..files() }, "cannot be used together"),
     ];
     for (settings, expected) in cases {
         let message = error(settings);
