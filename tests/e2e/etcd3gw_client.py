@@ -4,6 +4,7 @@ Run by tests/e2e/gateway.rs as `python3 etcd3gw_client.py HOST PORT...`: every s
 what etcd would answer, and the script exits non-zero with the failed assertion otherwise.
 """
 
+import signal
 import sys
 import threading
 
@@ -16,6 +17,9 @@ def client(host, port):
 
 
 def main():
+    # A call that hangs (a watch that never answers) fails the test instead of stalling CI:
+    # SIGALRM's default action ends the process.
+    signal.alarm(120)
     host, ports = sys.argv[1], sys.argv[2:]
     clients = [client(host, port) for port in ports]
     first = clients[0]

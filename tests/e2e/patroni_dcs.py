@@ -10,6 +10,7 @@ Patroni expects from etcd; the script exits non-zero otherwise.
 """
 
 import base64
+import signal
 import sys
 import time
 
@@ -42,6 +43,9 @@ def cached(node):
 
 
 def main():
+    # A call that hangs (a watch that never answers) fails the test instead of stalling CI:
+    # SIGALRM's default action ends the process.
+    signal.alarm(120)
     hosts, tls = sys.argv[1].split(','), sys.argv[2:5]
     first, second = dcs(hosts, 'pg1', tls), dcs(hosts[::-1], 'pg2', tls)
     assert first._client._cluster_version == (3, 4, 0), first._client._cluster_version
