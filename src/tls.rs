@@ -13,6 +13,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::client::error_chain;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::Endpoint;
@@ -87,16 +88,6 @@ impl TlsIdentity {
         Ok(Self { cert_pem, key_pem })
     }
 
-    /// The certificate chain, as PEM text.
-    pub fn cert_pem(&self) -> &[u8] {
-        &self.cert_pem
-    }
-
-    /// The private key, as PEM text.
-    pub fn key_pem(&self) -> &[u8] {
-        &self.key_pem
-    }
-
     /// The certificate chain, parsed (for a rustls configuration).
     pub fn certificate_chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         certificates("certificate", &self.cert_pem)
@@ -158,16 +149,6 @@ impl ClientTls {
     /// dialed (for nodes reached by an address their certificate does not name).
     pub fn with_domain_name(self, name: impl Into<String>) -> Self {
         Self { domain_name: Some(name.into()), ..self }
-    }
-
-    /// The client identity presented, if any.
-    pub fn identity(&self) -> Option<&TlsIdentity> {
-        self.identity.as_ref()
-    }
-
-    /// The certificate authorities trusted, as PEM text.
-    pub fn trusted_ca_pem(&self) -> &[u8] {
-        &self.trusted_ca_pem
     }
 
     /// The certificate authorities trusted, parsed (for a rustls configuration).
@@ -249,18 +230,6 @@ fn check_private_key(what: &'static str, source_name: &str, pem: &[u8]) -> Resul
         source_name: source_name.to_owned(),
         reason: format!("holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {error}"),
     })
-}
-
-/// An error with its chain of sources, joined by ": " (tonic's errors say little on their own).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

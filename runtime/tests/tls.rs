@@ -175,6 +175,13 @@ async fn without_client_cert_auth_a_client_needs_only_the_authority() {
     let found = anonymous.get(["/k"], Consistency::Linearizable).await.unwrap();
     assert_eq!(found[0].value, "v");
     client(cluster.endpoints(), None, 2).put("/k", "plain", None).await.expect_err("plain text is still refused");
+    // A node reached by an address its certificate does not name is verified against the name
+    // given instead: the node certificate names `localhost`, not `example.invalid`.
+    let authority = || ClientTls::from_files(&pki.ca, None, None).unwrap();
+    let named = client(cluster.endpoints(), Some(authority().with_domain_name("localhost")), 10);
+    named.put("/named", "v", None).await.expect("verified as localhost");
+    let misnamed = client(cluster.endpoints(), Some(authority().with_domain_name("example.invalid")), 2);
+    misnamed.get(["/k"], Consistency::Linearizable).await.expect_err("the certificate does not name it");
     cluster.stop().await;
 }
 

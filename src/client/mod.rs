@@ -252,7 +252,8 @@ fn status_text(status: &tonic::Status) -> String {
 }
 
 /// An error and its sources, joined by ": " (tonic's transport errors say little at the top).
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// Shared with `crate::tls`, whose endpoint errors are tonic's too.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
