@@ -138,7 +138,9 @@ async fn a_cluster_with_client_cert_auth_serves_only_trusted_clients_over_tls() 
     let follower = cluster.addresses[&followers[0]].to_string();
     let channel = keel::tls::endpoint(&follower, Some(&trusted)).unwrap().connect().await.expect("a TLS connection");
     let put = PutRequest { key: "/etcd".into(), value: "v".into(), ..PutRequest::default() };
-    KvClient::new(channel.clone()).put(put).await.expect("a forwarded etcd write");
+    let written = KvClient::new(channel.clone()).put(put).await.expect("a forwarded etcd write").into_inner();
+    let header = written.header.expect("a header");
+    assert_eq!(header.member_id, u64::from(followers[0]), "the member asked answers, as in etcd");
     let leader_address = cluster.addresses[&leader].to_string();
     let leader_channel = keel::tls::endpoint(&leader_address, Some(&trusted)).unwrap().connect().await.unwrap();
     let range = RangeRequest { key: "/etcd".into(), ..RangeRequest::default() };

@@ -144,7 +144,7 @@ impl EtcdCluster {
         let change = MembershipChange::AddLearner { node_id, address, kind: LearnerKind::Promotable };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.call(&address, client.member_add(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_add(forwarded(request))).await;
         };
         Ok(MemberAddResponse {
             header: Some(self.shared.headers.header(None).await?),
@@ -161,7 +161,7 @@ impl EtcdCluster {
         let change = MembershipChange::RemoveNode { node_id: node_id(request.id)? };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.call(&address, client.member_remove(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_remove(forwarded(request))).await;
         };
         Ok(MemberRemoveResponse {
             header: Some(self.shared.headers.header(None).await?),
@@ -178,7 +178,7 @@ impl EtcdCluster {
         let change = MembershipChange::UpdateAddress { node_id: node_id(request.id)?, address };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.call(&address, client.member_update(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_update(forwarded(request))).await;
         };
         Ok(MemberUpdateResponse {
             header: Some(self.shared.headers.header(None).await?),
@@ -194,7 +194,7 @@ impl EtcdCluster {
         let change = MembershipChange::PromoteLearner { node_id: node_id(request.id)? };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.call(&address, client.member_promote(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_promote(forwarded(request))).await;
         };
         Ok(MemberPromoteResponse {
             header: Some(self.shared.headers.header(None).await?),

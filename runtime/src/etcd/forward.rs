@@ -7,11 +7,20 @@
 //! receives one while not leading answers `etcdserver: leader changed` instead of forwarding
 //! again: at most one hop, no loops. Connections are cached per address, at most
 //! [`CHANNELS_MAX`] of them (the cache is emptied when full).
+//!
+//! The relayed answer's header names the member that answered the client, as etcd's does (the
+//! member that received a write answers it there): the leader's header is relabelled with this
+//! member's id ([`Answer`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use keel::proto::etcdserverpb::{
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseRevokeResponse, MemberAddResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse,
+    PutResponse, ResponseHeader, TxnResponse,
+};
 use keel::tls::ClientTls;
 use keel_core::LeaderHint;
 use tonic::metadata::MetadataMap;
@@ -27,9 +36,42 @@ pub(crate) const FORWARDED: &str = "keel-etcd-forwarded";
 /// Most leader connections kept.
 const CHANNELS_MAX: usize = 16;
 
+/// An etcd answer that a follower relays: its header can be relabelled with the relaying member.
+pub(crate) trait Answer {
+    /// The answer's header, if it has one.
+    fn header_mut(&mut self) -> Option<&mut ResponseHeader>;
+}
+
+macro_rules! answers {
+    ($($answer:ty),* $(,)?) => {
+        $(impl Answer for $answer {
+            fn header_mut(&mut self) -> Option<&mut ResponseHeader> {
+                self.header.as_mut()
+            }
+        })*
+    };
+}
+
+answers!(
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse,
+    LeaseKeepAliveResponse,
+    MemberAddResponse,
+    MemberRemoveResponse,
+    MemberUpdateResponse,
+    MemberPromoteResponse,
+    AlarmResponse,
+);
+
 /// Connections to leaders, by address.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
+    /// This member's id, which relayed answers carry.
+    member_id: u64,
     channels: Mutex<BTreeMap<String, Channel>>,
     timeout: Duration,
     /// The node's outbound TLS (`crate::tls`), if it has one.
@@ -37,10 +79,11 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder whose calls (connecting included) last at most `timeout_ms`, over TLS when
-    /// `tls` is given.
-    pub(crate) fn new(timeout_ms: u64, tls: Option<ClientTls>) -> Self {
-        Self { channels: Mutex::new(BTreeMap::new()), timeout: Duration::from_millis(timeout_ms.max(1)), tls }
+    /// The forwarder of member `member_id`, whose calls (connecting included) last at most
+    /// `timeout_ms`, over TLS when `tls` is given.
+    pub(crate) fn new(member_id: u64, timeout_ms: u64, tls: Option<ClientTls>) -> Self {
+        let timeout = Duration::from_millis(timeout_ms.max(1));
+        Self { member_id, channels: Mutex::new(BTreeMap::new()), timeout, tls }
     }
 
     /// A connection to the leader named by `hint`, unless the request was forwarded already or
@@ -66,7 +109,26 @@ impl Forwarder {
         Ok(channel)
     }
 
-    /// Runs a forwarded call under the forwarding deadline; a failed call forgets the connection.
+    /// Runs a forwarded call under the forwarding deadline and relabels its answer as this
+    /// member's; a failed call forgets the connection.
+    pub(crate) async fn relay<T: Answer>(
+        &self,
+        address: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        self.call(address, call).await.map(|answer| self.relabel(answer))
+    }
+
+    /// `answer` with this member's id in its header, as the member that answers the client.
+    pub(crate) fn relabel<T: Answer>(&self, mut answer: T) -> T {
+        if let Some(header) = answer.header_mut() {
+            header.member_id = self.member_id;
+        }
+        answer
+    }
+
+    /// Runs a call to another member under the forwarding deadline; a failed call forgets the
+    /// connection.
     pub(crate) async fn call<T>(
         &self,
         address: &str,
@@ -111,7 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forwarded_request_is_never_forwarded_again_and_no_leader_is_said() {
-        let forwarder = Forwarder::new(100, None);
+        let forwarder = Forwarder::new(1, 100, None);
         let hint = LeaderHint { leader_id: Some(2), address: "127.0.0.1:1".into(), term: 3 };
         let request = forwarded(());
         let second_hop = forwarder.channel(&hint, request.metadata()).await.unwrap_err();
@@ -119,5 +181,16 @@ mod tests {
         let unknown = LeaderHint { leader_id: None, address: String::new(), term: 3 };
         let no_leader = forwarder.channel(&unknown, &MetadataMap::new()).await.unwrap_err();
         assert_eq!(no_leader.message(), errors::NO_LEADER.1);
+    }
+
+    #[test]
+    fn a_relayed_answer_names_the_relaying_member_and_keeps_the_rest_of_its_header() {
+        let forwarder = Forwarder::new(3, 100, None);
+        let header = ResponseHeader { cluster_id: 9, member_id: 1, revision: 42, raft_term: 5 };
+        let answer = forwarder.relabel(PutResponse { header: Some(header), prev_kv: None });
+        let expected = ResponseHeader { member_id: 3, ..header };
+        assert_eq!(answer.header, Some(expected));
+        let bare = forwarder.relabel(TxnResponse::default());
+        assert_eq!(bare.header, None, "no header is made up");
     }
 }

@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::convert::{finish_range, int, key_range, key_value, read_error, revision_of};
-use super::forward::forwarded;
+use super::forward::{self, forwarded};
 use super::{errors, txn, Shared, Written};
 use crate::node::ReadConsistency;
 
@@ -64,11 +64,12 @@ impl EtcdKv {
     async fn forward<T, F, Fut>(&self, hint: LeaderHint, metadata: MetadataMap, call: F) -> Result<T, Status>
     where
         F: FnOnce(KvClient<Channel>) -> Fut,
+        T: forward::Answer,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
         Box::pin(async move {
             let client = KvClient::new(self.shared.forwarder.channel(&hint, &metadata).await?);
-            self.shared.forwarder.call(&hint.address, call(client)).await
+            self.shared.forwarder.relay(&hint.address, call(client)).await
         })
         .await
     }

@@ -84,7 +84,7 @@ impl EtcdLease {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
                 let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.call(&hint.address, client.lease_grant(forwarded(request))).await;
+                return self.shared.forwarder.relay(&hint.address, client.lease_grant(forwarded(request))).await;
             }
         };
         let Some(OpResponse::Lease { id, .. }) = result.responses.first() else {
@@ -104,7 +104,7 @@ impl EtcdLease {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
                 let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.call(&hint.address, client.lease_revoke(forwarded(request))).await;
+                return self.shared.forwarder.relay(&hint.address, client.lease_revoke(forwarded(request))).await;
             }
         };
         Ok(LeaseRevokeResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })
@@ -127,7 +127,8 @@ impl EtcdLease {
                 let messages = futures_util::stream::iter(vec![LeaseKeepAliveRequest { id }]);
                 let mut stream =
                     self.shared.forwarder.call(&hint.address, client.lease_keep_alive(forwarded(messages))).await?;
-                stream.next().await.unwrap_or_else(|| Err(errors::status(errors::LEADER_CHANGED)))
+                let answer = stream.next().await.unwrap_or_else(|| Err(errors::status(errors::LEADER_CHANGED)));
+                answer.map(|answer| self.shared.forwarder.relabel(answer))
             }
             Err(status) if status.message() == errors::LEASE_NOT_FOUND.1 => {
                 Ok(answer(0, self.shared.headers.header(None).await?))

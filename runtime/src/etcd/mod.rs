@@ -147,7 +147,7 @@ impl EtcdApi {
     ) -> Self {
         let watch_slots = crate::service::WatcherSlots::new(config.watchers_max.max(1));
         let url_scheme = if tls.is_some() { "https" } else { "http" };
-        let forwarder = forward::Forwarder::new(node.request_timeout_ms, tls);
+        let forwarder = forward::Forwarder::new(u64::from(handle.id()), node.request_timeout_ms, tls);
         let shared = Shared {
             headers: header::Headers::new(handle.clone()),
             handle,
