@@ -15,8 +15,9 @@
 #
 # Usage: bench/etcd-vs-keel.sh            (about 6 minutes per round with the defaults, after the build)
 # Settings (environment): DURATION=10s WARMUP=2s (both as `sleep` takes them) CLIENTS="1 16 64 256" CONNECTIONS=4 KEYS=10000
-#   ROUNDS=1 SYSTEMS="etcd keel" WORK=<dir to keep the JSON reports and logs in; the clusters' data
-#   directories are there too, so WORK=/dev/shm/<name> takes the disk out of the comparison>
+#   ROUNDS=1 SYSTEMS="etcd keel" WORKLOADS="write read-linearizable read-serializable" (any of the three)
+#   WORK=<dir to keep the JSON reports and logs in; the clusters' data directories are there too,
+#   so WORK=/dev/shm/<name> takes the disk out of the comparison>
 #   KEEL_ARGS=<more flags for each keel node, e.g. "--worker-threads 1"; none by default>
 # Needs: cargo, python3 (for the table), and etcd: installed with apt-get when missing (as root).
 set -euo pipefail
@@ -30,7 +31,7 @@ KEYS=${KEYS:-10000}
 SYSTEMS=${SYSTEMS:-"etcd keel"}
 ROUNDS=${ROUNDS:-1}
 read -r -a KEEL_ARGS <<<"${KEEL_ARGS:-}"
-WORKLOADS="write read-linearizable read-serializable"
+WORKLOADS=${WORKLOADS:-"write read-linearizable read-serializable"}
 
 if ! command -v etcd >/dev/null; then
   echo "== installing etcd (Debian's etcd-server)"
