@@ -34,4 +34,5 @@ pub mod storage;
 pub mod tls;
 #[cfg(not(madsim))]
 pub mod tls_listener;
+pub mod tls_reload;
 pub mod transport;

@@ -3,7 +3,8 @@
 //! Names (all prefixed `keel_`): commit latency (client write to applied, at the leader), sync
 //! latency and entries per sync (group commit), the time to take a snapshot, the driver's pause
 //! for it (copying the store) and storing it (on the storage worker), corruption-check
-//! comparisons, leader changes, term, commit and applied index, leadership, and open watchers.
+//! comparisons, leader changes, term, commit and applied index, leadership, open watchers, and
+//! TLS reloads (done and failed).
 //! Without an installed recorder (tests, the simulator) recording is a no-op. `keel node
 //! --metrics-listen` serves them at `/metrics`, beside etcd's `/health` ([`serve_http`]).
 
@@ -37,6 +38,10 @@ pub const APPLIED_INDEX: &str = "keel_applied_index";
 pub const IS_LEADER: &str = "keel_is_leader";
 /// Gauge: open watch streams.
 pub const WATCHERS: &str = "keel_watchers";
+/// Counter: times the node read its changed TLS files and put them in use (`tls_reload.rs`).
+pub const TLS_RELOADS_TOTAL: &str = "keel_tls_reloads_total";
+/// Counter: times the node's TLS files changed but could not be used (the previous stay).
+pub const TLS_RELOAD_FAILURES_TOTAL: &str = "keel_tls_reload_failures_total";
 
 /// Records a duration measured in microseconds into the histogram `name`, in seconds.
 pub(crate) fn record_seconds(name: &'static str, elapsed_us: u64) {

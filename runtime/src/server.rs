@@ -58,6 +58,7 @@ use crate::node::{Node, NodeConfig, NodeError, NodeHandle, NodeStatus};
 use crate::service::{AdminService, ClientService, ServiceConfig};
 use crate::storage::{MemoryStorage, Storage};
 use crate::tls::NodeTls;
+use crate::tls_reload::{ReloadingTls, RELOAD_CHECK_INTERVAL};
 use crate::transport::{peer_server, PeerService, PeerTransport, TransportConfig};
 
 /// How often the hand-over on shutdown checks whether leadership moved.
@@ -283,9 +284,9 @@ async fn run(
 ) -> Result<(), ServerError> {
     let id = config.node.raft.id;
     // Before the node starts: a certificate that rustls refuses stops the server at once.
-    #[cfg(not(madsim))]
-    let server_tls = config.tls.as_ref().map(NodeTls::server_config).transpose().map_err(ServerError::Config)?;
-    let outbound_tls = config.tls.as_ref().map(|tls| tls.outbound().clone());
+    let tls = config.tls.clone().map(|tls| ReloadingTls::new(tls, RELOAD_CHECK_INTERVAL));
+    let tls = tls.transpose().map_err(ServerError::Config)?;
+    let outbound_tls = tls.as_ref().map(ReloadingTls::outbound);
     let transport = PeerTransport::new(id, TransportConfig { tls: outbound_tls.clone(), ..config.transport.clone() });
     let node = Node::start(config.node.clone(), storage, clock, Box::new(transport))?;
     let handle = node.handle();
@@ -339,7 +340,7 @@ async fn run(
     let serving = match listen {
         #[cfg(not(madsim))]
         Listen::Incoming(incoming) => {
-            router.serve_with_incoming_shutdown(crate::tls_listener::ServerIncoming::new(incoming, server_tls), signal)
+            router.serve_with_incoming_shutdown(crate::tls_listener::ServerIncoming::new(incoming, tls), signal)
         }
         #[cfg(madsim)]
         Listen::Address(address) => router.serve_with_shutdown(address, signal),

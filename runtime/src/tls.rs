@@ -8,13 +8,15 @@
 //! extended key usages `serverAuth` and `clientAuth`, or no extended key usage) and name every
 //! address the node is reached by (IP or DNS subject alternative names).
 //!
-//! Data flow: `keel node` reads the files ([`NodeTls::from_files`]); `server.rs` hands
-//! [`NodeTls::server_config`] to the listener's handshake (`tls_listener.rs`), and
-//! [`NodeTls::outbound`] to the peer transport and the etcd forwarder, whose connections then verify the peer's certificate against the
-//! trusted authorities and present the node's own. Under `--cfg madsim` none of it applies:
-//! the simulated network carries the same calls without TLS.
+//! Data flow: `keel node` reads the files ([`NodeTls::from_files`]); `server.rs` wraps the
+//! result in a `tls_reload::ReloadingTls`, which reads the files again when they change, and
+//! hands its [`NodeTls::server_config`] to the listener's handshake (`tls_listener.rs`) and its
+//! [`NodeTls::outbound`] to the peer transport and the etcd forwarder, whose connections then
+//! verify the peer's certificate against the trusted authorities and present the node's own.
+//! Under `--cfg madsim` none of it applies: the simulated network carries the same calls
+//! without TLS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keel::tls::{ClientTls, TlsError, TlsIdentity};
@@ -30,6 +32,9 @@ pub struct NodeTls {
     identity: TlsIdentity,
     outbound: ClientTls,
     client_cert_auth: bool,
+    /// The certificate, key and trusted-authority files, when read from files: they are read
+    /// again when they change (`tls_reload.rs`).
+    files: Option<[PathBuf; 3]>,
 }
 
 impl NodeTls {
@@ -38,7 +43,7 @@ impl NodeTls {
     /// `trusted_ca` signed.
     pub fn new(identity: TlsIdentity, trusted_ca: ClientTls, client_cert_auth: bool) -> Self {
         let outbound = trusted_ca.with_identity(identity.clone());
-        Self { identity, outbound, client_cert_auth }
+        Self { identity, outbound, client_cert_auth, files: None }
     }
 
     /// Reads the node's certificate, key and trusted authorities from PEM files.
@@ -50,7 +55,20 @@ impl NodeTls {
     ) -> Result<Self, TlsError> {
         let identity = TlsIdentity::from_files(cert_file, key_file)?;
         let trusted_ca = ClientTls::from_files(trusted_ca_file, None, None)?;
-        Ok(Self::new(identity, trusted_ca, client_cert_auth))
+        let files = [cert_file.to_path_buf(), key_file.to_path_buf(), trusted_ca_file.to_path_buf()];
+        Ok(Self { files: Some(files), ..Self::new(identity, trusted_ca, client_cert_auth) })
+    }
+
+    /// The files this TLS was read from (none when it was built from PEM in memory).
+    pub fn files(&self) -> &[PathBuf] {
+        self.files.as_ref().map_or(&[], |files| files.as_slice())
+    }
+
+    /// This TLS read again from its files, with the same `client_cert_auth`; `None` when it was
+    /// not read from files.
+    pub fn reread(&self) -> Option<Result<Self, TlsError>> {
+        let [cert_file, key_file, trusted_ca_file] = self.files.as_ref()?;
+        Some(Self::from_files(cert_file, key_file, trusted_ca_file, self.client_cert_auth))
     }
 
     /// Whether connections without a trusted client certificate are refused.

@@ -4,7 +4,8 @@
 //! and, when the node serves TLS, runs each one's handshake in a task of its own, with
 //! [`crate::tls::HANDSHAKE_TIMEOUT`], handing tonic only the connections whose handshake
 //! succeeded. Without TLS it passes connections through. A connection keeps its permit through
-//! its handshake, so handshakes in progress count against `connections_max` too.
+//! its handshake, so handshakes in progress count against `connections_max` too. Each handshake
+//! uses the certificates in use when its connection was accepted (`tls_reload.rs`).
 //!
 //! Keel does its own handshake instead of tonic's because tonic's offers only HTTP/2 (ALPN
 //! `h2`): a client that offers only HTTP/1.1 (`curl --http1.1`, Python's urllib3, and so
@@ -24,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::connections::{CountedStream, LimitedIncoming};
+use crate::tls_reload::ReloadingTls;
 
 /// An accepted connection: plain, or after a successful TLS handshake.
 pub enum ServerStream {
@@ -37,7 +39,7 @@ pub enum ServerStream {
 /// node has a TLS configuration.
 pub struct ServerIncoming {
     inner: LimitedIncoming,
-    acceptor: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadingTls>>,
     handshakes: JoinSet<io::Result<TlsStream<CountedStream>>>,
     inner_ended: bool,
     /// Failed handshakes, for the log.
@@ -45,10 +47,10 @@ pub struct ServerIncoming {
 }
 
 impl ServerIncoming {
-    /// Serves the connections of `inner`, over TLS with `tls` when given.
-    pub fn new(inner: LimitedIncoming, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
-        let acceptor = tls.map(TlsAcceptor::from);
-        Self { inner, acceptor, handshakes: JoinSet::new(), inner_ended: false, failed: 0 }
+    /// Serves the connections of `inner`, over TLS with `tls` when given (the certificates in
+    /// use when each connection is accepted).
+    pub fn new(inner: LimitedIncoming, tls: Option<Arc<ReloadingTls>>) -> Self {
+        Self { inner, tls, handshakes: JoinSet::new(), inner_ended: false, failed: 0 }
     }
 
     /// The address the listener is bound to.
@@ -73,10 +75,10 @@ impl Stream for ServerIncoming {
         loop {
             if !this.inner_ended {
                 match Pin::new(&mut this.inner).poll_next(cx) {
-                    Poll::Ready(Some(Ok(stream))) => match &this.acceptor {
+                    Poll::Ready(Some(Ok(stream))) => match &this.tls {
                         None => return Poll::Ready(Some(Ok(ServerStream::Plain(stream)))),
-                        Some(acceptor) => {
-                            let accepting = acceptor.accept(stream);
+                        Some(tls) => {
+                            let accepting = TlsAcceptor::from(tls.server_config()).accept(stream);
                             this.handshakes.spawn(async move {
                                 match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, accepting).await {
                                     Ok(result) => result,

@@ -6,7 +6,8 @@
 //! without a certificate when `client_cert_auth` is on, and certificates from an authority the
 //! nodes do not trust, while a client of a node without `client_cert_auth` needs none. An
 //! HTTP/1.1-only TLS client (as Python's urllib3 is: Patroni, etcd3gw) reaches etcd's JSON
-//! gateway and `/health`.
+//! gateway and `/health`. Certificate files rotated on disk, to a new authority, are used
+//! without a restart, by the listener and by a node's own new connections.
 #![cfg(not(madsim))]
 
 #[path = "../../tests/e2e/pki.rs"]
@@ -24,6 +25,7 @@ use keel::tls::ClientTls;
 use keel_runtime::node::NodeConfig;
 use keel_runtime::server::{serve_with_listener, ServerConfig, ServerError};
 use keel_runtime::tls::NodeTls;
+use keel_runtime::tls_reload::RELOAD_CHECK_INTERVAL;
 use pki::Pki;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -184,6 +186,70 @@ async fn without_client_cert_auth_a_client_needs_only_the_authority() {
     named.put("/named", "v", None).await.expect("verified as localhost");
     let misnamed = client(cluster.endpoints(), Some(authority().with_domain_name("example.invalid")), 2);
     misnamed.get(["/k"], Consistency::Linearizable).await.expect_err("the certificate does not name it");
+    cluster.stop().await;
+}
+
+/// Replaces `live` with a copy of `source` the way operators should: a complete file renamed
+/// over the old one.
+fn replace(live: &std::path::Path, source: &[u8]) {
+    let staged = live.with_extension("new");
+    std::fs::write(&staged, source).expect("a staged file");
+    std::fs::rename(&staged, live).expect("renamed over the live file");
+}
+
+/// An etcd write to the node at `address`, by a client showing and trusting `tls`.
+async fn etcd_put(address: SocketAddr, tls: &ClientTls, key: &str) -> Result<u64, String> {
+    let endpoint = keel::tls::endpoint(&address.to_string(), Some(tls)).map_err(|error| error.to_string())?;
+    let channel = endpoint.connect().await.map_err(|error| format!("{error:?}"))?;
+    let put = PutRequest { key: key.as_bytes().to_vec().into(), value: "v".into(), ..PutRequest::default() };
+    let written = KvClient::new(channel).put(put).await.map_err(|status| status.to_string())?.into_inner();
+    Ok(written.header.map_or(0, |header| header.member_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificate_files_are_used_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        Pki::create(&path)
+    };
+    let (old, new, live) = (make("old"), make("new"), dir.path().join("live"));
+    std::fs::create_dir(&live).unwrap();
+    let read = |path: &std::path::Path| std::fs::read(path).unwrap();
+    let (cert, key, ca) = (live.join("node.pem"), live.join("node-key.pem"), live.join("ca.pem"));
+    // The start of a rotation: the old certificate, both authorities trusted.
+    replace(&cert, &read(&old.node_cert));
+    replace(&key, &read(&old.node_key));
+    replace(&ca, &[read(&old.ca), read(&new.ca)].concat());
+    let tls = NodeTls::from_files(&cert, &key, &ca, true).expect("the live files load");
+    let cluster = Cluster::start(3, &tls).await;
+    let old_client = ClientTls::from_files(&old.ca, Some(&old.client_cert), Some(&old.client_key)).unwrap();
+    let new_client = ClientTls::from_files(&new.ca, Some(&new.client_cert), Some(&new.client_key)).unwrap();
+    let native = client(cluster.endpoints(), Some(old_client.clone()), 10);
+    let (leader, followers) = roles(&native).await;
+    let (leader, follower) = (cluster.addresses[&leader], cluster.addresses[&followers[0]]);
+    etcd_put(leader, &new_client, "/before").await.expect_err("the old certificate is not trusted by the new client");
+
+    // The new certificate: used for new connections once the node looks (within a second).
+    replace(&cert, &read(&new.node_cert));
+    replace(&key, &read(&new.node_key));
+    tokio::time::sleep(RELOAD_CHECK_INTERVAL + Duration::from_millis(200)).await;
+    etcd_put(leader, &new_client, "/after").await.expect("the rotated certificate is served");
+
+    // The end of the rotation: only the new authority is trusted. A write to a follower is
+    // forwarded over a new connection to the leader, which the leader accepts only if the
+    // follower shows its rotated certificate (a node's outbound TLS is reloaded too).
+    replace(&ca, &read(&new.ca));
+    tokio::time::sleep(RELOAD_CHECK_INTERVAL + Duration::from_millis(200)).await;
+    etcd_put(leader, &old_client, "/old").await.expect_err("the old authority's clients are refused");
+    let answered_by = etcd_put(follower, &new_client, "/forwarded").await.expect("forwarded to the leader");
+    assert_eq!(answered_by, u64::from(followers[0]));
+    // The peer links opened before the rotation go on replicating.
+    let reader = client(cluster.endpoints(), Some(new_client), 10);
+    let found = reader.get(["/after", "/forwarded", "/old"], Consistency::Linearizable).await.unwrap();
+    let keys: Vec<&[u8]> = found.iter().map(|entry| entry.key.as_ref()).collect();
+    assert_eq!(keys, [b"/after".as_slice(), b"/forwarded"]);
     cluster.stop().await;
 }
 

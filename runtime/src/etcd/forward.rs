@@ -21,7 +21,6 @@ use keel::proto::etcdserverpb::{
     LeaseRevokeResponse, MemberAddResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse,
     PutResponse, ResponseHeader, TxnResponse,
 };
-use keel::tls::ClientTls;
 use keel_core::LeaderHint;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -29,6 +28,7 @@ use tonic::Status;
 
 use super::errors;
 use crate::node::ClientError;
+use crate::tls_reload::OutboundTls;
 
 /// Metadata key marking a request forwarded by a follower.
 pub(crate) const FORWARDED: &str = "keel-etcd-forwarded";
@@ -74,14 +74,14 @@ pub(crate) struct Forwarder {
     member_id: u64,
     channels: Mutex<BTreeMap<String, Channel>>,
     timeout: Duration,
-    /// The node's outbound TLS (`crate::tls`), if it has one.
-    tls: Option<ClientTls>,
+    /// The node's outbound TLS (`crate::tls_reload`), if it has one.
+    tls: Option<OutboundTls>,
 }
 
 impl Forwarder {
     /// The forwarder of member `member_id`, whose calls (connecting included) last at most
     /// `timeout_ms`, over TLS when `tls` is given.
-    pub(crate) fn new(member_id: u64, timeout_ms: u64, tls: Option<ClientTls>) -> Self {
+    pub(crate) fn new(member_id: u64, timeout_ms: u64, tls: Option<OutboundTls>) -> Self {
         let timeout = Duration::from_millis(timeout_ms.max(1));
         Self { member_id, channels: Mutex::new(BTreeMap::new()), timeout, tls }
     }
@@ -154,8 +154,8 @@ impl Forwarder {
     /// A new connection to the member at `address`, made within the forwarding deadline.
     pub(crate) async fn connect(&self, address: &str) -> Result<Channel, Status> {
         let unreachable = |what: String| Status::unavailable(format!("etcdserver: leader unreachable: {what}"));
-        let endpoint =
-            keel::tls::endpoint(address, self.tls.as_ref()).map_err(unreachable)?.connect_timeout(self.timeout);
+        let tls = self.tls.as_ref().map(OutboundTls::current);
+        let endpoint = keel::tls::endpoint(address, tls.as_ref()).map_err(unreachable)?.connect_timeout(self.timeout);
         endpoint.connect().await.map_err(|error| unreachable(error.to_string()))
     }
 }

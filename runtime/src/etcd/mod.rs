@@ -143,7 +143,7 @@ impl EtcdApi {
         node: &NodeConfig,
         config: ServiceConfig,
         closer: StreamCloser,
-        tls: Option<keel::tls::ClientTls>,
+        tls: Option<crate::tls_reload::OutboundTls>,
     ) -> Self {
         let watch_slots = crate::service::WatcherSlots::new(config.watchers_max.max(1));
         let url_scheme = if tls.is_some() { "https" } else { "http" };

@@ -55,9 +55,10 @@ pub struct TransportConfig {
     pub backoff_ms_max: u64,
     /// Largest encoded message the client sends or accepts.
     pub message_bytes_max: usize,
-    /// Dial peers over TLS with these settings; `None`: plain text. A node server sets it from
-    /// `ServerConfig::tls` (see `crate::tls`), so that its listener and its links agree.
-    pub tls: Option<keel::tls::ClientTls>,
+    /// Dial peers over TLS with these settings, as they are when a connection opens; `None`:
+    /// plain text. A node server sets it from `ServerConfig::tls` (see `crate::tls` and
+    /// `crate::tls_reload`), so that its listener and its links agree.
+    pub tls: Option<crate::tls_reload::OutboundTls>,
 }
 
 impl Default for TransportConfig {
@@ -369,7 +370,8 @@ impl SenderTask {
 /// Connects to the peer at `address` (a free function: the task holds a stream that is not
 /// `Sync` under madsim, so no `&SenderTask` may live across an await).
 async fn connect(address: &str, config: &TransportConfig) -> Result<RaftPeerClient<Channel>, CallError> {
-    let endpoint = keel::tls::endpoint(address, config.tls.as_ref())
+    let tls = config.tls.as_ref().map(crate::tls_reload::OutboundTls::current);
+    let endpoint = keel::tls::endpoint(address, tls.as_ref())
         .map_err(CallError::InvalidAddress)?
         .connect_timeout(config.call_timeout());
     let channel = endpoint.connect().await.map_err(|error| CallError::Connect(error.to_string()))?;
