@@ -21,6 +21,7 @@ const PROTOS: &[&str] = &[
     "proto/keel/admin.proto",
     "proto/etcd/kv.proto",
     "proto/etcd/rpc.proto",
+    "proto/grpc/health.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

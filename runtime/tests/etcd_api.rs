@@ -1,7 +1,8 @@
 //! The etcd v3 API over gRPC with the generated etcd clients (plain build only): what etcdctl
 //! cannot exercise, such as several watches on one stream, filters, explicit and duplicate
 //! watch ids, progress requests, cancel, the compacted answer, nested transactions, raising an
-//! alarm (etcdctl can only list and disarm them), MemberUpdate's errors, and the HTTP `/health` check.
+//! alarm (etcdctl can only list and disarm them), MemberUpdate's errors, the HTTP `/health` check,
+//! and the gRPC health service.
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ use keel::proto::etcdserverpb::{
     MemberAddRequest, MemberListRequest, MemberUpdateRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
     TxnRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
+use keel::proto::health::health_check_response::ServingStatus;
+use keel::proto::health::health_client::HealthClient;
+use keel::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use keel::proto::mvccpb::event::EventType;
 use keel_runtime::embedded::EmbeddedNode;
 use keel_runtime::node::NodeConfig;
@@ -372,6 +376,47 @@ async fn health_without_a_quorum_is_no_leader_unless_serializable() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(http(&address, "GET", "/health?serializable=true").await, (200, HEALTHY.to_owned()));
+    let channel = Channel::from_shared(format!("http://{address}")).expect("a URI").connect_lazy();
+    let answer = HealthClient::new(channel).check(health_of("")).await.expect("answered").into_inner();
+    assert_eq!(answer.status(), ServingStatus::NotServing, "gRPC health agrees");
+}
+
+fn health_of(service: &str) -> HealthCheckRequest {
+    HealthCheckRequest { service: service.to_owned() }
+}
+
+/// The next status on a health `Watch` stream, within a few check intervals.
+async fn next_status(stream: &mut tonic::Streaming<HealthCheckResponse>) -> ServingStatus {
+    let message = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("a status in time");
+    message.expect("no error").expect("the stream stays open").status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_the_health_check_and_watch_sends_each_change() {
+    let (_node, channel) = node().await;
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "etcdserverpb.KV", "keel.client.RaftClientService"] {
+        let answer = health.check(health_of(service)).await.expect("a known service").into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let unknown = health.check(health_of("no.such.Service")).await.expect_err("an unknown service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let mut watch = health.watch(health_of("")).await.expect("a watch").into_inner();
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving, "the status at once");
+    let mut maintenance = MaintenanceClient::new(channel);
+    maintenance.alarm(alarm(AlarmAction::Activate, 1)).await.expect("raised");
+    assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing, "an alarm is a change");
+    let answer = health.check(health_of("")).await.unwrap().into_inner();
+    assert_eq!(answer.status(), ServingStatus::NotServing);
+    maintenance.alarm(alarm(AlarmAction::Deactivate, 1)).await.expect("cleared");
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving, "cleared: serving again");
+
+    // An unknown service: SERVICE_UNKNOWN, and the stream stays open, as the protocol says.
+    let mut unknown = health.watch(health_of("no.such.Service")).await.expect("a watch").into_inner();
+    assert_eq!(next_status(&mut unknown).await, ServingStatus::ServiceUnknown);
+    let quiet = tokio::time::timeout(Duration::from_millis(300), unknown.message()).await;
+    assert!(quiet.is_err(), "nothing more, and not ended: {quiet:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

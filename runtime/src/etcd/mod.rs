@@ -19,6 +19,7 @@
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
 //! | `health.rs` | etcd's HTTP `/health` check: alarms, a known leader, a read within a second |
+//! | `grpc_health.rs` | `grpc.health.v1.Health`: the same check as gRPC's health protocol, `Check` and `Watch` |
 //! | `gateway.rs` | etcd's HTTP gateway: the same services as JSON over HTTP (`POST /v3/kv/range`, ...) |
 //! | `header.rs`, `errors.rs`, `convert.rs` | response headers, etcd's error texts, conversions |
 //!
@@ -41,6 +42,7 @@ mod errors;
 mod forward;
 #[cfg(not(madsim))]
 mod gateway;
+mod grpc_health;
 mod header;
 pub mod health;
 mod kv;
@@ -55,6 +57,7 @@ use std::sync::Arc;
 use keel_core::kv::KvLimits;
 
 pub use cluster::{EtcdCluster, EtcdClusterServer};
+pub use grpc_health::{GrpcHealth, GrpcHealthServer};
 pub use header::CLUSTER_ID;
 pub use kv::{EtcdKv, EtcdKvServer};
 pub use lease::{min_ttl_secs, EtcdLease, EtcdLeaseServer};
@@ -186,6 +189,11 @@ impl EtcdApi {
     /// The `etcdserverpb.Maintenance` service.
     pub fn maintenance_server(&self) -> EtcdMaintenanceServer {
         maintenance::server(EtcdMaintenance { shared: Arc::clone(&self.shared) })
+    }
+
+    /// The gRPC health service, `grpc.health.v1.Health` (`grpc_health.rs`).
+    pub fn grpc_health_server(&self) -> GrpcHealthServer {
+        grpc_health::server(GrpcHealth { shared: Arc::clone(&self.shared) })
     }
 
     /// etcd's HTTP gateway (`gateway.rs`): these services as JSON over HTTP at etcd's paths
