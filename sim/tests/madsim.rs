@@ -17,10 +17,12 @@
 
 use std::time::Duration;
 
+use keel::proto::health::health_check_response::ServingStatus;
 use keel_core::{NodeId, Rng};
 use keel_runtime::etcd::health::{self, HealthQuery};
 use keel_sim::madsim::clients::client_options;
-use keel_sim::madsim::cluster::SimCluster;
+use keel_sim::madsim::cluster::{node_address, SimCluster};
+use keel_sim::madsim::etcd_clients::grpc_health;
 use keel_sim::madsim::{run, Report, Scenario};
 
 fn assert_passed(report: &Report) {
@@ -130,11 +132,38 @@ async fn wait_healthy(cluster: &SimCluster, ids: &[NodeId], query: &HealthQuery,
     }
 }
 
+/// Waits until the gRPC health service of every node of `ids` answers `SERVING` to a client on
+/// `machine`, through the simulated network; panics with the last answers after `within`.
+async fn wait_grpc_serving(machine: &madsim::runtime::NodeHandle, ids: &[NodeId], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let addresses: Vec<(NodeId, String)> = ids.iter().map(|&id| (id, node_address(id))).collect();
+        let answers = machine
+            .spawn(async move {
+                let mut answers = Vec::new();
+                for (id, address) in addresses {
+                    answers.push((id, grpc_health(&address).await));
+                }
+                answers
+            })
+            .await
+            .expect("the client task");
+        if answers.iter().all(|(_, answer)| *answer == Ok(ServingStatus::Serving as i32)) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not SERVING after {within:?}: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// etcd's `/health` check (`keel_runtime::etcd::health::check`, what `GET /health` answers) on
 /// real nodes under a partition: the leader, cut off from the other two, is never healthy from
 /// that moment on (its reads cannot be confirmed by a quorum), while a serializable check, which
 /// asks only whether the member itself serves reads, still passes; the other two are healthy
-/// again once they have elected a leader, and the cut-off member once the network heals.
+/// again once they have elected a leader, and the cut-off member once the network heals. The
+/// gRPC health service, asked over the simulated network, agrees: every member `SERVING` at
+/// first, the two that keep the quorum `SERVING` again, the cut-off one unreachable, and all
+/// three once healed.
 #[madsim::test]
 async fn health_fails_on_a_member_cut_off_from_the_quorum_until_the_network_heals() {
     let seed = madsim::runtime::Handle::current().seed();
@@ -142,6 +171,8 @@ async fn health_fails_on_a_member_cut_off_from_the_quorum_until_the_network_heal
     let linearizable = HealthQuery::default();
     let serializable = HealthQuery { serializable: true, ..HealthQuery::default() };
     wait_healthy(&cluster, &[1, 2, 3], &linearizable, Duration::from_secs(10)).await;
+    let machine = madsim::runtime::Handle::current().create_node().name("prober").ip([10, 0, 1, 2].into()).build();
+    wait_grpc_serving(&machine, &[1, 2, 3], Duration::from_secs(10)).await;
     let status = cluster.handle(1).expect("node 1 started").status().await.expect("a status");
     let leader = status.leader.leader_id.expect("a healthy member knows the leader");
     let handle = cluster.handle(leader).expect("the leader started");
@@ -159,6 +190,11 @@ async fn health_fails_on_a_member_cut_off_from_the_quorum_until_the_network_heal
     assert!(health::check(&handle, &serializable).await.healthy, "it still serves local reads");
     let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
     wait_healthy(&cluster, &others, &linearizable, Duration::from_secs(10)).await;
+    wait_grpc_serving(&machine, &others, Duration::from_secs(10)).await;
+    let address = node_address(leader);
+    let cut_off = machine.spawn(async move { grpc_health(&address).await }).await.expect("the client task");
+    assert!(cut_off.is_err(), "the cut-off leader {leader} answered a prober: {cut_off:?}");
     cluster.heal();
     wait_healthy(&cluster, &[1, 2, 3], &linearizable, Duration::from_secs(10)).await;
+    wait_grpc_serving(&machine, &[1, 2, 3], Duration::from_secs(10)).await;
 }

@@ -48,8 +48,12 @@ pub struct GrpcHealth {
     pub(super) shared: std::sync::Arc<Shared>,
 }
 
-/// The tonic server of [`GrpcHealth`].
+/// The gRPC server type of [`GrpcHealth`].
+#[cfg(not(madsim))]
 pub type GrpcHealthServer = HealthServer<GrpcHealth>;
+/// The gRPC server type of [`GrpcHealth`] (the simulated stubs carry an interceptor type).
+#[cfg(madsim)]
+pub type GrpcHealthServer = HealthServer<GrpcHealth, tonic::codegen::IdentityInterceptor>;
 
 pub(super) fn server(health: GrpcHealth) -> GrpcHealthServer {
     HealthServer::new(health)

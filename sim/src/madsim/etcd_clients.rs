@@ -24,6 +24,8 @@ use keel::proto::etcdserverpb::request_op::Request as TxnRequestKind;
 use keel::proto::etcdserverpb::{
     AlarmRequest, Compare, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use keel::proto::health::health_client::HealthClient;
+use keel::proto::health::HealthCheckRequest;
 use tonic::transport::{Channel, Endpoint};
 
 /// Longest wait for a connection (virtual time).
@@ -169,6 +171,17 @@ pub async fn raised_alarms(address: &str) -> Result<Vec<(u64, i32)>, CallFailure
         Ok(Ok(response)) => {
             Ok(response.into_inner().alarms.iter().map(|alarm| (alarm.member_id, alarm.alarm)).collect())
         }
+        Ok(Err(_)) | Err(_) => Err(CallFailure::Unknown),
+    }
+}
+
+/// The gRPC health status (`grpc.health.v1` `Check` of the whole node, as a status number) of
+/// the node at `address`.
+pub async fn grpc_health(address: &str) -> Result<i32, CallFailure> {
+    let mut client = HealthClient::new(connect(address).await?);
+    let check = HealthCheckRequest { service: String::new() };
+    match tokio::time::timeout(CALL_TIMEOUT, client.check(check)).await {
+        Ok(Ok(response)) => Ok(response.into_inner().status),
         Ok(Err(_)) | Err(_) => Err(CallFailure::Unknown),
     }
 }
