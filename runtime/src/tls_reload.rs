@@ -16,6 +16,10 @@
 //! Connections already open keep the certificates of their handshake, as in etcd: TLS checks a
 //! certificate when a connection starts, not while it lasts. The `client_cert_auth` setting is
 //! not read from a file and does not change.
+//!
+//! The reads run on the task that accepts or opens the connection, under the lock: three small
+//! local files, at most once per interval, the same files the node read at start. Keep them on
+//! a local disk (a hung network mount would hold up new connections, not open ones).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
