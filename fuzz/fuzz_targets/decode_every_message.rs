@@ -1,4 +1,5 @@
-//! Fuzz target: every protocol message of Keel's `.proto` files decoded from arbitrary bytes.
+//! Fuzz target: every protocol message of Keel's `.proto` files decoded from arbitrary bytes
+//! (the native, peer and admin messages, and the etcd v3 and gRPC health requests clients send).
 //! The first byte picks the message type; decoding must never panic, and whatever decodes must
 //! survive an encode/decode round trip unchanged.
 
@@ -26,7 +27,7 @@ macro_rules! fuzz_messages {
 
 fuzz_target!(|data: &[u8]| {
     let Some((selector, bytes)) = data.split_first() else { return };
-    use keel::proto::{admin, client, common, error, raft};
+    use keel::proto::{admin, client, common, error, etcdserverpb as etcd, health, raft};
     fuzz_messages!(
         *selector,
         bytes,
@@ -57,6 +58,24 @@ fuzz_target!(|data: &[u8]| {
             raft::AppendEntries,
             raft::InstallSnapshot,
             raft::StreamAck,
+            etcd::RangeRequest,
+            etcd::RangeResponse,
+            etcd::PutRequest,
+            etcd::DeleteRangeRequest,
+            etcd::TxnRequest,
+            etcd::TxnResponse,
+            etcd::CompactionRequest,
+            etcd::WatchRequest,
+            etcd::WatchResponse,
+            etcd::LeaseGrantRequest,
+            etcd::LeaseKeepAliveRequest,
+            etcd::LeaseTimeToLiveRequest,
+            etcd::MemberAddRequest,
+            etcd::MemberUpdateRequest,
+            etcd::AlarmRequest,
+            etcd::HashKvRequest,
+            etcd::MoveLeaderRequest,
+            health::HealthCheckRequest,
         ]
     );
 });
