@@ -42,6 +42,9 @@ pub(crate) const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no l
 pub(crate) const LEADER_CHANGED: (Code, &str) = (Code::Unavailable, "etcdserver: leader changed");
 /// The request's outcome is unknown at its deadline.
 pub(crate) const TIMEOUT: (Code, &str) = (Code::Unavailable, "etcdserver: request timed out");
+/// The link to the leader failed while a forwarded request was on it: its outcome is unknown.
+pub(crate) const TIMEOUT_LEADER_FAIL: (Code, &str) =
+    (Code::Unavailable, "etcdserver: request timed out, possibly due to previous leader failure");
 /// The node is stopping.
 pub(crate) const STOPPED: (Code, &str) = (Code::Unavailable, "etcdserver: server stopped");
 /// A bounded queue is full.

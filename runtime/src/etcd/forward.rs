@@ -135,7 +135,7 @@ impl Forwarder {
         call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, Status> {
         let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map(tonic::Response::into_inner),
+            Ok(result) => result.map(tonic::Response::into_inner).map_err(link_failure),
             Err(_) => Err(errors::status(errors::TIMEOUT)),
         };
         if result.as_ref().is_err_and(|status| status.code() == tonic::Code::Unavailable) {
@@ -158,6 +158,20 @@ impl Forwarder {
         let endpoint = keel::tls::endpoint(address, tls.as_ref()).map_err(unreachable)?.connect_timeout(self.timeout);
         endpoint.connect().await.map_err(|error| unreachable(error.to_string()))
     }
+}
+
+/// A failed forwarded call, in etcd's words: a failure of the link itself (tonic's `UNKNOWN`
+/// "transport error", which carries the transport's error as its source; the connection broke,
+/// or the leader refused this node's certificate after the request was sent) leaves the
+/// request's outcome unknown, which etcd says as `request timed out, possibly due to previous
+/// leader failure` and its clients know as a typed error. The leader's own answers pass as they
+/// are.
+fn link_failure(status: Status) -> Status {
+    if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+        tracing::debug!("a forwarded request failed on the link to the leader: {status}");
+        return errors::status(errors::TIMEOUT_LEADER_FAIL);
+    }
+    status
 }
 
 /// A request to forward: `message` with the [`FORWARDED`] mark.
@@ -192,5 +206,17 @@ mod tests {
         assert_eq!(answer.header, Some(expected));
         let bare = forwarder.relabel(TxnResponse::default());
         assert_eq!(bare.header, None, "no header is made up");
+    }
+
+    #[test]
+    fn a_broken_link_is_etcds_timeout_and_the_leaders_answers_pass_unchanged() {
+        let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), tonic::Code::Unknown, "as tonic reports a transport failure");
+        let relayed = link_failure(broken);
+        assert_eq!((relayed.code(), relayed.message()), errors::TIMEOUT_LEADER_FAIL);
+        let answered = errors::status(errors::COMPACTED);
+        assert_eq!(link_failure(answered.clone()).message(), answered.message());
+        let unknown_from_leader = Status::unknown("an answer of the leader's");
+        assert_eq!(link_failure(unknown_from_leader).message(), "an answer of the leader's");
     }
 }
