@@ -393,7 +393,7 @@ async fn next_status(stream: &mut tonic::Streaming<HealthCheckResponse>) -> Serv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_follows_the_health_check_and_watch_sends_each_change() {
-    let (_node, channel) = node().await;
+    let (node, channel) = node().await;
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "etcdserverpb.KV", "keel.client.RaftClientService"] {
         let answer = health.check(health_of(service)).await.expect("a known service").into_inner();
@@ -417,6 +417,12 @@ async fn grpc_health_follows_the_health_check_and_watch_sends_each_change() {
     assert_eq!(next_status(&mut unknown).await, ServingStatus::ServiceUnknown);
     let quiet = tokio::time::timeout(Duration::from_millis(300), unknown.message()).await;
     assert!(quiet.is_err(), "nothing more, and not ended: {quiet:?}");
+
+    // Shutting down ends the watch streams cleanly instead of leaving them to be cut off.
+    let stopping = tokio::spawn(node.shutdown());
+    let ended = tokio::time::timeout(Duration::from_secs(20), watch.message()).await.expect("the stream ends");
+    assert!(matches!(ended, Ok(None)), "a clean end: {ended:?}");
+    stopping.await.unwrap().expect("a clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
