@@ -111,7 +111,8 @@ impl Health for GrpcHealth {
     async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
         if !SERVICES.contains(&service.as_str()) {
-            return Err(Status::not_found(format!("unknown service {service:?}: ask about \"\", the whole node")));
+            // The name is not echoed: it is the client's own, and may be as long as a message.
+            return Err(Status::not_found("unknown service: ask about \"\" (the whole node) or a service it serves"));
         }
         Ok(Response::new(answer(status_of(&self.shared.handle).await)))
     }
