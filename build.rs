@@ -20,6 +20,7 @@ const PROTOS: &[&str] = &[
     "proto/keel/raft.proto",
     "proto/keel/admin.proto",
     "proto/etcd/kv.proto",
+    "proto/etcd/auth.proto",
     "proto/etcd/rpc.proto",
     "proto/grpc/health.proto",
 ];
@@ -57,6 +58,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&std::fs::read(&descriptor_path)?)?
         .preserve_proto_field_names()
         .ignore_unknown_fields()
-        .build(&[".etcdserverpb", ".mvccpb"])?;
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

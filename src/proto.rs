@@ -1,8 +1,8 @@
 //! Types generated from the `.proto` files under `proto/`.
 //!
 //! Each protobuf package is a module: `keel.common` is [`common`], `keel.error` is [`error`],
-//! `keel.client` is [`client`], `keel.raft` is [`raft`], etcd's `etcdserverpb` and `mvccpb` are
-//! [`etcdserverpb`] and [`mvccpb`], and `grpc.health.v1` is [`health`]. Protobuf `bytes` fields
+//! `keel.client` is [`client`], `keel.raft` is [`raft`], etcd's `etcdserverpb`, `mvccpb` and `authpb`
+//! are [`etcdserverpb`], [`mvccpb`] and [`authpb`], and `grpc.health.v1` is [`health`]. Protobuf `bytes` fields
 //! are [`bytes::Bytes`]; a field declared `optional`, and every message-typed field, is an
 //! [`Option`].
 //!
@@ -56,9 +56,17 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
+pub mod authpb {
+    //! etcd's authentication messages (package `authpb`): users, roles and permissions, as the
+    //! etcd v3 API's `Auth` service carries them. Keel's own description of etcd's wire format.
+
+    tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
+}
+
 pub mod etcdserverpb {
-    //! The etcd v3 gRPC API (package `etcdserverpb`): the `KV`, `Watch`, `Lease`, `Cluster` and
-    //! `Maintenance` services with etcd's names and field numbers, so that `etcdctl` and etcd
+    //! The etcd v3 gRPC API (package `etcdserverpb`): the `KV`, `Watch`, `Lease`, `Cluster`,
+    //! `Maintenance` and `Auth` services with etcd's names and field numbers, so that `etcdctl` and etcd
     //! client libraries talk to Keel unmodified. Served by `keel_runtime::etcd`. Every message
     //! also implements serde's `Serialize` and `Deserialize` in proto3's JSON mapping with the
     //! proto field names, as etcd's HTTP gateway (`POST /v3/kv/range`, ...) reads and writes it.

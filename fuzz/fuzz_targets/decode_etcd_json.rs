@@ -56,6 +56,23 @@ fuzz_target!(|data: &[u8]| {
             etcd::HashRequest,
             etcd::HashKvRequest,
             etcd::MoveLeaderRequest,
+            etcd::AuthEnableRequest,
+            etcd::AuthDisableRequest,
+            etcd::AuthStatusRequest,
+            etcd::AuthenticateRequest,
+            etcd::AuthUserAddRequest,
+            etcd::AuthUserGetRequest,
+            etcd::AuthUserListRequest,
+            etcd::AuthUserDeleteRequest,
+            etcd::AuthUserChangePasswordRequest,
+            etcd::AuthUserGrantRoleRequest,
+            etcd::AuthUserRevokeRoleRequest,
+            etcd::AuthRoleAddRequest,
+            etcd::AuthRoleGetRequest,
+            etcd::AuthRoleListRequest,
+            etcd::AuthRoleDeleteRequest,
+            etcd::AuthRoleGrantPermissionRequest,
+            etcd::AuthRoleRevokePermissionRequest,
         ]
     );
 });

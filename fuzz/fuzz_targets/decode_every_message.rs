@@ -75,6 +75,10 @@ fuzz_target!(|data: &[u8]| {
             etcd::AlarmRequest,
             etcd::HashKvRequest,
             etcd::MoveLeaderRequest,
+            etcd::AuthenticateRequest,
+            etcd::AuthUserAddRequest,
+            etcd::AuthRoleGrantPermissionRequest,
+            etcd::AuthRoleRevokePermissionRequest,
             health::HealthCheckRequest,
         ]
     );

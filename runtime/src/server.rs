@@ -324,6 +324,7 @@ async fn run(
         .add_service(etcd.lease_server())
         .add_service(etcd.cluster_server())
         .add_service(etcd.maintenance_server())
+        .add_service(etcd.auth_server())
         .add_service(etcd.grpc_health_server());
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -560,3 +560,51 @@ async fn etcdctl_lock_on_a_fresh_cluster_runs_holders_one_at_a_time() {
     holders_seen.sort_unstable();
     assert_eq!(holders_seen, ["0", "1", "2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcdctl (apt-get install etcd-client)"]
+async fn etcdctl_users_roles_and_permissions_gate_requests_once_auth_is_enabled() {
+    let cluster = Cluster::start(3, &["--auth-password-iterations=1000"]);
+    cluster.leader(&[1, 2, 3]).await;
+    let all = cluster.endpoints();
+    assert!(fails(&all, &["auth", "enable"]).contains("root user does not exist"));
+    ok(&all, &["user", "add", "root:rootpw"]);
+    ok(&all, &["user", "grant-role", "root", "root"]);
+    ok(&all, &["role", "add", "app"]);
+    ok(&all, &["role", "grant-permission", "app", "readwrite", "/app/", "--prefix"]);
+    ok(&all, &["role", "grant-permission", "app", "read", "/shared"]);
+    ok(&all, &["user", "add", "alice:alicepw"]);
+    ok(&all, &["user", "grant-role", "alice", "app"]);
+    assert_eq!(ok(&all, &["auth", "enable"]), "Authentication Enabled\n");
+    let root = ["--user", "root:rootpw"];
+    let alice = ["--user", "alice:alicepw"];
+    let with = |user: &[&'static str; 2], args: &[&'static str]| -> Vec<&'static str> {
+        user.iter().chain(args).copied().collect()
+    };
+    // Every member takes alice's writes inside her prefix, followers forwarding them.
+    for (i, endpoint) in all.iter().enumerate() {
+        let key = ["/app/a", "/app/b", "/app/c"][i];
+        assert_eq!(ok(std::slice::from_ref(endpoint), &with(&alice, &["put", key, "1"])), "OK\n");
+    }
+    assert!(fails(&all, &with(&alice, &["put", "/etc/a", "1"])).contains("permission denied"));
+    assert!(fails(&all, &with(&alice, &["put", "/shared", "1"])).contains("permission denied"));
+    assert!(fails(&all, &["put", "/app/a", "2"]).contains("user name is empty"));
+    assert!(fails(&all, &["--user", "alice:wrong", "get", "/app/a"]).contains("authentication failed"));
+    ok(&all, &with(&root, &["put", "/shared", "s"]));
+    assert_eq!(ok(&all, &with(&alice, &["get", "/shared", "--print-value-only"])), "s\n");
+    assert_eq!(ok(&all, &with(&alice, &["get", "--prefix", "/app/", "--keys-only"])), "/app/a\n\n/app/b\n\n/app/c\n\n");
+    assert!(fails(&all, &with(&alice, &["get", "--prefix", "/"])).contains("permission denied"));
+    assert!(fails(&all, &with(&alice, &["user", "list"])).contains("permission denied"));
+    assert_eq!(ok(&all, &with(&root, &["user", "list"])), "alice\nroot\n");
+    let role = ok(&all, &with(&root, &["role", "get", "app"]));
+    assert!(role.contains("[/app/, /app0) (prefix /app/)") && role.contains("/shared"), "{role}");
+    assert!(ok(&all, &with(&root, &["user", "get", "alice"])).contains("Roles: app"));
+    // Revoked: the same user can no longer write there, through any member.
+    ok(&all, &with(&root, &["role", "revoke-permission", "app", "/app/", "--prefix"]));
+    assert!(fails(&all, &with(&alice, &["put", "/app/a", "2"])).contains("permission denied"));
+    ok_with_input(&all, &with(&root, &["user", "passwd", "alice", "--interactive=false"]), "newpw\n");
+    assert!(fails(&all, &with(&alice, &["get", "/shared"])).contains("authentication failed"));
+    assert_eq!(ok(&all, &["--user", "alice:newpw", "get", "/shared", "--print-value-only"]), "s\n");
+    ok(&all, &with(&root, &["auth", "disable"]));
+    assert_eq!(ok(&all, &["put", "/etc/a", "open"]), "OK\n");
+}

@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 /// Upper bound on any wait; the tests normally finish far sooner.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// How long an etcd auth token lasts on these nodes.
+pub const AUTH_TOKEN_TTL: Duration = Duration::from_secs(2);
+
 /// A running cluster; its servers stop when it is dropped.
 pub struct Cluster {
     /// Each node's client address (`host:port`), by node id.
@@ -61,6 +64,9 @@ fn server_config(id: u32, members: &BTreeMap<u32, String>, address: SocketAddr) 
     node.raft.election_timeout_ms_min = 300;
     node.raft.election_timeout_ms_max = 600;
     let mut config = ServerConfig::new(node, address);
+    // Authentication's tests: cheap password hashes, and tokens that expire within a test.
+    config.service.auth_password_iterations = 1_000;
+    config.service.auth_token_ttl_ms = AUTH_TOKEN_TTL.as_millis() as u64;
     config.transport.backoff_ms_min = 5;
     config.transport.backoff_ms_max = 100;
     config

@@ -57,11 +57,15 @@ fn txn_puts(ops: &[TxnOp]) -> bool {
 }
 
 impl KvCommand {
-    /// True for the commands a raised [`Alarm::NoSpace`] refuses: those that can grow the store.
+    /// True for the commands a raised [`Alarm::NoSpace`] refuses: those that can grow the store
+    /// (for a [`KvCommand::Authorized`], its inner command's answer; never an auth command).
     pub fn grows_store(&self) -> bool {
         match self {
             KvCommand::Put { .. } | KvCommand::CompareAndSwap { .. } | KvCommand::LeaseGrant { .. } => true,
             KvCommand::Txn { success, failure, .. } => txn_puts(success) || txn_puts(failure),
+            KvCommand::Authorized { command, .. } => command.grows_store(),
+            // Auth commands are never refused for space: they are how an operator keeps control.
+            KvCommand::Auth(_) => false,
             _ => false,
         }
     }

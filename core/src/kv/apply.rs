@@ -28,13 +28,15 @@ pub struct ApplyResult {
     /// otherwise (a delete of a missing key succeeds, deleting nothing).
     pub succeeded: bool,
     /// Why the command was refused: a [`KvCommand::Compact`] at an unusable revision, a
-    /// transaction or lease command whose key or lease is missing, or a command that grows the
-    /// store while it is out of space ([`KvError::NoSpace`]).
+    /// transaction or lease command whose key or lease is missing, a command that grows the
+    /// store while it is out of space ([`KvError::NoSpace`]), an auth command breaking a rule of
+    /// the auth table, or a [`KvCommand::Authorized`] checked at an old auth revision
+    /// ([`KvError::AuthOldRevision`]).
     pub error: Option<KvError>,
     /// One response per operation run: a put, delete or delete-range gives one; a transaction
     /// one per operation of the branch taken; a compare-and-swap a `Put` when it succeeded, a
     /// `Range` with the key's current value when it failed; an expiry one `Delete` of the expired
-    /// keys; a compaction none.
+    /// keys; a compaction, an alarm or an auth command none.
     pub responses: Vec<OpResponse>,
     /// The changes made, in order, all with revision `revision`.
     pub events: Vec<KvEvent>,
@@ -131,33 +133,43 @@ impl KvStore {
     /// each, in log order.
     pub fn apply(&mut self, log_index: u64, proposed_at_ms: u64, command: &KvCommand) -> ApplyResult {
         self.advance_applied_index(log_index);
-        let mut pending = PendingRevision { revision: self.current_revision + 1, next_sub: 0 };
+        // An `Authorized` is checked before anything else, its inner command's space included.
+        let command = match self.auth.authorize(command) {
+            Ok(command) => command,
+            Err(error) => return ApplyResult::refused(log_index, self.current_revision, error),
+        };
         if let Err(error) = self.check_space(command) {
             return ApplyResult::refused(log_index, self.current_revision, error);
         }
-        let (succeeded, error, responses) = match command {
+        let mut pending = PendingRevision { revision: self.current_revision + 1, next_sub: 0 };
+        let (succeeded, error, responses) = self.apply_change(&mut pending, proposed_at_ms, command);
+        let events = self.finish(pending);
+        ApplyResult { log_index, revision: self.current_revision, succeeded, error, responses, events }
+    }
+
+    /// Applies one command (already authorized and checked for space) into `pending`: whether it
+    /// succeeded, why it was refused, and its responses.
+    fn apply_change(
+        &mut self,
+        pending: &mut PendingRevision,
+        proposed_at_ms: u64,
+        command: &KvCommand,
+    ) -> (bool, Option<KvError>, Vec<OpResponse>) {
+        match command {
             KvCommand::Put { key, value, ttl_ms } => {
-                (true, None, vec![self.put(&mut pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms), 0)])
+                (true, None, vec![self.put(pending, key, value, expiry_deadline(proposed_at_ms, *ttl_ms), 0)])
             }
-            KvCommand::Delete { key } => {
-                (true, None, vec![self.delete_range(&mut pending, &KeyRange::key(key.clone()))])
-            }
+            KvCommand::Delete { key } => (true, None, vec![self.delete_range(pending, &KeyRange::key(key.clone()))]),
             KvCommand::DeleteRange { start, end } => {
-                (true, None, vec![self.delete_range(&mut pending, &KeyRange::new(start.clone(), end.clone()))])
+                (true, None, vec![self.delete_range(pending, &KeyRange::new(start.clone(), end.clone()))])
             }
             KvCommand::CompareAndSwap { key, expected_value, new_value, ttl_ms } => {
-                let (succeeded, responses) = self.compare_and_swap(
-                    &mut pending,
-                    proposed_at_ms,
-                    key,
-                    expected_value.as_ref(),
-                    new_value,
-                    *ttl_ms,
-                );
+                let (succeeded, responses) =
+                    self.compare_and_swap(pending, proposed_at_ms, key, expected_value.as_ref(), new_value, *ttl_ms);
                 (succeeded, None, responses)
             }
             KvCommand::Txn { compares, success, failure } => {
-                match self.txn(&mut pending, proposed_at_ms, compares, success, failure) {
+                match self.txn(pending, proposed_at_ms, compares, success, failure) {
                     Ok((succeeded, responses)) => (succeeded, None, responses),
                     Err(error) => (false, Some(error), Vec::new()),
                 }
@@ -166,11 +178,11 @@ impl KvStore {
                 Ok(()) => (true, None, Vec::new()),
                 Err(error) => (false, Some(error), Vec::new()),
             },
-            KvCommand::Expire { now_ms } => (true, None, vec![self.expire(&mut pending, *now_ms)]),
+            KvCommand::Expire { now_ms } => (true, None, vec![self.expire(pending, *now_ms)]),
             KvCommand::LeaseGrant { .. }
             | KvCommand::LeaseRevoke { .. }
             | KvCommand::LeaseKeepAlive { .. }
-            | KvCommand::LeaseRefreshAll => match self.apply_lease_command(&mut pending, proposed_at_ms, command) {
+            | KvCommand::LeaseRefreshAll => match self.apply_lease_command(pending, proposed_at_ms, command) {
                 Ok(responses) => (true, None, responses),
                 Err(error) => (false, Some(error), Vec::new()),
             },
@@ -178,9 +190,14 @@ impl KvStore {
                 self.set_alarm(*member, *alarm, *active);
                 (true, None, Vec::new())
             }
-        };
-        let events = self.finish(pending);
-        ApplyResult { log_index, revision: self.current_revision, succeeded, error, responses, events }
+            KvCommand::Auth(auth) => match self.auth.apply(auth) {
+                Ok(()) => (true, None, Vec::new()),
+                Err(error) => (false, Some(error), Vec::new()),
+            },
+            // `apply` unwrapped it already (`AuthState::authorize`); applying the inner command
+            // keeps this match total.
+            KvCommand::Authorized { command, .. } => self.apply_change(pending, proposed_at_ms, command),
+        }
     }
 
     /// The lease commands: grant, revoke (deleting the lease's keys), keep-alive, refresh.

@@ -183,6 +183,20 @@ pub enum KvCommand {
         /// `true` raises it, `false` clears it.
         active: bool,
     },
+    /// Change the auth table (see `auth.rs`): no store revision, no event; the table's own
+    /// revision advances by 1 when the command succeeds.
+    Auth(super::AuthCommand),
+    /// A command checked against the auth table at `auth_revision` before it was proposed (etcd
+    /// API requests). Applied only if auth is disabled when it is applied, or enabled with
+    /// revision `auth_revision`; otherwise refused as a whole with
+    /// [`super::KvError::AuthOldRevision`] (nothing changes, no revision). Never nested:
+    /// validation and decoding refuse an `Authorized` inside an `Authorized`.
+    Authorized {
+        /// [`super::AuthState::revision`] of the table the command was checked against.
+        auth_revision: u64,
+        /// The command checked.
+        command: Box<KvCommand>,
+    },
 }
 
 /// Deepest nesting of transactions inside transactions ([`TxnOp::Txn`]) a command may have:

@@ -20,6 +20,9 @@
 //! tag 11 LeaseKeepAlive id:u64
 //! tag 12 LeaseRefreshAll
 //! tag 13 Alarm         member:u64 alarm:u8 (1 NoSpace, 2 Corrupt) active:u8 (0 clear, 1 raise)
+//! tag 14 Auth          auth command (tag:u8 body, see `auth_codec.rs`)
+//! tag 15 Authorized    auth_revision:u64 tag:u8 body   (the inner command, not tag 15; no
+//!                      second version byte)
 //! compare      = key:bytes target:u8 operand op:u8
 //!                target 1 Value (operand bytes), 2 Version, 3 CreateRevision, 4 ModRevision,
 //!                5 Lease (operand u64)
@@ -38,12 +41,13 @@
 //! Tag 5 is how transactions were written before compares had a range end; it is still read
 //! (its compares get an empty `range_end`), and transactions are now always written as tag 8.
 //! Nested transactions deeper than `TXN_NESTING_MAX` are refused when decoding, so that no input
-//! can exhaust the stack. Tags start at 1 so that zeroed memory never decodes as a command. A
+//! can exhaust the stack; so is an `Authorized` inside an `Authorized`. Tags start at 1 so that zeroed memory never decodes as a command. A
 //! later format adds a new version number and keeps decoding version 1.
 
 use bytes::Bytes;
 
 use super::alarm::Alarm;
+use super::auth_codec::{read_auth_command, write_auth_command};
 use super::command::{Compare, CompareOp, CompareTarget, KvCommand, TxnOp, TXN_NESTING_MAX};
 use super::error::KvDecodeError;
 use super::wire::{ByteCounter, Reader, Sink};
@@ -79,38 +83,18 @@ impl KvCommand {
         if version != COMMAND_FORMAT_VERSION {
             return Err(KvDecodeError::UnsupportedVersion { version });
         }
-        let offset = reader.offset();
-        let command = match reader.u8("command tag")? {
-            1 => KvCommand::Put {
-                key: reader.bytes("key")?,
-                value: reader.bytes("value")?,
-                ttl_ms: reader.option_u64("ttl_ms")?,
-            },
-            2 => KvCommand::Delete { key: reader.bytes("key")? },
-            3 => KvCommand::DeleteRange { start: reader.bytes("range start")?, end: reader.bytes("range end")? },
-            4 => KvCommand::CompareAndSwap {
-                key: reader.bytes("key")?,
-                expected_value: reader.option_bytes("expected_value")?,
-                new_value: reader.bytes("new_value")?,
-                ttl_ms: reader.option_u64("ttl_ms")?,
-            },
-            5 => txn_command(read_txn(&mut reader, false, 1)?),
-            6 => KvCommand::Compact { revision: reader.u64("revision")? },
-            7 => KvCommand::Expire { now_ms: reader.u64("now_ms")? },
-            8 => txn_command(read_txn(&mut reader, true, 1)?),
-            9 => KvCommand::LeaseGrant { id: reader.u64("lease id")?, ttl_ms: reader.u64("lease ttl_ms")? },
-            10 => KvCommand::LeaseRevoke { id: reader.u64("lease id")? },
-            11 => KvCommand::LeaseKeepAlive { id: reader.u64("lease id")? },
-            12 => KvCommand::LeaseRefreshAll,
-            13 => read_alarm(&mut reader)?,
-            tag => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag }),
-        };
+        let command = read_command(&mut reader, false)?;
         reader.finish()?;
         Ok(command)
     }
 
     fn write(&self, out: &mut impl Sink) {
         out.put_u8(COMMAND_FORMAT_VERSION);
+        self.write_body(out);
+    }
+
+    /// The command's tag and body, without the version byte.
+    fn write_body(&self, out: &mut impl Sink) {
         match self {
             KvCommand::Put { key, value, ttl_ms } => {
                 out.put_u8(1);
@@ -164,8 +148,54 @@ impl KvCommand {
                 out.put_u8(alarm.code());
                 out.put_u8(u8::from(*active));
             }
+            KvCommand::Auth(command) => {
+                out.put_u8(14);
+                write_auth_command(out, command);
+            }
+            KvCommand::Authorized { auth_revision, command } => {
+                out.put_u8(15);
+                out.put_u64(*auth_revision);
+                command.write_body(out);
+            }
         }
     }
+}
+
+/// A command's tag and body; `authorized` when it is the inner command of an `Authorized`, which
+/// may not be another one.
+fn read_command(reader: &mut Reader<'_>, authorized: bool) -> Result<KvCommand, KvDecodeError> {
+    let offset = reader.offset();
+    Ok(match reader.u8("command tag")? {
+        1 => KvCommand::Put {
+            key: reader.bytes("key")?,
+            value: reader.bytes("value")?,
+            ttl_ms: reader.option_u64("ttl_ms")?,
+        },
+        2 => KvCommand::Delete { key: reader.bytes("key")? },
+        3 => KvCommand::DeleteRange { start: reader.bytes("range start")?, end: reader.bytes("range end")? },
+        4 => KvCommand::CompareAndSwap {
+            key: reader.bytes("key")?,
+            expected_value: reader.option_bytes("expected_value")?,
+            new_value: reader.bytes("new_value")?,
+            ttl_ms: reader.option_u64("ttl_ms")?,
+        },
+        5 => txn_command(read_txn(reader, false, 1)?),
+        6 => KvCommand::Compact { revision: reader.u64("revision")? },
+        7 => KvCommand::Expire { now_ms: reader.u64("now_ms")? },
+        8 => txn_command(read_txn(reader, true, 1)?),
+        9 => KvCommand::LeaseGrant { id: reader.u64("lease id")?, ttl_ms: reader.u64("lease ttl_ms")? },
+        10 => KvCommand::LeaseRevoke { id: reader.u64("lease id")? },
+        11 => KvCommand::LeaseKeepAlive { id: reader.u64("lease id")? },
+        12 => KvCommand::LeaseRefreshAll,
+        13 => read_alarm(reader)?,
+        14 => KvCommand::Auth(read_auth_command(reader)?),
+        15 if authorized => return Err(KvDecodeError::NestedAuthorized { offset }),
+        15 => {
+            let auth_revision = reader.u64("auth_revision")?;
+            KvCommand::Authorized { auth_revision, command: Box::new(read_command(reader, true)?) }
+        }
+        tag => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag }),
+    })
 }
 
 fn read_alarm(reader: &mut Reader<'_>) -> Result<KvCommand, KvDecodeError> {

@@ -4,7 +4,9 @@
 //! what is wrong and what to do.
 
 /// Why a key-value request is refused: by [`super::validate`] before it is proposed, by a read at
-/// a revision that is not available, or by a [`super::KvCommand::Compact`] when it is applied.
+/// a revision that is not available, or by a command when it is applied (a
+/// [`super::KvCommand::Compact`], a transaction or lease command, an auth command, an
+/// [`super::KvCommand::Authorized`] checked at an old auth revision).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvError {
     /// A key that must be given is empty.
@@ -69,6 +71,59 @@ pub enum KvError {
     },
     /// A `NoSpace` alarm is raised: commands that grow the store are refused when applied.
     NoSpace,
+    /// Auth cannot be enabled: there is no user [`super::ROOT`].
+    AuthRootUserMissing,
+    /// Auth cannot be enabled: user [`super::ROOT`] does not hold role [`super::ROOT`].
+    AuthRootRoleMissing,
+    /// A user with this name exists already.
+    AuthUserExists,
+    /// The user named does not exist.
+    AuthUserNotFound,
+    /// A role with this name exists already.
+    AuthRoleExists,
+    /// The role named does not exist.
+    AuthRoleNotFound,
+    /// The user does not hold the role to revoke.
+    AuthRoleNotGranted,
+    /// The role has no permission on exactly the range to revoke.
+    AuthPermissionNotGranted,
+    /// The change would leave enabled auth without its administrator: deleting user
+    /// [`super::ROOT`] or role [`super::ROOT`], or revoking role root from user root, while auth
+    /// is enabled.
+    AuthInvalidManagement,
+    /// A [`super::KvCommand::Authorized`] was checked against an auth table that has changed
+    /// since (auth is enabled with another revision): refused as a whole when applied.
+    AuthOldRevision,
+    /// A user or role to add has an empty name.
+    AuthEmptyName {
+        /// `"user"` or `"role"`.
+        what: &'static str,
+    },
+    /// A user or role name is longer than [`super::AUTH_NAME_BYTES_MAX`].
+    AuthNameTooLarge {
+        /// Size of the name in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A password hash is longer than [`super::AUTH_HASH_BYTES_MAX`], or a token signing key
+    /// longer than [`super::AUTH_TOKEN_KEY_BYTES_MAX`].
+    AuthHashTooLarge {
+        /// Size of the hash or key in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The auth table holds the most users, roles, permissions of a role or roles of a user
+    /// allowed (bounds in `auth.rs`): refused when applied.
+    AuthLimit {
+        /// `"users"`, `"roles"`, `"permissions per role"` or `"roles per user"`.
+        what: &'static str,
+        /// The bound.
+        max: usize,
+    },
+    /// A [`super::KvCommand::Authorized`] wraps another one (never allowed).
+    NestedAuthorized,
 }
 
 impl std::fmt::Display for KvError {
@@ -111,7 +166,74 @@ impl std::fmt::Display for KvError {
                 "revision {requested} is in the future (current revision {current}); \
                  read at {current} or earlier, or retry later"
             ),
+            Self::AuthRootUserMissing
+            | Self::AuthRootRoleMissing
+            | Self::AuthUserExists
+            | Self::AuthUserNotFound
+            | Self::AuthRoleExists
+            | Self::AuthRoleNotFound
+            | Self::AuthRoleNotGranted
+            | Self::AuthPermissionNotGranted
+            | Self::AuthInvalidManagement
+            | Self::AuthOldRevision
+            | Self::AuthEmptyName { .. }
+            | Self::AuthNameTooLarge { .. }
+            | Self::AuthHashTooLarge { .. }
+            | Self::AuthLimit { .. }
+            | Self::NestedAuthorized => self.fmt_auth(f),
         }
+    }
+}
+
+impl KvError {
+    /// The messages of the auth errors (`fmt` sends only those here).
+    fn fmt_auth(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Self::AuthRootUserMissing => {
+                "auth cannot be enabled without a user 'root'; add user root, grant it role root, retry"
+            }
+            Self::AuthRootRoleMissing => {
+                "auth cannot be enabled: user 'root' does not hold role 'root'; grant it, then retry"
+            }
+            Self::AuthUserExists => "the user exists already; choose another name or delete it first",
+            Self::AuthUserNotFound => "the user does not exist; check the name or add the user first",
+            Self::AuthRoleExists => "the role exists already; choose another name or delete it first",
+            Self::AuthRoleNotFound => "the role does not exist; check the name or add the role first",
+            Self::AuthRoleNotGranted => "the user does not hold this role; there is nothing to revoke",
+            Self::AuthPermissionNotGranted => {
+                "the role has no permission on exactly this range; revoke the range exactly as it was granted"
+            }
+            Self::AuthInvalidManagement => {
+                "while auth is enabled, user 'root', role 'root' and root's role 'root' cannot be removed; \
+                 disable auth first"
+            }
+            Self::AuthOldRevision => {
+                "the auth table changed after the request was checked against it; check it again and retry"
+            }
+            Self::AuthEmptyName { what } => {
+                return write!(f, "the {what} name is empty; give a name of at least one byte")
+            }
+            Self::AuthNameTooLarge { size, max } => {
+                return write!(f, "the name is {size} bytes, above the limit of {max} bytes; use a shorter name")
+            }
+            Self::AuthHashTooLarge { size, max } => {
+                return write!(
+                    f,
+                    "the password hash or token key is {size} bytes, above the limit of {max} bytes; use a shorter one"
+                )
+            }
+            Self::AuthLimit { what, max } => {
+                return write!(
+                    f,
+                    "the auth table already holds the most {what} allowed ({max}); remove some before adding more"
+                )
+            }
+            Self::NestedAuthorized => {
+                "an authorized command wraps another authorized command; wrap the inner command only once"
+            }
+            other => return write!(f, "{other:?}"), // not an auth error: `fmt` never sends one
+        };
+        f.write_str(text)
     }
 }
 
@@ -161,6 +283,18 @@ pub enum KvDecodeError {
         /// The limit.
         max: usize,
     },
+    /// A name (user or role) is not valid UTF-8.
+    InvalidUtf8 {
+        /// The field being read.
+        field: &'static str,
+        /// Where the string (its length) starts.
+        offset: usize,
+    },
+    /// A [`super::KvCommand::Authorized`] wraps another one.
+    NestedAuthorized {
+        /// Where the inner command's tag is.
+        offset: usize,
+    },
     /// Bytes are left after a complete value.
     TrailingBytes {
         /// Where they start.
@@ -185,6 +319,10 @@ impl std::fmt::Display for KvDecodeError {
             }
             Self::TooDeep { offset, max } => {
                 write!(f, "the transaction at byte {offset} is nested more than {max} deep")
+            }
+            Self::InvalidUtf8 { field, offset } => write!(f, "{field} at byte {offset} is not valid UTF-8"),
+            Self::NestedAuthorized { offset } => {
+                write!(f, "the authorized command at byte {offset} wraps another authorized command")
             }
             Self::TrailingBytes { offset, count } => {
                 write!(f, "{count} unexpected bytes after the end of the value at byte {offset}")

@@ -2,6 +2,7 @@
 //! are never checked when applying: a committed command is applied the same way on every
 //! replica whatever limits each is configured with.
 
+use super::auth::{AuthCommand, AUTH_HASH_BYTES_MAX, AUTH_NAME_BYTES_MAX, AUTH_TOKEN_KEY_BYTES_MAX};
 use super::command::{Compare, CompareTarget, KvCommand, TxnOp, TXN_NESTING_MAX};
 use super::error::KvError;
 
@@ -30,7 +31,10 @@ impl KvLimits {
     };
 
     /// Checks `command` against the limits and the rules of well-formed requests: keys of
-    /// single-key operations are not empty, a time to live is not zero.
+    /// single-key operations are not empty, a time to live is not zero, auth names, hashes and
+    /// token keys within their bounds (`auth.rs`), the name of a user or role to add not empty,
+    /// permission ranges checked like other ranges, and no [`KvCommand::Authorized`] inside
+    /// another one (the inner command of one is checked like any command).
     pub fn validate(&self, command: &KvCommand) -> Result<(), KvError> {
         match command {
             KvCommand::Put { key, value, ttl_ms } => self.check_put(key, value, *ttl_ms)?,
@@ -51,6 +55,13 @@ impl KvLimits {
             | KvCommand::LeaseKeepAlive { .. }
             | KvCommand::LeaseRefreshAll
             | KvCommand::Alarm { .. } => {}
+            KvCommand::Auth(auth) => self.check_auth(auth)?,
+            KvCommand::Authorized { command, .. } => {
+                if let KvCommand::Authorized { .. } = **command {
+                    return Err(KvError::NestedAuthorized);
+                }
+                self.validate(command)?;
+            }
         }
         let size = command.encoded_len();
         if size > self.command_bytes_max {
@@ -98,6 +109,38 @@ impl KvLimits {
         self.check_key_size(end)
     }
 
+    /// An auth command: names, hashes, the token key and permission ranges. Empty names are
+    /// refused only for the user or role being added: any other command naming no existing
+    /// user or role is refused when applied (`AuthUserNotFound`, `AuthRoleNotFound`), as in etcd.
+    fn check_auth(&self, command: &AuthCommand) -> Result<(), KvError> {
+        match command {
+            AuthCommand::Enable { token_key } => check_hash(token_key, AUTH_TOKEN_KEY_BYTES_MAX),
+            AuthCommand::Disable => Ok(()),
+            AuthCommand::UserAdd { name, password_hash, .. } => {
+                check_new_name(name, "user")?;
+                check_hash(password_hash, AUTH_HASH_BYTES_MAX)
+            }
+            AuthCommand::UserChangePassword { name, password_hash } => {
+                check_name(name)?;
+                check_hash(password_hash, AUTH_HASH_BYTES_MAX)
+            }
+            AuthCommand::RoleAdd { name } => check_new_name(name, "role"),
+            AuthCommand::UserDelete { name } | AuthCommand::RoleDelete { name } => check_name(name),
+            AuthCommand::UserGrantRole { user, role } | AuthCommand::UserRevokeRole { user, role } => {
+                check_name(user)?;
+                check_name(role)
+            }
+            AuthCommand::RoleGrantPermission { role, permission } => {
+                check_name(role)?;
+                self.check_range(&permission.range.start, &permission.range.end)
+            }
+            AuthCommand::RoleRevokePermission { role, range } => {
+                check_name(role)?;
+                self.check_range(&range.start, &range.end)
+            }
+        }
+    }
+
     /// A transaction at nesting `depth` (1 for the outermost): list lengths, compares, and every
     /// operation of both branches, nested transactions included.
     fn check_txn(
@@ -143,6 +186,30 @@ impl KvLimits {
         }
         Ok(())
     }
+}
+
+/// A user or role name within [`AUTH_NAME_BYTES_MAX`].
+fn check_name(name: &str) -> Result<(), KvError> {
+    if name.len() > AUTH_NAME_BYTES_MAX {
+        return Err(KvError::AuthNameTooLarge { size: name.len(), max: AUTH_NAME_BYTES_MAX });
+    }
+    Ok(())
+}
+
+/// The name of a user or role to add (`what`): not empty, within [`AUTH_NAME_BYTES_MAX`].
+fn check_new_name(name: &str, what: &'static str) -> Result<(), KvError> {
+    if name.is_empty() {
+        return Err(KvError::AuthEmptyName { what });
+    }
+    check_name(name)
+}
+
+/// A password hash or token key within `max` bytes.
+fn check_hash(hash: &[u8], max: usize) -> Result<(), KvError> {
+    if hash.len() > max {
+        return Err(KvError::AuthHashTooLarge { size: hash.len(), max });
+    }
+    Ok(())
 }
 
 impl Default for KvLimits {

@@ -61,6 +61,15 @@
 //!   `Expire` entry; while there is no leader (election, partition) nothing expires, so add the
 //!   time to elect a leader in that case.
 //!
+//! ## Auth
+//!
+//! The store also holds etcd's auth table ([`KvStore::auth`], an [`AuthState`]: users, roles,
+//! permissions, whether auth is enabled, and the table's own revision). It changes only through
+//! [`KvCommand::Auth`], which makes no store revision and no event, and it is part of the
+//! snapshot. The runtime checks an etcd request against the table and proposes it as
+//! [`KvCommand::Authorized`] with the table's revision; if the table moved on in between, the
+//! entry is refused on every replica with [`KvError::AuthOldRevision`]. See `auth.rs`.
+//!
 //! ## Encodings
 //!
 //! Commands ([`KvCommand::encode`]) and snapshots ([`KvStore::snapshot`]) use hand-written,
@@ -106,6 +115,9 @@
 //! | `event.rs` | [`KvEvent`] and the [`Watch`] iterator |
 //! | `lease.rs` | leases: grant, keep-alive, revoke, expiry through the log, refresh on a new leader |
 //! | `alarm.rs` | [`Alarm`]s (etcd's NOSPACE, CORRUPT) and the refusal of growth while out of space |
+//! | `auth.rs` | the auth table ([`AuthState`]: etcd's users, roles and permissions), [`AuthCommand`], permission checks |
+//! | `auth_apply.rs` | applying [`AuthCommand`]s, and the revision check of [`KvCommand::Authorized`] |
+//! | `auth_codec.rs` | the encoding of auth commands and of the auth table in snapshots |
 //! | `snapshot.rs` | snapshot and checked restore |
 //! | `hash.rs` | the checksum of the history up to a revision (etcd's `HashKV`) |
 //! | `crc32.rs` | the snapshot checksum |
@@ -113,6 +125,9 @@
 
 mod alarm;
 mod apply;
+mod auth;
+mod auth_apply;
+mod auth_codec;
 mod command;
 mod command_codec;
 mod crc32;
@@ -130,6 +145,10 @@ mod tests;
 
 pub use alarm::Alarm;
 pub use apply::{ApplyResult, OpResponse};
+pub use auth::{
+    AuthCommand, AuthRole, AuthState, AuthUser, Permission, PermissionKind, AUTH_HASH_BYTES_MAX, AUTH_NAME_BYTES_MAX,
+    AUTH_ROLES_MAX, AUTH_ROLE_PERMISSIONS_MAX, AUTH_TOKEN_KEY_BYTES_MAX, AUTH_USERS_MAX, AUTH_USER_ROLES_MAX, ROOT,
+};
 pub use command::{prefix_range_end, Compare, CompareOp, CompareTarget, KeyRange, KvCommand, TxnOp, TXN_NESTING_MAX};
 pub use error::{KvDecodeError, KvError, KvSnapshotError};
 pub use event::{KvEvent, KvEventKind, Watch};

@@ -20,6 +20,13 @@
 //! written only while an alarm is raised, so that a store without alarms keeps its version-2
 //! bytes (and stays readable by builds from before alarms).
 //!
+//! Version 4 is version 2 followed by `alarm_count:u32 alarm*` (as in version 3, but the list may
+//! be empty) and then the auth table (`auth_codec.rs`: enabled flag, auth revision, token key,
+//! users with their hash, `no_password` flag and roles, roles with their permissions). It is
+//! written only while the auth table is not the default one (auth never used), so that stores
+//! without auth keep their version-2 or version-3 bytes; versions 1 to 3 restore with the
+//! default table, and a version-4 snapshot holding the default table is refused (not canonical).
+//!
 //! Version 1, written before leases, is still restored: the same without the `lease` field of
 //! a version and without the leases after the keys.
 //!
@@ -34,6 +41,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::alarm::Alarm;
+use super::auth::AuthState;
+use super::auth_codec::{read_auth_state, write_auth_state};
 use super::crc32::crc32;
 use super::error::{KvDecodeError, KvSnapshotError};
 use super::lease::Lease;
@@ -48,6 +57,9 @@ const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// Version 2 followed by the raised alarms, written while there are any.
 const SNAPSHOT_FORMAT_V3: u8 = 3;
+/// Version 2 followed by the alarms (maybe none) and the auth table, written while the table is
+/// not the default one.
+const SNAPSHOT_FORMAT_V4: u8 = 4;
 /// Bytes of one alarm record.
 const ALARM_BYTES: usize = 8 + 1;
 /// Bytes of one lease record.
@@ -58,9 +70,9 @@ const KEY_BYTES_MIN: usize = 4 + 4;
 const VERSION_BYTES_MIN: usize = 8 + 4 + 1;
 
 /// A copy of what a snapshot and a hash of a [`KvStore`] cover: every key's versions (sharing
-/// their keys and values), the leases, the alarms and the counters, without the indexes a
-/// restore rebuilds (changes by revision, expiry queues). Taking one is the cheap part of a
-/// snapshot; the node driver takes it and encodes or hashes it on another thread, so that a
+/// their keys and values), the leases, the alarms, the auth table and the counters, without the
+/// indexes a restore rebuilds (changes by revision, expiry queues). Taking one is the cheap part
+/// of a snapshot; the node driver takes it and encodes or hashes it on another thread, so that a
 /// large store does not stop the driver for the encoding.
 #[derive(Clone, Debug)]
 pub struct StoreImage {
@@ -109,6 +121,7 @@ impl KvStore {
             lease_deadlines: BTreeSet::new(),
             last_lease_id: self.last_lease_id,
             alarms: self.alarms.clone(),
+            auth: self.auth.clone(),
             size_bytes: self.size_bytes,
         };
         StoreImage { store }
@@ -123,7 +136,8 @@ impl KvStore {
         // allocation is enough: growing by doubling copied up to twice the snapshot's size.
         let mut out = Vec::with_capacity(usize::try_from(self.size_bytes).unwrap_or(0).saturating_add(1 << 12));
         out.put_slice(MAGIC);
-        out.put_u8(if self.alarms.is_empty() { SNAPSHOT_FORMAT_VERSION } else { SNAPSHOT_FORMAT_V3 });
+        let version = self.snapshot_version();
+        out.put_u8(version);
         out.put_u64(self.last_applied_index);
         out.put_u64(self.current_revision);
         out.put_u64(self.compacted_revision);
@@ -142,16 +156,30 @@ impl KvStore {
             out.put_u64(lease.ttl_ms);
             out.put_u64(lease.expires_at_ms);
         }
-        if !self.alarms.is_empty() {
+        if version >= SNAPSHOT_FORMAT_V3 {
             out.put_count(self.alarms.len());
             for (member, alarm) in &self.alarms {
                 out.put_u64(*member);
                 out.put_u8(alarm.code());
             }
         }
+        if version == SNAPSHOT_FORMAT_V4 {
+            write_auth_state(&mut out, &self.auth);
+        }
         let checksum = crc32(&out);
         out.put_u32(checksum);
         Bytes::from(out)
+    }
+
+    /// The oldest format that holds the whole store: 4 with an auth table, 3 with alarms, else 2.
+    fn snapshot_version(&self) -> u8 {
+        if self.auth != AuthState::default() {
+            SNAPSHOT_FORMAT_V4
+        } else if !self.alarms.is_empty() {
+            SNAPSHOT_FORMAT_V3
+        } else {
+            SNAPSHOT_FORMAT_VERSION
+        }
     }
 
     /// Rebuilds a store from [`KvStore::snapshot`]'s bytes, refusing anything corrupt or
@@ -165,7 +193,7 @@ impl KvStore {
             return Err(KvSnapshotError::BadMagic);
         }
         let version = data[MAGIC.len()];
-        if ![SNAPSHOT_FORMAT_V1, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_V3].contains(&version) {
+        if ![SNAPSHOT_FORMAT_V1, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_V3, SNAPSHOT_FORMAT_V4].contains(&version) {
             return Err(KvSnapshotError::UnsupportedVersion { version });
         }
         let (content, trailer) = data.split_at(data.len() - 4);
@@ -177,8 +205,14 @@ impl KvStore {
         let mut reader = Reader::new(content);
         reader.slice(header, "header")?;
         let mut store = read_body(&mut reader, version != SNAPSHOT_FORMAT_V1)?;
-        if version == SNAPSHOT_FORMAT_V3 {
-            read_alarms(&mut reader, &mut store)?;
+        if version >= SNAPSHOT_FORMAT_V3 {
+            read_alarms(&mut reader, &mut store, version == SNAPSHOT_FORMAT_V4)?;
+        }
+        if version == SNAPSHOT_FORMAT_V4 {
+            store.auth = read_auth_state(&mut reader)?;
+            if store.auth == AuthState::default() {
+                return Err(KvSnapshotError::Inconsistent("a version-4 snapshot holds the default auth table".into()));
+            }
         }
         reader.finish()?;
         check_store(&store).map_err(KvSnapshotError::Inconsistent)?;
@@ -270,7 +304,8 @@ fn read_leases(reader: &mut Reader<'_>, store: &mut KvStore) -> Result<(), KvSna
     Ok(())
 }
 
-fn read_alarms(reader: &mut Reader<'_>, store: &mut KvStore) -> Result<(), KvSnapshotError> {
+/// The alarms of a version-3 snapshot (at least one) or of a version-4 one (`may_be_empty`).
+fn read_alarms(reader: &mut Reader<'_>, store: &mut KvStore, may_be_empty: bool) -> Result<(), KvSnapshotError> {
     let count = reader.count("alarm count", ALARM_BYTES)?;
     for _ in 0..count {
         let member = reader.u64("alarm member")?;
@@ -282,7 +317,7 @@ fn read_alarms(reader: &mut Reader<'_>, store: &mut KvStore) -> Result<(), KvSna
         }
         store.alarms.insert((member, alarm));
     }
-    if count == 0 {
+    if count == 0 && !may_be_empty {
         return Err(KvSnapshotError::Inconsistent("a version-3 snapshot lists no alarm".into()));
     }
     Ok(())

@@ -124,6 +124,8 @@ pub struct KvStore {
     pub(crate) last_lease_id: u64,
     /// Raised alarms as `(member, kind)` (see `alarm.rs`).
     pub(crate) alarms: BTreeSet<(u64, super::alarm::Alarm)>,
+    /// The auth table (see `auth.rs`): changed only by [`super::KvCommand::Auth`].
+    pub(crate) auth: super::auth::AuthState,
     /// [`KvStore::size_bytes`], kept up to date by every change to `keys` (a walk over the keys
     /// would cost the node driver time proportional to the store on every status and quota check).
     pub(crate) size_bytes: u64,
@@ -166,6 +168,7 @@ impl KvStore {
             lease_deadlines: BTreeSet::new(),
             last_lease_id: 0,
             alarms: BTreeSet::new(),
+            auth: super::auth::AuthState::default(),
             size_bytes: 0,
         }
     }

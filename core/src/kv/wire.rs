@@ -144,6 +144,23 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.slice(length, field)?))
     }
 
+    /// A length-prefixed byte string holding UTF-8 (a name), refused with
+    /// [`KvDecodeError::InvalidUtf8`] otherwise.
+    pub fn string(&mut self, field: &'static str) -> Result<String, KvDecodeError> {
+        let offset = self.offset;
+        let length = self.u32(field)? as usize;
+        let bytes = self.slice(length, field)?;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(_) => Err(KvDecodeError::InvalidUtf8 { field, offset }),
+        }
+    }
+
+    /// A flag byte: `false` for 0, `true` for 1, an error otherwise.
+    pub fn flag(&mut self, field: &'static str) -> Result<bool, KvDecodeError> {
+        self.marker(field)
+    }
+
     /// A list count, refused when `count * item_bytes_min` exceeds the remaining bytes, so that a
     /// corrupt count never drives a large allocation or a long loop.
     pub fn count(&mut self, field: &'static str, item_bytes_min: usize) -> Result<usize, KvDecodeError> {
@@ -224,5 +241,10 @@ mod tests {
         let mut reader = Reader::new(&[2]);
         assert!(matches!(reader.option_u64("ttl"), Err(KvDecodeError::UnknownTag { tag: 2, .. })));
         assert!(matches!(Reader::new(&[1]).finish(), Err(KvDecodeError::TrailingBytes { count: 1, .. })));
+        let mut reader = Reader::new(&[2, 0, 0, 0, 0xc3, 0x28]);
+        assert_eq!(reader.string("name"), Err(KvDecodeError::InvalidUtf8 { field: "name", offset: 0 }));
+        let mut reader = Reader::new(&[2, 0, 0, 0, 0xc3, 0xa9, 2]);
+        assert_eq!(reader.string("name").as_deref(), Ok("é"));
+        assert!(matches!(reader.flag("flag"), Err(KvDecodeError::UnknownTag { tag: 2, .. })));
     }
 }

@@ -93,6 +93,16 @@ pub struct NodeSettings {
     /// Watch streams open at once at most [default: 10000].
     #[arg(long)]
     pub watchers_max: Option<usize>,
+    /// How long a token from the etcd API's Authenticate stays valid, in milliseconds (etcd's
+    /// --auth-token-ttl); any change of users, roles or permissions ends it sooner
+    /// [default: 300000].
+    #[arg(long)]
+    pub auth_token_ttl_ms: Option<u64>,
+    /// PBKDF2-HMAC-SHA256 rounds of a new etcd user password hash, 1000 to 10000000: the CPU
+    /// cost of an Authenticate against that of guessing passwords from a stolen hash
+    /// [default: 100000].
+    #[arg(long)]
+    pub auth_password_iterations: Option<u32>,
     /// Connections (clients' and peers') open at once at most; more are closed as they arrive.
     /// Keep it below the open-file limit (`ulimit -n`) [default: 4096].
     #[arg(long)]
@@ -205,6 +215,8 @@ impl NodeSettings {
             snapshot_interval_entries,
             watch_buffer_events,
             watchers_max,
+            auth_token_ttl_ms,
+            auth_password_iterations,
             connections_max,
             key_bytes_max,
             value_bytes_max,
@@ -247,6 +259,8 @@ impl NodeSettings {
         let mut server = ServerConfig::new(node, listen_addr);
         server.data_dir = Some(data_dir);
         set(&mut server.service.watchers_max, "watchers_max", self.watchers_max)?;
+        set(&mut server.service.auth_token_ttl_ms, "auth_token_ttl_ms", self.auth_token_ttl_ms)?;
+        set(&mut server.service.auth_password_iterations, "auth_password_iterations", self.auth_password_iterations)?;
         set(&mut server.connections_max, "connections_max", self.connections_max)?;
         set(&mut server.transport.call_timeout_ms, "peer_timeout_ms", self.peer_timeout_ms)?;
         set(&mut server.transport.queue_messages_max, "peer_queue_max", self.peer_queue_max)?;

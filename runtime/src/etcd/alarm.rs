@@ -95,7 +95,7 @@ pub(super) async fn alarm(
             let command = KvCommand::Alarm { member: request.member_id, alarm, active };
             if let Written::Elsewhere(hint) = shared.propose(command).await? {
                 let mut client = MaintenanceClient::new(shared.forwarder.channel(&hint, &metadata).await?);
-                return shared.forwarder.relay(&hint.address, client.alarm(forwarded(request))).await;
+                return shared.forwarder.relay(&hint.address, client.alarm(forwarded(request, &metadata))).await;
             }
             if active || was_raised {
                 vec![(request.member_id, alarm)]

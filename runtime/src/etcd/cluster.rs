@@ -129,6 +129,7 @@ impl EtcdCluster {
     }
 
     async fn member_add(&self, metadata: MetadataMap, request: MemberAddRequest) -> Result<MemberAddResponse, Status> {
+        self.shared.caller(&metadata).await?.require_admin()?;
         if !request.is_learner {
             return Err(Status::failed_precondition(
                 "etcdserver: Keel members join as learners: add it with --learner, start it, then promote it",
@@ -144,7 +145,7 @@ impl EtcdCluster {
         let change = MembershipChange::AddLearner { node_id, address, kind: LearnerKind::Promotable };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.relay(&address, client.member_add(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_add(forwarded(request, &metadata))).await;
         };
         Ok(MemberAddResponse {
             header: Some(self.shared.headers.header(None).await?),
@@ -158,10 +159,11 @@ impl EtcdCluster {
         metadata: MetadataMap,
         request: MemberRemoveRequest,
     ) -> Result<MemberRemoveResponse, Status> {
+        self.shared.caller(&metadata).await?.require_admin()?;
         let change = MembershipChange::RemoveNode { node_id: node_id(request.id)? };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.relay(&address, client.member_remove(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_remove(forwarded(request, &metadata))).await;
         };
         Ok(MemberRemoveResponse {
             header: Some(self.shared.headers.header(None).await?),
@@ -174,11 +176,12 @@ impl EtcdCluster {
         metadata: MetadataMap,
         request: MemberUpdateRequest,
     ) -> Result<MemberUpdateResponse, Status> {
+        self.shared.caller(&metadata).await?.require_admin()?;
         let address = address_of(request.peer_ur_ls.first().map(String::as_str).unwrap_or_default())?;
         let change = MembershipChange::UpdateAddress { node_id: node_id(request.id)?, address };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.relay(&address, client.member_update(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_update(forwarded(request, &metadata))).await;
         };
         Ok(MemberUpdateResponse {
             header: Some(self.shared.headers.header(None).await?),
@@ -191,10 +194,11 @@ impl EtcdCluster {
         metadata: MetadataMap,
         request: MemberPromoteRequest,
     ) -> Result<MemberPromoteResponse, Status> {
+        self.shared.caller(&metadata).await?.require_admin()?;
         let change = MembershipChange::PromoteLearner { node_id: node_id(request.id)? };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
-            return self.shared.forwarder.relay(&address, client.member_promote(forwarded(request))).await;
+            return self.shared.forwarder.relay(&address, client.member_promote(forwarded(request, &metadata))).await;
         };
         Ok(MemberPromoteResponse {
             header: Some(self.shared.headers.header(None).await?),

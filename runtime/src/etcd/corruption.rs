@@ -109,7 +109,13 @@ async fn reference(handle: &NodeHandle) -> Option<Reference> {
 async fn member_hash(shared: &Shared, address: &str, reference: Reference) -> Option<u32> {
     let revision = i64::try_from(reference.revision).ok()?;
     let mut client = MaintenanceClient::new(shared.forwarder.connect(address).await.ok()?);
-    let answer = shared.forwarder.call(address, client.hash_kv(HashKvRequest { revision })).await.ok()?;
+    let mut request = tonic::Request::new(HashKvRequest { revision });
+    // While authentication is enabled, HashKV needs the root role: the leader shows a root
+    // token of its own, signed with the cluster's key.
+    if let Some(token) = shared.internal_token().and_then(|token| token.parse().ok()) {
+        request.metadata_mut().insert(super::auth_token::TOKEN_METADATA, token);
+    }
+    let answer = shared.forwarder.call(address, client.hash_kv(request)).await.ok()?;
     let same_history = u64::try_from(answer.compact_revision).ok() == Some(reference.compacted_revision);
     same_history.then_some(answer.hash)
 }

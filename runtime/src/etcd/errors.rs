@@ -65,6 +65,47 @@ pub(crate) const MEMBER_BAD_URLS: (Code, &str) = (Code::InvalidArgument, "etcdse
 pub(crate) const BAD_LEADER_TRANSFEREE: (Code, &str) = (Code::FailedPrecondition, "etcdserver: bad leader transferee");
 /// This member is not the leader (MoveLeader must be sent to the leader).
 pub(crate) const NOT_LEADER: (Code, &str) = (Code::FailedPrecondition, "etcdserver: not leader");
+/// Authentication is enabled and the request carries no token.
+pub(crate) const USER_EMPTY: (Code, &str) = (Code::InvalidArgument, "etcdserver: user name is empty");
+/// The token is not one this cluster signed, has expired, or names an unknown user.
+pub(crate) const INVALID_AUTH_TOKEN: (Code, &str) = (Code::Unauthenticated, "etcdserver: invalid auth token");
+/// The auth table changed since the token was issued (or the request was checked): etcd
+/// clients authenticate again and retry.
+pub(crate) const AUTH_OLD_REVISION: (Code, &str) = (Code::InvalidArgument, "etcdserver: revision of auth store is old");
+/// The user's roles do not allow the request.
+pub(crate) const PERMISSION_DENIED: (Code, &str) = (Code::PermissionDenied, "etcdserver: permission denied");
+/// Wrong user name or password (or a user without a password).
+pub(crate) const AUTH_FAILED: (Code, &str) =
+    (Code::InvalidArgument, "etcdserver: authentication failed, invalid user ID or password");
+/// `Authenticate` while authentication is disabled.
+pub(crate) const AUTH_NOT_ENABLED: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: authentication is not enabled");
+/// `AuthEnable` without a `root` user.
+pub(crate) const ROOT_USER_NOT_EXIST: (Code, &str) = (Code::FailedPrecondition, "etcdserver: root user does not exist");
+/// `AuthEnable` while the `root` user lacks the `root` role.
+pub(crate) const ROOT_ROLE_NOT_EXIST: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: root user does not have root role");
+/// `UserAdd` of an existing user.
+pub(crate) const USER_ALREADY_EXIST: (Code, &str) = (Code::FailedPrecondition, "etcdserver: user name already exists");
+/// The user named does not exist.
+pub(crate) const USER_NOT_FOUND: (Code, &str) = (Code::FailedPrecondition, "etcdserver: user name not found");
+/// `RoleAdd` of an existing role.
+pub(crate) const ROLE_ALREADY_EXIST: (Code, &str) = (Code::FailedPrecondition, "etcdserver: role name already exists");
+/// The role named does not exist.
+pub(crate) const ROLE_NOT_FOUND: (Code, &str) = (Code::FailedPrecondition, "etcdserver: role name not found");
+/// A role name is empty.
+pub(crate) const ROLE_EMPTY: (Code, &str) = (Code::InvalidArgument, "etcdserver: role name is empty");
+/// `RoleRevokePermission` of a range the role has no permission on.
+pub(crate) const PERMISSION_NOT_GRANTED: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: permission is not granted to the role");
+/// `UserRevokeRole` of a role the user does not hold.
+pub(crate) const ROLE_NOT_GRANTED: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: role is not granted to the user");
+/// A change that would lock the administrator out while authentication is enabled (deleting
+/// `root`, or taking its `root` role).
+pub(crate) const INVALID_AUTH_MGMT: (Code, &str) = (Code::InvalidArgument, "etcdserver: invalid auth management");
+/// `RoleGrantPermission` without a permission.
+pub(crate) const PERMISSION_NOT_GIVEN: (Code, &str) = (Code::InvalidArgument, "etcdserver: permission not given");
 
 /// A status from one of the constants above.
 pub(crate) fn status((code, message): (Code, &str)) -> Status {
@@ -86,6 +127,21 @@ pub(crate) fn of_kv(error: &KvError) -> Status {
         KvError::FutureRevision { .. } => status(FUTURE_REVISION),
         KvError::NoSpace => status(NO_SPACE),
         KvError::ZeroTtl => Status::invalid_argument(format!("etcdserver: {error}")),
+        KvError::AuthRootUserMissing => status(ROOT_USER_NOT_EXIST),
+        KvError::AuthRootRoleMissing => status(ROOT_ROLE_NOT_EXIST),
+        KvError::AuthUserExists => status(USER_ALREADY_EXIST),
+        KvError::AuthUserNotFound => status(USER_NOT_FOUND),
+        KvError::AuthRoleExists => status(ROLE_ALREADY_EXIST),
+        KvError::AuthRoleNotFound => status(ROLE_NOT_FOUND),
+        KvError::AuthRoleNotGranted => status(ROLE_NOT_GRANTED),
+        KvError::AuthPermissionNotGranted => status(PERMISSION_NOT_GRANTED),
+        KvError::AuthInvalidManagement => status(INVALID_AUTH_MGMT),
+        KvError::AuthOldRevision => status(AUTH_OLD_REVISION),
+        KvError::AuthEmptyName { what: "role" } => status(ROLE_EMPTY),
+        KvError::AuthEmptyName { .. } => status(USER_EMPTY),
+        KvError::AuthNameTooLarge { .. } | KvError::AuthHashTooLarge { .. } => status(REQUEST_TOO_LARGE),
+        KvError::AuthLimit { .. } => Status::resource_exhausted(format!("etcdserver: {error}")),
+        KvError::NestedAuthorized => Status::invalid_argument(format!("etcdserver: {error}")),
     }
 }
 

@@ -36,7 +36,8 @@ pub(crate) const FORWARDED: &str = "keel-etcd-forwarded";
 /// Most leader connections kept.
 const CHANNELS_MAX: usize = 16;
 
-/// An etcd answer that a follower relays: its header can be relabelled with the relaying member.
+/// An etcd answer that a follower relays: its header can be relabelled with the relaying member
+/// (the Auth service's answers implement it in `auth.rs`).
 pub(crate) trait Answer {
     /// The answer's header, if it has one.
     fn header_mut(&mut self) -> Option<&mut ResponseHeader>;
@@ -174,10 +175,14 @@ fn link_failure(status: Status) -> Status {
     status
 }
 
-/// A request to forward: `message` with the [`FORWARDED`] mark.
-pub(crate) fn forwarded<T>(message: T) -> tonic::Request<T> {
+/// A request to forward: `message` with the [`FORWARDED`] mark and the caller's token from the
+/// original request's `metadata` (the leader checks the caller's rights again).
+pub(crate) fn forwarded<T>(message: T, metadata: &MetadataMap) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    if let Some(token) = super::access::token_of(metadata).and_then(|token| token.parse().ok()) {
+        request.metadata_mut().insert(super::auth_token::TOKEN_METADATA, token);
+    }
     request
 }
 
@@ -189,7 +194,7 @@ mod tests {
     async fn a_forwarded_request_is_never_forwarded_again_and_no_leader_is_said() {
         let forwarder = Forwarder::new(1, 100, None);
         let hint = LeaderHint { leader_id: Some(2), address: "127.0.0.1:1".into(), term: 3 };
-        let request = forwarded(());
+        let request = forwarded((), &MetadataMap::new());
         let second_hop = forwarder.channel(&hint, request.metadata()).await.unwrap_err();
         assert_eq!((second_hop.code(), second_hop.message()), (tonic::Code::Unavailable, errors::LEADER_CHANGED.1));
         let unknown = LeaderHint { leader_id: None, address: String::new(), term: 3 };

@@ -24,11 +24,12 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{any, post, MethodRouter};
 use axum::Router;
 use futures_util::{Stream, StreamExt};
+use keel::proto::etcdserverpb::auth_server::Auth;
 use keel::proto::etcdserverpb::cluster_server::Cluster;
 use keel::proto::etcdserverpb::kv_server::Kv;
 use keel::proto::etcdserverpb::lease_server::Lease;
@@ -40,13 +41,17 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Status};
 
-use super::{EtcdApi, EtcdCluster, EtcdKv, EtcdLease, EtcdMaintenance};
+use super::{EtcdApi, EtcdAuth, EtcdCluster, EtcdKv, EtcdLease, EtcdMaintenance};
 use crate::service::ChannelStream;
 
 /// The gateway's routes, under `/v3/` and `/v3beta/`.
 pub(crate) fn routes(api: &EtcdApi) -> Router {
     let limit = api.shared.config.message_bytes_max.saturating_mul(2);
-    let v3 = Router::new().merge(kv_routes(api)).merge(lease_routes(api, limit)).merge(other_routes(api, limit));
+    let v3 = Router::new()
+        .merge(kv_routes(api))
+        .merge(lease_routes(api, limit))
+        .merge(auth_routes(api))
+        .merge(other_routes(api, limit));
     let v3 = v3.layer(DefaultBodyLimit::max(limit));
     Router::new().nest("/v3", v3.clone()).nest("/v3beta", v3)
 }
@@ -78,16 +83,39 @@ fn lease_routes(api: &EtcdApi, limit: usize) -> Router {
         .route("/kv/lease/leases", leases)
         .route(
             "/lease/keepalive",
-            post(move |body: Body| {
+            post(move |headers: HeaderMap, body: Body| {
                 let lease = keep_alive.clone();
                 async move {
                     let requests = json_requests::<LeaseKeepAliveRequest>(body, limit);
                     let (output, receiver) = mpsc::channel(buffer);
-                    tokio::spawn(lease.keep_alive_stream(MetadataMap::new(), requests, output));
+                    tokio::spawn(lease.keep_alive_stream(metadata_of(&headers), requests, output));
                     json_lines(ChannelStream::new(receiver))
                 }
             }),
         )
+}
+
+/// The Auth service at etcd's paths (`/v3/auth/authenticate`, `/v3/auth/user/add`, ...).
+fn auth_routes(api: &EtcdApi) -> Router {
+    let auth = EtcdAuth { shared: Arc::clone(&api.shared) };
+    Router::new()
+        .route("/auth/enable", unary(auth.clone(), |a, r| async move { a.auth_enable(r).await }))
+        .route("/auth/disable", unary(auth.clone(), |a, r| async move { a.auth_disable(r).await }))
+        .route("/auth/status", unary(auth.clone(), |a, r| async move { a.auth_status(r).await }))
+        .route("/auth/authenticate", unary(auth.clone(), |a, r| async move { a.authenticate(r).await }))
+        .route("/auth/user/add", unary(auth.clone(), |a, r| async move { a.user_add(r).await }))
+        .route("/auth/user/get", unary(auth.clone(), |a, r| async move { a.user_get(r).await }))
+        .route("/auth/user/list", unary(auth.clone(), |a, r| async move { a.user_list(r).await }))
+        .route("/auth/user/delete", unary(auth.clone(), |a, r| async move { a.user_delete(r).await }))
+        .route("/auth/user/changepw", unary(auth.clone(), |a, r| async move { a.user_change_password(r).await }))
+        .route("/auth/user/grant", unary(auth.clone(), |a, r| async move { a.user_grant_role(r).await }))
+        .route("/auth/user/revoke", unary(auth.clone(), |a, r| async move { a.user_revoke_role(r).await }))
+        .route("/auth/role/add", unary(auth.clone(), |a, r| async move { a.role_add(r).await }))
+        .route("/auth/role/get", unary(auth.clone(), |a, r| async move { a.role_get(r).await }))
+        .route("/auth/role/list", unary(auth.clone(), |a, r| async move { a.role_list(r).await }))
+        .route("/auth/role/delete", unary(auth.clone(), |a, r| async move { a.role_delete(r).await }))
+        .route("/auth/role/grant", unary(auth.clone(), |a, r| async move { a.role_grant_permission(r).await }))
+        .route("/auth/role/revoke", unary(auth, |a, r| async move { a.role_revoke_permission(r).await }))
 }
 
 fn other_routes(api: &EtcdApi, limit: usize) -> Router {
@@ -108,10 +136,10 @@ fn other_routes(api: &EtcdApi, limit: usize) -> Router {
         .route("/maintenance/transfer-leadership", unary(maintenance, |m, r| async move { m.move_leader(r).await }))
         .route(
             "/maintenance/snapshot",
-            post(move || {
+            post(move |headers: HeaderMap| {
                 let snapshot = snapshot.clone();
                 async move {
-                    match snapshot.snapshot(Request::new(SnapshotRequest {})).await {
+                    match snapshot.snapshot(with_token(SnapshotRequest {}, &headers)).await {
                         Ok(stream) => json_lines(stream.into_inner()),
                         Err(status) => error_response(&status),
                     }
@@ -120,19 +148,16 @@ fn other_routes(api: &EtcdApi, limit: usize) -> Router {
         )
         .route(
             "/watch",
-            post(move |body: Body| {
+            post(move |headers: HeaderMap, body: Body| {
                 let shared = Arc::clone(&shared);
                 async move {
-                    match super::watch::open(shared, json_requests::<WatchRequest>(body, limit), false) {
+                    let token = super::access::token_of(&metadata_of(&headers));
+                    match super::watch::open(shared, json_requests::<WatchRequest>(body, limit), false, token) {
                         Ok(receiver) => json_lines(ChannelStream::new(receiver)),
                         Err(status) => error_response(&status),
                     }
                 }
             }),
-        )
-        .route(
-            "/auth/{*method}",
-            post(|| async { error_response(&Status::unimplemented("Keel does not serve etcd's Auth service")) }),
         )
         // Any other path under the prefix: grpc-gateway's "Not Found", rather than the gRPC
         // router's answer, which an HTTP client would read as an empty success.
@@ -148,19 +173,35 @@ where
     F: Fn(S, Request<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send,
 {
-    post(move |body: Bytes| {
+    post(move |headers: HeaderMap, body: Bytes| {
         let (service, call) = (service.clone(), call.clone());
         async move {
             let request = match parse::<Req>(&body) {
                 Ok(request) => request,
                 Err(status) => return error_response(&status),
             };
-            match call(service, Request::new(request)).await {
+            match call(service, with_token(request, &headers)).await {
                 Ok(answer) => json_response(StatusCode::OK, serde_json::to_vec(answer.get_ref())),
                 Err(status) => error_response(&status),
             }
         }
     })
+}
+
+/// The auth token of an HTTP request: its `Authorization` header, as etcd's gateway reads it.
+fn metadata_of(headers: &HeaderMap) -> MetadataMap {
+    let mut metadata = MetadataMap::new();
+    if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+        if let Ok(value) = token.parse() {
+            metadata.insert(super::auth_token::TOKEN_METADATA, value);
+        }
+    }
+    metadata
+}
+
+/// `message` as a gRPC request carrying the HTTP request's auth token.
+fn with_token<T>(message: T, headers: &HeaderMap) -> Request<T> {
+    Request::from_parts(metadata_of(headers), Default::default(), message)
 }
 
 /// One JSON message; an empty body (or only whitespace) is the default message, as in etcd.

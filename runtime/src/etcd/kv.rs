@@ -55,31 +55,32 @@ pub(super) fn server(kv: EtcdKv, message_bytes_max: usize) -> EtcdKvServer {
 }
 
 impl EtcdKv {
-    async fn propose(&self, command: KvCommand) -> Result<Written, Status> {
-        self.shared.propose(command).await
-    }
-
     /// Sends a request that arrived at a follower to the leader's KV service with `call`. Boxed,
     /// so that the forwarding state does not weigh on every local call's future (module note).
-    async fn forward<T, F, Fut>(&self, hint: LeaderHint, metadata: MetadataMap, call: F) -> Result<T, Status>
+    async fn forward<T, F, Fut>(&self, hint: LeaderHint, metadata: &MetadataMap, call: F) -> Result<T, Status>
     where
         F: FnOnce(KvClient<Channel>) -> Fut,
         T: forward::Answer,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
         Box::pin(async move {
-            let client = KvClient::new(self.shared.forwarder.channel(&hint, &metadata).await?);
+            let client = KvClient::new(self.shared.forwarder.channel(&hint, metadata).await?);
             self.shared.forwarder.relay(&hint.address, call(client)).await
         })
         .await
     }
 
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
+    async fn range(&self, metadata: &MetadataMap, request: RangeRequest) -> Result<RangeResponse, Status> {
         let range = key_range(&request.key, &request.range_end)?;
+        let caller = self.shared.caller(metadata).await?;
+        caller.require_read(&range)?;
         let consistency = if request.serializable { ReadConsistency::Eventual } else { ReadConsistency::Linearizable };
         let limit = store_limit(&request);
         let answer = self.shared.handle.range(range, revision_of(request.revision), limit, consistency).await;
         let (read, current) = answer.map_err(|error| errors::of_client(&error))?.map_err(|error| read_error(&error))?;
+        if !request.serializable {
+            self.shared.still_current(&caller)?;
+        }
         let finished = finish_range(&request, read);
         Ok(RangeResponse {
             header: Some(self.shared.headers.header(Some(current)).await?),
@@ -91,11 +92,14 @@ impl EtcdKv {
 
     async fn put(&self, metadata: MetadataMap, request: PutRequest) -> Result<PutResponse, Status> {
         let command = put_command(&request)?;
-        let result = match self.propose(command).await? {
+        let caller = self.shared.caller(&metadata).await?;
+        caller.require_put(&request.key, request.prev_kv)?;
+        let result = match self.shared.propose(caller.authorized(command)).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let forward = |mut client: KvClient<Channel>| async move { client.put(forwarded(request)).await };
-                return self.forward(hint, metadata, forward).await;
+                let md = &metadata;
+                let forward = |mut client: KvClient<Channel>| async move { client.put(forwarded(request, md)).await };
+                return self.forward(hint, md, forward).await;
             }
         };
         let prev = match result.responses.first() {
@@ -114,13 +118,16 @@ impl EtcdKv {
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Status> {
         let range = key_range(&request.key, &request.range_end)?;
+        let caller = self.shared.caller(&metadata).await?;
+        caller.require_delete(&range, request.prev_kv)?;
         let command = KvCommand::DeleteRange { start: range.start, end: range.end };
-        let result = match self.propose(command).await? {
+        let result = match self.shared.propose(caller.authorized(command)).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
+                let md = &metadata;
                 let forward =
-                    |mut client: KvClient<Channel>| async move { client.delete_range(forwarded(request)).await };
-                return self.forward(hint, metadata, forward).await;
+                    |mut client: KvClient<Channel>| async move { client.delete_range(forwarded(request, md)).await };
+                return self.forward(hint, md, forward).await;
             }
         };
         let deleted = match result.responses.first() {
@@ -140,11 +147,14 @@ impl EtcdKv {
 
     async fn txn(&self, metadata: MetadataMap, request: TxnRequest) -> Result<TxnResponse, Status> {
         let command = txn::command_of(&request, self.shared.limits.txn_ops_max)?;
-        let result = match self.propose(command).await? {
+        let caller = self.shared.caller(&metadata).await?;
+        caller.require_txn(&request)?;
+        let result = match self.shared.propose(caller.authorized(command)).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let forward = |mut client: KvClient<Channel>| async move { client.txn(forwarded(request)).await };
-                return self.forward(hint, metadata, forward).await;
+                let md = &metadata;
+                let forward = |mut client: KvClient<Channel>| async move { client.txn(forwarded(request, md)).await };
+                return self.forward(hint, md, forward).await;
             }
         };
         let header = self.shared.headers.header(Some(result.revision)).await?;
@@ -154,11 +164,15 @@ impl EtcdKv {
 
     async fn compact(&self, metadata: MetadataMap, request: CompactionRequest) -> Result<CompactionResponse, Status> {
         let revision = u64::try_from(request.revision).unwrap_or(0);
-        let result = match self.propose(KvCommand::Compact { revision }).await? {
+        let caller = self.shared.caller(&metadata).await?;
+        caller.require_admin()?;
+        let result = match self.shared.propose(caller.authorized(KvCommand::Compact { revision })).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
-                let forward = |mut client: KvClient<Channel>| async move { client.compact(forwarded(request)).await };
-                return self.forward(hint, metadata, forward).await;
+                let md = &metadata;
+                let forward =
+                    |mut client: KvClient<Channel>| async move { client.compact(forwarded(request, md)).await };
+                return self.forward(hint, md, forward).await;
             }
         };
         Ok(CompactionResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })
@@ -210,7 +224,8 @@ pub(super) fn put_command(request: &PutRequest) -> Result<KvCommand, Status> {
 #[tonic::async_trait]
 impl Kv for EtcdKv {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        EtcdKv::range(self, request.into_inner()).await.map(Response::new)
+        let (metadata, _, request) = request.into_parts();
+        EtcdKv::range(self, &metadata, request).await.map(Response::new)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

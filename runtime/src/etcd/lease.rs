@@ -80,11 +80,13 @@ impl EtcdLease {
         let ttl_secs = request.ttl.max(min_ttl_secs(self.shared.election_timeout_ms_max));
         let ttl_ms = u64::try_from(ttl_secs).unwrap_or(1).saturating_mul(1_000);
         let id = u64::try_from(request.id).map_err(|_| Status::invalid_argument("etcdserver: negative lease ID"))?;
-        let result = match self.propose(KvCommand::LeaseGrant { id, ttl_ms }).await? {
+        let caller = self.shared.caller(&metadata).await?;
+        let result = match self.propose(caller.authorized(KvCommand::LeaseGrant { id, ttl_ms })).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
                 let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.relay(&hint.address, client.lease_grant(forwarded(request))).await;
+                let call = client.lease_grant(forwarded(request, &metadata));
+                return self.shared.forwarder.relay(&hint.address, call).await;
             }
         };
         let Some(OpResponse::Lease { id, .. }) = result.responses.first() else {
@@ -100,21 +102,39 @@ impl EtcdLease {
 
     async fn revoke(&self, metadata: MetadataMap, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Status> {
         let id = lease_id(request.id)?;
-        let result = match self.propose(KvCommand::LeaseRevoke { id }).await? {
+        let caller = self.shared.caller(&metadata).await?;
+        self.require_keys_writable(&caller, id).await?;
+        let result = match self.propose(caller.authorized(KvCommand::LeaseRevoke { id })).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
                 let mut client = self.leader(&hint, &metadata).await?;
-                return self.shared.forwarder.relay(&hint.address, client.lease_revoke(forwarded(request))).await;
+                let call = client.lease_revoke(forwarded(request, &metadata));
+                return self.shared.forwarder.relay(&hint.address, call).await;
             }
         };
         Ok(LeaseRevokeResponse { header: Some(self.shared.headers.header(Some(result.revision)).await?) })
+    }
+
+    /// Ok if `caller` may delete every key attached to lease `id` (as revoking it does), as
+    /// etcd checks a revoke. The keys are those attached now; the check is repeated by no one
+    /// when the revoke applies, as in etcd.
+    async fn require_keys_writable(&self, caller: &super::access::Caller, id: u64) -> Result<(), Status> {
+        if caller.user().is_none_or(|user| caller.state().is_admin(user)) {
+            return Ok(());
+        }
+        let (leases, _) = self.shared.handle.leases(Some(id)).await.map_err(|error| errors::of_client(&error))?;
+        for key in leases.iter().flat_map(|lease| &lease.keys) {
+            caller.require_write(&keel_core::kv::KeyRange::key(key.clone()))?;
+        }
+        Ok(())
     }
 
     /// One keep-alive: renewed here on the leader, or forwarded over a one-message stream.
     async fn keep_alive(&self, metadata: &MetadataMap, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
         let lease = lease_id(id)?;
         let answer = |ttl: i64, header| LeaseKeepAliveResponse { header: Some(header), id, ttl };
-        match self.propose(KvCommand::LeaseKeepAlive { id: lease }).await {
+        let caller = self.shared.caller(metadata).await?;
+        match self.propose(caller.authorized(KvCommand::LeaseKeepAlive { id: lease })).await {
             Ok(Written::Applied(result)) => {
                 let ttl_ms = match result.responses.first() {
                     Some(OpResponse::Lease { ttl_ms, .. }) => *ttl_ms,
@@ -125,8 +145,11 @@ impl EtcdLease {
             Ok(Written::Elsewhere(hint)) => {
                 let mut client = self.leader(&hint, metadata).await?;
                 let messages = futures_util::stream::iter(vec![LeaseKeepAliveRequest { id }]);
-                let mut stream =
-                    self.shared.forwarder.call(&hint.address, client.lease_keep_alive(forwarded(messages))).await?;
+                let mut stream = self
+                    .shared
+                    .forwarder
+                    .call(&hint.address, client.lease_keep_alive(forwarded(messages, metadata)))
+                    .await?;
                 let answer = stream.next().await.unwrap_or_else(|| Err(errors::status(errors::LEADER_CHANGED)));
                 answer.map(|answer| self.shared.forwarder.relabel(answer))
             }
@@ -137,8 +160,13 @@ impl EtcdLease {
         }
     }
 
-    async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
+    async fn time_to_live(
+        &self,
+        metadata: &MetadataMap,
+        request: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, Status> {
         let id = lease_id(request.id)?;
+        self.shared.caller(metadata).await?;
         self.shared.read_barrier().await?;
         let (leases, now_ms) = self.shared.handle.leases(Some(id)).await.map_err(|error| errors::of_client(&error))?;
         let header = Some(self.shared.headers.header(None).await?);
@@ -155,7 +183,8 @@ impl EtcdLease {
         })
     }
 
-    async fn list(&self) -> Result<LeaseLeasesResponse, Status> {
+    async fn list(&self, metadata: &MetadataMap) -> Result<LeaseLeasesResponse, Status> {
+        self.shared.caller(metadata).await?;
         self.shared.read_barrier().await?;
         let (leases, _) = self.shared.handle.leases(None).await.map_err(|error| errors::of_client(&error))?;
         Ok(LeaseLeasesResponse {
@@ -234,11 +263,15 @@ impl Lease for EtcdLease {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        self.time_to_live(request.into_inner()).await.map(Response::new)
+        let (metadata, _, request) = request.into_parts();
+        self.time_to_live(&metadata, request).await.map(Response::new)
     }
 
-    async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.list().await.map(Response::new)
+    async fn lease_leases(
+        &self,
+        request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.list(request.metadata()).await.map(Response::new)
     }
 }
 

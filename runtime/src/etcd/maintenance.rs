@@ -125,6 +125,12 @@ async fn stream_snapshot(
 
 impl EtcdMaintenance {
     /// The history hash at `revision`, with the compacted and current revisions.
+    /// Ok if the caller holds the `root` role, which Defragment, Hash, HashKV, Snapshot and
+    /// MoveLeader need while authentication is enabled (as in etcd).
+    async fn admin(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        self.shared.caller(metadata).await?.require_admin()
+    }
+
     async fn hash_at(&self, revision: Option<u64>) -> Result<(u32, u64, u64), Status> {
         let answer = self.shared.handle.hash_kv(revision).await.map_err(|error| errors::of_client(&error))?;
         answer.map_err(|error| errors::of_kv(&error))
@@ -181,16 +187,19 @@ impl Maintenance for EtcdMaintenance {
         Ok(Response::new(status_response(&status, size, raised)))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(request.metadata()).await?;
         Ok(Response::new(DefragmentResponse { header: Some(self.shared.headers.header(None).await?) }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin(request.metadata()).await?;
         let (hash, _, current) = self.hash_at(None).await?;
         Ok(Response::new(HashResponse { header: Some(self.shared.headers.header(Some(current)).await?), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.admin(request.metadata()).await?;
         let (hash, compacted, current) = self.hash_at(revision_of(request.get_ref().revision)).await?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.shared.headers.header(Some(current)).await?),
@@ -201,7 +210,8 @@ impl Maintenance for EtcdMaintenance {
 
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(request.metadata()).await?;
         let handle = &self.shared.handle;
         let (bytes, revision) = handle.kv_snapshot().await.map_err(|error| errors::of_client(&error))?;
         let header = self.shared.headers.header(Some(revision)).await?;
@@ -212,6 +222,7 @@ impl Maintenance for EtcdMaintenance {
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.admin(request.metadata()).await?;
         EtcdMaintenance::move_leader(self, request.into_inner().target_id).await.map(Response::new)
     }
 }

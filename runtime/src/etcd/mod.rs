@@ -16,6 +16,9 @@
 //! | `alarm.rs` | `Maintenance.Alarm`: replicated alarms; a raised NOSPACE refuses growth |
 //! | `corruption.rs` | the leader's periodic hash comparison, raising CORRUPT for a diverged member |
 //! | `sha256.rs` | the SHA-256 that ends a snapshot stream |
+//! | `auth.rs` | `Auth`: users, roles, permissions, `Authenticate` and its tokens |
+//! | `access.rs` | the check of every request against the caller's token and rights |
+//! | `auth_token.rs` | password hashes, signed tokens, random keys |
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
 //! | `health.rs` | etcd's HTTP `/health` check: alarms, a known leader, a read within a second |
@@ -34,7 +37,10 @@
 //! node's local state. Watches subscribe to the node's applied-event broadcast and replay
 //! history from the store, like the native watch.
 
+mod access;
 mod alarm;
+mod auth;
+mod auth_token;
 mod cluster;
 mod convert;
 mod corruption;
@@ -56,6 +62,8 @@ use std::sync::Arc;
 
 use keel_core::kv::KvLimits;
 
+pub use auth::{EtcdAuth, EtcdAuthServer};
+pub use auth_token::HASH_ITERATIONS_MAX as AUTH_HASH_ITERATIONS_MAX;
 pub use cluster::{EtcdCluster, EtcdClusterServer};
 pub use grpc_health::{GrpcHealth, GrpcHealthServer};
 pub use header::CLUSTER_ID;
@@ -86,6 +94,8 @@ pub(crate) struct Shared {
     election_timeout_ms_max: u64,
     /// The scheme of the members' URLs in the Cluster API: `https` when the node serves TLS.
     url_scheme: &'static str,
+    /// Bounds the password hashes computed at once (`auth_token::HASHES_IN_FLIGHT_MAX`).
+    auth_hashing: tokio::sync::Semaphore,
 }
 
 /// What became of a proposed write.
@@ -162,6 +172,7 @@ impl EtcdApi {
             transfer_timeout_ms: node.raft.election_timeout_ms_max.saturating_mul(2),
             election_timeout_ms_max: node.raft.election_timeout_ms_max,
             url_scheme,
+            auth_hashing: tokio::sync::Semaphore::new(auth_token::HASHES_IN_FLIGHT_MAX),
         };
         Self { shared: Arc::new(shared) }
     }
@@ -179,6 +190,11 @@ impl EtcdApi {
     /// The `etcdserverpb.Lease` service.
     pub fn lease_server(&self) -> EtcdLeaseServer {
         lease::server(EtcdLease { shared: Arc::clone(&self.shared) })
+    }
+
+    /// The `etcdserverpb.Auth` service.
+    pub fn auth_server(&self) -> EtcdAuthServer {
+        auth::server(EtcdAuth { shared: Arc::clone(&self.shared) })
     }
 
     /// The `etcdserverpb.Cluster` service.

@@ -91,24 +91,27 @@ impl Watch for EtcdWatch {
         if require_leader && !leader_known(&self.shared.handle).await {
             return Err(errors::status(errors::NO_LEADER));
         }
-        let receiver = open(Arc::clone(&self.shared), request.into_inner(), require_leader)?;
+        let token = super::access::token_of(request.metadata());
+        let receiver = open(Arc::clone(&self.shared), request.into_inner(), require_leader, token)?;
         Ok(Response::new(Box::pin(ChannelStream::new(receiver))))
     }
 }
 
 /// Starts a watch session over `requests` and returns its bounded output: what a `Watch` call
 /// does, for the gRPC service and for the HTTP gateway (`gateway.rs`), whose requests come
-/// from a JSON body. With `require_leader` the session ends when no leader is known.
+/// from a JSON body. With `require_leader` the session ends when no leader is known. Each
+/// watch created is checked against the rights of the stream's auth `token`, as it is created.
 pub(super) fn open(
     shared: Arc<Shared>,
     requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
     require_leader: bool,
+    token: Option<String>,
 ) -> Result<mpsc::Receiver<Result<WatchResponse, Status>>, Status> {
     if shared.closer.is_closed() {
         return Err(shutting_down_status());
     }
     let (output, receiver) = mpsc::channel(shared.config.watch_output_buffer.max(1));
-    let session = Session { shared, output, watches: BTreeMap::new(), next_id: 0, require_leader };
+    let session = Session { shared, output, watches: BTreeMap::new(), next_id: 0, require_leader, token };
     tokio::spawn(session.run(requests));
     Ok(receiver)
 }
@@ -120,6 +123,8 @@ struct Session {
     watches: BTreeMap<i64, watch::Sender<bool>>,
     next_id: i64,
     require_leader: bool,
+    /// The stream's auth token, checked at each create.
+    token: Option<String>,
 }
 
 impl Session {
@@ -188,6 +193,11 @@ impl Session {
             let response = self.answer(id, |r| (r.created, r.canceled, r.cancel_reason) = (true, true, reason)).await;
             return self.send(response).await;
         }
+        if let Err(status) = self.permitted(&create).await {
+            let reason = status.message().to_string();
+            let response = self.answer(id, |r| (r.created, r.canceled, r.cancel_reason) = (true, true, reason)).await;
+            return self.send(response).await;
+        }
         let Some(slot) = self.shared.watch_slots.acquire() else {
             let reason = format!(
                 "etcdserver: too many watchers on this node (watchers_max = {})",
@@ -200,6 +210,13 @@ impl Session {
         self.watches.insert(id, stop);
         let task = WatchTask::new(&self.shared, id, create, self.output.clone(), stopped, slot);
         tokio::spawn(task.run());
+    }
+
+    /// Ok if the stream's caller may read the keys `create` watches (etcd checks once, at
+    /// creation; a refused watch is answered created and canceled, with the reason).
+    async fn permitted(&self, create: &WatchCreateRequest) -> Result<(), Status> {
+        let caller = self.shared.caller_of(self.token.as_deref()).await?;
+        caller.require_read(&keel_core::kv::KeyRange::new(create.key.clone(), create.range_end.clone()))
     }
 
     fn next_free_id(&mut self) -> i64 {

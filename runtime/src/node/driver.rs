@@ -40,6 +40,14 @@ enum ReadWaiter {
     Range(super::handle::RangeQuery, Reply<super::handle::RangeAnswer>),
 }
 
+/// Where the driver publishes what it applies: events, the committed membership and the etcd
+/// authentication table.
+pub(crate) type Publishers = (
+    broadcast::Sender<keel_core::kv::KvEvent>,
+    watch::Sender<(Index, Membership)>,
+    watch::Sender<Arc<keel_core::kv::AuthState>>,
+);
+
 pub(crate) struct Driver {
     pub config: NodeConfig,
     pub raft: RaftNode,
@@ -52,6 +60,8 @@ pub(crate) struct Driver {
     pub inbound: mpsc::Receiver<Vec<Message>>,
     pub events: broadcast::Sender<keel_core::kv::KvEvent>,
     pub membership: watch::Sender<(Index, Membership)>,
+    /// Where the etcd authentication table is published when an applied entry changes it.
+    pub auth: watch::Sender<Arc<keel_core::kv::AuthState>>,
     pub shutdown: watch::Receiver<bool>,
     /// Writes and membership changes waiting for their entry: index → (term, deadline, waiter,
     /// start time in microseconds for the commit-latency metric).
@@ -82,7 +92,7 @@ impl Driver {
         storage: (StorageWorker, watch::Receiver<WorkerState>),
         sink: Box<dyn MessageSink>,
         channels: (mpsc::Receiver<Request>, mpsc::Receiver<Vec<Message>>),
-        broadcast: (broadcast::Sender<keel_core::kv::KvEvent>, watch::Sender<(Index, Membership)>),
+        broadcast: Publishers,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let next_snapshot_index = housekeeping::first_snapshot_index(&config, raft.first_log_index().saturating_sub(1));
@@ -98,6 +108,7 @@ impl Driver {
             inbound: channels.1,
             events: broadcast.0,
             membership: broadcast.1,
+            auth: broadcast.2,
             shutdown,
             waiting: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -230,6 +241,7 @@ impl Driver {
         self.raft.snapshot_installed(last_included);
         tracing::info!(index = last_included.index, term = last_included.term, "installed the leader's snapshot");
         self.publish_membership();
+        self.publish_auth();
         Ok(())
     }
 
@@ -266,7 +278,16 @@ impl Driver {
         if matches!(entry.payload, EntryPayload::Membership(_)) {
             self.publish_membership();
         }
+        self.publish_auth();
         self.answer_waiter(entry, result);
+    }
+
+    /// Publishes the authentication table if it changed: every change moves its revision, so
+    /// comparing revisions is enough (and costs nothing for the entries that leave it alone).
+    fn publish_auth(&mut self) {
+        if self.kv.auth().revision() != self.auth.borrow().revision() {
+            self.auth.send_replace(Arc::new(self.kv.auth().clone()));
+        }
     }
 
     fn answer_waiter(&mut self, entry: Entry, result: Option<keel_core::kv::ApplyResult>) {

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_core::kv::{Alarm, ApplyResult, KeyRange, KeyValue, KvCommand, KvError, KvEvent, LeaseInfo, RangeResult};
+use keel_core::kv::{
+    Alarm, ApplyResult, AuthState, KeyRange, KeyValue, KvCommand, KvError, KvEvent, LeaseInfo, RangeResult,
+};
 use keel_core::{Index, LeaderHint, Membership, MembershipChange, NodeId, Role};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::clock::Clock;
 
 /// How a read must be confirmed (seed 000 `ReadConsistencyPolicy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +173,10 @@ pub struct NodeHandle {
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) events: broadcast::Sender<KvEvent>,
     pub(crate) membership: watch::Receiver<(Index, Membership)>,
+    /// The etcd authentication table as last applied, published by the driver on each change.
+    pub(crate) auth: watch::Receiver<Arc<AuthState>>,
+    /// The node's clock port (tokens' expiry is wall-clock time).
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) request_timeout: Duration,
     /// Calls sent through any clone of this handle and not answered yet (see [`NodeHandle::calls_in_flight`]).
     pub(crate) calls_in_flight: Arc<AtomicUsize>,
@@ -317,6 +325,20 @@ impl NodeHandle {
     /// (`KvStore::alarms`; served from local state).
     pub async fn alarms(&self) -> Result<Vec<(u64, Alarm)>, ClientError> {
         self.call(|reply| Request::Alarms { reply }, ClientError::Timeout).await
+    }
+
+    /// The etcd authentication table (users, roles, permissions) as this node last applied it:
+    /// a copy taken when it last changed, so reading it costs a reference count. Served from
+    /// local state: a node that lags the leader may hold an older table (its `revision` says
+    /// which); `etcd::access` waits for a read barrier when a client shows a newer one.
+    pub fn auth(&self) -> Arc<AuthState> {
+        Arc::clone(&self.auth.borrow())
+    }
+
+    /// This node's wall clock in milliseconds since the Unix epoch, from the node's clock port
+    /// (skewed per node in simulation).
+    pub fn wall_ms(&self) -> u64 {
+        self.clock.wall_ms()
     }
 
     /// The latest committed membership and the index of its entry, updated on every change.

@@ -145,11 +145,14 @@ impl Node {
         let committed = raft.committed_membership();
         let (membership_tx, membership_rx) = watch::channel((committed.0, committed.1.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (auth_tx, auth_rx) = watch::channel(Arc::new(kv.auth().clone()));
         let handle = NodeHandle {
             id: config.raft.id,
             requests: requests_tx,
             events: events_tx.clone(),
             membership: membership_rx,
+            auth: auth_rx,
+            clock: clock.clone(),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             calls_in_flight: Default::default(),
         };
@@ -162,7 +165,7 @@ impl Node {
             worker,
             sink,
             (requests_rx, inbound_rx),
-            (events_tx, membership_tx),
+            (events_tx, membership_tx, auth_tx),
             shutdown_rx,
         );
         let task = tokio::spawn(driver.run());

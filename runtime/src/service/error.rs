@@ -11,6 +11,7 @@
 //! | `KvError::CommandTooLarge`, `TooManyTxnOps` | `REQUEST_TOO_LARGE` | |
 //! | `KvError::EmptyKey`, `ZeroTtl`, `Compacted`, `FutureRevision` | `INVALID_ARGUMENT` | |
 //! | `KvError::NoSpace` (a write that grows the store while a NOSPACE alarm is raised) | `INVALID_ARGUMENT` | |
+//! | `KvError::Auth*`, `NestedAuthorized` (auth commands, and requests checked at an old auth revision) | `INVALID_ARGUMENT` | |
 //! | `ClientError::ProposalDropped` | `PROPOSAL_DROPPED` | leader hint when known |
 //! | `ClientError::OutcomeUnknown` | `OUTCOME_UNKNOWN` | |
 //! | `ClientError::Timeout` | `TIMEOUT` | |
@@ -124,7 +125,22 @@ pub fn kv_code_of(error: &KvError) -> ErrorCode {
         | KvError::LeaseExists
         | KvError::Compacted { .. }
         | KvError::FutureRevision { .. }
-        | KvError::NoSpace => ErrorCode::InvalidArgument,
+        | KvError::NoSpace
+        | KvError::AuthRootUserMissing
+        | KvError::AuthRootRoleMissing
+        | KvError::AuthUserExists
+        | KvError::AuthUserNotFound
+        | KvError::AuthRoleExists
+        | KvError::AuthRoleNotFound
+        | KvError::AuthRoleNotGranted
+        | KvError::AuthPermissionNotGranted
+        | KvError::AuthInvalidManagement
+        | KvError::AuthOldRevision
+        | KvError::AuthEmptyName { .. }
+        | KvError::AuthNameTooLarge { .. }
+        | KvError::AuthHashTooLarge { .. }
+        | KvError::AuthLimit { .. }
+        | KvError::NestedAuthorized => ErrorCode::InvalidArgument,
     }
 }
 
@@ -218,6 +234,7 @@ mod tests {
         assert_eq!(kv_code_of(&KvError::ValueTooLarge { size: 9, max: 8 }), ErrorCode::ValueTooLarge);
         assert_eq!(kv_code_of(&KvError::CommandTooLarge { size: 9, max: 8 }), ErrorCode::RequestTooLarge);
         assert_eq!(kv_code_of(&KvError::EmptyKey), ErrorCode::InvalidArgument);
+        assert_eq!(kv_code_of(&KvError::AuthOldRevision), ErrorCode::InvalidArgument);
     }
 
     #[test]

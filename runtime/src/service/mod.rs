@@ -85,6 +85,12 @@ pub struct ServiceConfig {
     /// Most requests in flight on one `Batch` stream; a message that would exceed it ends the
     /// stream with `RESOURCE_EXHAUSTED` (`OVERLOADED`).
     pub batch_inflight_max: usize,
+    /// How long a token from the etcd API's `Authenticate` stays valid, in milliseconds (etcd's
+    /// `--auth-token-ttl`); any change of users, roles or permissions ends it sooner.
+    pub auth_token_ttl_ms: u64,
+    /// PBKDF2 rounds of a new etcd password hash: the cost of one `Authenticate` (and of adding
+    /// a user) against that of guessing a password from a stolen hash.
+    pub auth_password_iterations: u32,
 }
 
 impl Default for ServiceConfig {
@@ -99,6 +105,8 @@ impl Default for ServiceConfig {
             overloaded_retry_after_ms: 100,
             batch_requests_max: 1_024,
             batch_inflight_max: 4_096,
+            auth_token_ttl_ms: 300_000,
+            auth_password_iterations: 100_000,
         }
     }
 }
@@ -128,6 +136,16 @@ impl ServiceConfig {
             if value == 0 {
                 return Err(format!("{name} is 0; give at least 1"));
             }
+        }
+        if self.auth_token_ttl_ms == 0 {
+            return Err("auth_token_ttl_ms is 0; give at least 1".into());
+        }
+        if !(1_000..=crate::etcd::AUTH_HASH_ITERATIONS_MAX).contains(&self.auth_password_iterations) {
+            return Err(format!(
+                "auth_password_iterations is {}; give 1000 to {}",
+                self.auth_password_iterations,
+                crate::etcd::AUTH_HASH_ITERATIONS_MAX
+            ));
         }
         if self.watch_progress_interval_ms == 0 {
             return Err("watch_progress_interval_ms is 0; give at least 1".into());

@@ -93,6 +93,8 @@ pub fn node_config(id: NodeId, members: &BTreeMap<NodeId, String>, seed: u64) ->
     let mut config = ServerConfig::new(node, SocketAddr::new(node_ip(id), NODE_PORT));
     config.transport.call_timeout_ms = 1_000;
     config.drain_timeout_ms = 1_000;
+    // etcd passwords: cheap hashes, so that logins take little of the simulation's real time.
+    config.service.auth_password_iterations = 1_000;
     config
 }
 
@@ -124,6 +126,8 @@ pub struct SimCluster {
     reports: Reports,
     members: Members,
     admin: Option<Admin>,
+    /// The machine that changes the etcd auth table among the faults, once authentication is on.
+    auth_admin: Option<MachineHandle>,
     killed: BTreeSet<NodeId>,
     paused: BTreeSet<NodeId>,
     isolated: BTreeSet<NodeId>,
@@ -142,6 +146,7 @@ impl SimCluster {
             reports,
             members: Members { voters, voters_min: size as usize, ..Members::default() },
             admin: None,
+            auth_admin: None,
             killed: BTreeSet::new(),
             paused: BTreeSet::new(),
             isolated: BTreeSet::new(),
@@ -180,6 +185,29 @@ impl SimCluster {
     pub async fn change(&mut self, fault: &AdminFault) -> Option<String> {
         let admin = self.admin.as_mut()?;
         Some(admin.apply(fault, &mut self.members).await)
+    }
+
+    /// Turns on changes of the etcd auth table among the faults ([`SimCluster::auth_change`]),
+    /// made from `machine`, once authentication is set up (`etcd_auth::set_up`).
+    pub fn enable_auth_changes(&mut self, machine: MachineHandle) {
+        self.auth_admin = Some(machine);
+    }
+
+    /// Whether the auth table can be changed ([`SimCluster::enable_auth_changes`]).
+    pub fn has_auth(&self) -> bool {
+        self.auth_admin.is_some()
+    }
+
+    /// Grants or revokes an unrelated permission as `root` through a node drawn from `draw`,
+    /// moving the auth revision under the clients' feet; returns the trace line (`None` without
+    /// authentication).
+    pub async fn auth_change(&mut self, draw: u64) -> Option<String> {
+        let machine = self.auth_admin.as_ref()?;
+        let addresses = self.addresses();
+        let address = addresses[(draw % addresses.len() as u64) as usize].clone();
+        let (grant, slot) = ((draw >> 8).is_multiple_of(2), (draw >> 16) % 4);
+        let change = machine.spawn(async move { super::etcd_auth::change(&address, grant, slot).await });
+        Some(change.await.unwrap_or_else(|error| format!("auth change failed: {error}")))
     }
 
     /// Member lists that contradicted an acknowledged membership change (none without an admin).

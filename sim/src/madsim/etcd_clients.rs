@@ -12,17 +12,24 @@
 //! Data flow: `clients.rs` draws the operation and the node, records the invocation, calls
 //! [`EtcdClients`], and records what came back. Connections are made lazily from the client's own
 //! machine and forgotten after a failed call, so the next call reconnects.
+//!
+//! With etcd authentication on (`etcd_auth.rs`, every other seed), the clients log in as
+//! [`super::etcd_auth::SIM_USER`] through the node of their first call and send that one token
+//! to every node, so that each member checks tokens another member issued; a token refused as
+//! invalid is dropped and the next call logs in again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use keel::proto::etcdserverpb::auth_client::AuthClient;
 use keel::proto::etcdserverpb::cluster_client::ClusterClient;
 use keel::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel::proto::etcdserverpb::kv_client::KvClient;
 use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel::proto::etcdserverpb::request_op::Request as TxnRequestKind;
 use keel::proto::etcdserverpb::{
-    AlarmRequest, Compare, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    AlarmRequest, AuthenticateRequest, Compare, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 use keel::proto::health::health_client::HealthClient;
 use keel::proto::health::HealthCheckRequest;
@@ -46,13 +53,23 @@ pub enum CallFailure {
 /// One client process's etcd connections, one per node, made on first use.
 pub struct EtcdClients {
     addresses: Vec<String>,
-    connected: BTreeMap<usize, KvClient<Channel>>,
+    connected: BTreeMap<usize, Channel>,
+    /// The user and password to log in with, when authentication is on.
+    credentials: Option<Credentials>,
+    /// The token of the last login, sent with every call.
+    token: Option<String>,
 }
 
 impl EtcdClients {
-    /// Connections to the nodes at `addresses` (none made yet).
-    pub fn new(addresses: Vec<String>) -> Self {
-        Self { addresses, connected: BTreeMap::new() }
+    /// Connections to the nodes at `addresses` (none made yet), logging in with `credentials`
+    /// when authentication is on.
+    pub fn new(addresses: Vec<String>, credentials: Option<Credentials>) -> Self {
+        Self { addresses, connected: BTreeMap::new(), credentials, token: None }
+    }
+
+    /// `message` as a request carrying this client's token, if it has one.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        with_token(self.token.as_deref(), message)
     }
 
     /// How many nodes a call may be sent to.
@@ -63,17 +80,15 @@ impl EtcdClients {
     /// Puts `value` at `key`, or deletes `key` when `value` is `None`, through node `node`.
     pub async fn write(&mut self, node: usize, key: &str, value: Option<&str>) -> Result<(), CallFailure> {
         let mut client = self.client(node).await?;
+        let key: bytes::Bytes = key.to_owned().into();
+        let put =
+            value.map(|value| PutRequest { key: key.clone(), value: value.to_owned().into(), ..Default::default() });
+        let (put, delete) =
+            (put.map(|put| self.request(put)), self.request(DeleteRangeRequest { key, ..Default::default() }));
         let call = async {
-            match value {
-                Some(value) => {
-                    let request =
-                        PutRequest { key: key.to_owned().into(), value: value.to_owned().into(), ..Default::default() };
-                    client.put(request).await.map(|_| ())
-                }
-                None => {
-                    let request = DeleteRangeRequest { key: key.to_owned().into(), ..Default::default() };
-                    client.delete_range(request).await.map(|_| ())
-                }
+            match put {
+                Some(put) => client.put(put).await.map(|_| ()),
+                None => client.delete_range(delete).await.map(|_| ()),
             }
         };
         self.finish(node, tokio::time::timeout(CALL_TIMEOUT, call).await)
@@ -102,11 +117,11 @@ impl EtcdClients {
             ..Default::default()
         };
         let put = PutRequest { key: key.to_owned().into(), value: new.to_owned().into(), ..Default::default() };
-        let request = TxnRequest {
+        let request = self.request(TxnRequest {
             compare: vec![compare],
             success: vec![RequestOp { request: Some(TxnRequestKind::RequestPut(put)) }],
             failure: Vec::new(),
-        };
+        });
         let call = async { client.txn(request).await.map(|response| response.into_inner().succeeded) };
         self.finish(node, tokio::time::timeout(CALL_TIMEOUT, call).await)
     }
@@ -114,7 +129,7 @@ impl EtcdClients {
     /// Reads `key` with a linearizable (not serializable) Range through node `node`.
     pub async fn read(&mut self, node: usize, key: &str) -> Result<Option<String>, CallFailure> {
         let mut client = self.client(node).await?;
-        let request = RangeRequest { key: key.to_owned().into(), ..Default::default() };
+        let request = self.request(RangeRequest { key: key.to_owned().into(), ..Default::default() });
         let call = async {
             let response = client.range(request).await?.into_inner();
             let found = response.kvs.into_iter().find(|kv| kv.key.as_ref() == key.as_bytes());
@@ -123,7 +138,7 @@ impl EtcdClients {
         self.finish(node, tokio::time::timeout(CALL_TIMEOUT, call).await)
     }
 
-    /// The answer of a call; a failed call forgets its connection.
+    /// The answer of a call; a failed call forgets its connection, and a refused token.
     fn finish<T>(
         &mut self,
         node: usize,
@@ -131,22 +146,70 @@ impl EtcdClients {
     ) -> Result<T, CallFailure> {
         match outcome {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(status)) => {
+                if status.code() == tonic::Code::Unauthenticated {
+                    self.token = None;
+                }
+                self.connected.remove(&node);
+                Err(CallFailure::Unknown)
+            }
+            Err(_) => {
                 self.connected.remove(&node);
                 Err(CallFailure::Unknown)
             }
         }
     }
 
+    /// A client of node `node`'s KV service, logged in first when authentication is on and this
+    /// client has no token (a failed login sent nothing: `NoEffect`).
     async fn client(&mut self, node: usize) -> Result<KvClient<Channel>, CallFailure> {
-        if let Some(client) = self.connected.get(&node) {
-            return Ok(client.clone());
+        let channel = match self.connected.get(&node) {
+            Some(channel) => channel.clone(),
+            None => {
+                let address = self.addresses.get(node).ok_or(CallFailure::NoEffect)?;
+                let channel = connect(address).await?;
+                self.connected.insert(node, channel.clone());
+                channel
+            }
+        };
+        if let (Some(credentials), None) = (&self.credentials, &self.token) {
+            match log_in(&channel, credentials).await {
+                Ok(token) => self.token = Some(token),
+                Err(_) => {
+                    self.connected.remove(&node);
+                    return Err(CallFailure::NoEffect);
+                }
+            }
         }
-        let address = self.addresses.get(node).ok_or(CallFailure::NoEffect)?;
-        let client = KvClient::new(connect(address).await?);
-        self.connected.insert(node, client.clone());
-        Ok(client)
+        Ok(KvClient::new(channel))
     }
+}
+
+/// A user name and password of etcd authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// A token for `credentials` from the node behind `channel` (etcd's `Authenticate`).
+pub async fn log_in(channel: &Channel, credentials: &Credentials) -> Result<String, CallFailure> {
+    let request = AuthenticateRequest { name: credentials.user.clone(), password: credentials.password.clone() };
+    match tokio::time::timeout(CALL_TIMEOUT, AuthClient::new(channel.clone()).authenticate(request)).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner().token),
+        Ok(Err(_)) | Err(_) => Err(CallFailure::Unknown),
+    }
+}
+
+/// `message` as a request carrying `token` (etcd's `token` metadata), if there is one.
+pub fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = token.and_then(|token| token.parse().ok()) {
+        request.metadata_mut().insert("token", value);
+    }
+    request
 }
 
 /// The voters and the learners of the configuration, by a linearizable etcd `MemberList`
@@ -187,7 +250,7 @@ pub async fn grpc_health(address: &str) -> Result<i32, CallFailure> {
 }
 
 /// A connection to the node at `address`, made within [`CONNECT_TIMEOUT`].
-async fn connect(address: &str) -> Result<Channel, CallFailure> {
+pub async fn connect(address: &str) -> Result<Channel, CallFailure> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|_| CallFailure::NoEffect)?
         .connect_timeout(CONNECT_TIMEOUT);

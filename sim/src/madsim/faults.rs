@@ -1,7 +1,7 @@
 //! The fault schedule of a madsim scenario, drawn from the seed: partitions (one node cut off,
 //! a minority split from the rest, one-way links), kills with a disk crash or graceful shutdowns
 //! and later restarts, pauses and resumes, slow disks, membership changes and leadership
-//! transfers (`membership.rs`). Every fault applied is logged with its virtual time, for the
+//! transfers (`membership.rs`), and changes of the etcd auth table (`etcd_auth.rs`). Every fault applied is logged with its virtual time, for the
 //! trace.
 
 use std::collections::BTreeSet;
@@ -38,6 +38,8 @@ pub enum Fault {
     SlowDisk(NodeId, u64),
     /// A membership change or leadership transfer, through the admin API.
     Admin(AdminFault),
+    /// A change of the etcd auth table (when authentication is on), drawn from the number.
+    AuthChange(u64),
 }
 
 /// Draws the next fault for `cluster`: at most a minority of the voters down at once, so that
@@ -73,6 +75,7 @@ pub fn draw(rng: &mut Rng, cluster: &SimCluster) -> Fault {
         8 if down < minority => Fault::Pause(pick(rng, &ids)),
         10 if down < minority => Fault::Shutdown(pick(rng, &ids)),
         9 => Fault::SlowDisk(pick(rng, &ids), [0, 0, 5, 20, 100, 400][rng.range(0, 6) as usize]),
+        11 | 12 if cluster.has_auth() => Fault::AuthChange(rng.next_u64()),
         _ => {
             let killed: Vec<NodeId> = cluster.killed().iter().copied().collect();
             let paused: Vec<NodeId> = cluster.paused().iter().copied().collect();
@@ -108,7 +111,7 @@ pub fn apply(cluster: &mut SimCluster, fault: &Fault) -> Option<String> {
         Fault::Resume(id) => cluster.resume(*id),
         Fault::SlowDisk(id, delay_ms) => cluster.slow_disk(*id, *delay_ms),
         // Sent and awaited by `inject`, which can wait for the answer.
-        Fault::Admin(_) => return None,
+        Fault::Admin(_) | Fault::AuthChange(_) => return None,
     }
     Some(format!("{fault:?}"))
 }
@@ -128,6 +131,7 @@ pub async fn inject(cluster: &mut SimCluster, rng: &mut Rng, duration: Duration,
         let fault = draw(rng, cluster);
         let line = match &fault {
             Fault::Admin(change) => cluster.change(change).await,
+            Fault::AuthChange(draw) => cluster.auth_change(*draw).await,
             _ => apply(cluster, &fault),
         };
         if let Some(line) = line {

@@ -12,6 +12,8 @@
 //! * [`disk`]: slow disks (a delay per group of operations, changed at any time).
 //! * [`clients`]: client processes and the history they record.
 //! * [`etcd_clients`]: the share of their operations sent through the etcd v3 API.
+//! * [`etcd_auth`]: etcd authentication on every other seed, and changes of the auth table
+//!   among the faults.
 //! * [`faults`]: the fault schedule drawn from the seed.
 //! * [`membership`]: membership changes and leadership transfers through the admin API.
 //! * [`scenario`]: the standard scenario and its verdicts (linearizable history, no
@@ -22,6 +24,7 @@
 pub mod clients;
 pub mod cluster;
 pub mod disk;
+pub mod etcd_auth;
 pub mod etcd_clients;
 pub mod faults;
 pub mod membership;

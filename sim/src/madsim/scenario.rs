@@ -29,7 +29,8 @@ use tokio::time::Instant;
 
 use super::clients::{client_options, register_keys, Recorder, SimClient};
 use super::cluster::SimCluster;
-use super::etcd_clients::{raised_alarms, EtcdClients};
+use super::etcd_auth;
+use super::etcd_clients::{raised_alarms, Credentials, EtcdClients};
 use super::faults;
 use crate::check::{check_history, write_jsonl, Verdict};
 use crate::history::{EventType, Function, HistoryEvent};
@@ -49,13 +50,25 @@ pub struct Scenario {
     pub heal_bound_ms: u64,
     /// Nodes started outside the configuration, for the admin to add, promote and remove.
     pub spare_nodes: u32,
+    /// etcd authentication on even seeds (`etcd_auth.rs`): the etcd clients log in, and the
+    /// auth table changes among the faults.
+    pub authentication: bool,
 }
 
 impl Scenario {
     /// The standard scenario: 3 nodes and 2 spares, 5 clients on 4 keys, 10 s of faults
-    /// (membership changes and transfers among them), 20 s to heal.
+    /// (membership changes and transfers among them, and on even seeds etcd authentication with
+    /// changes of the auth table), 20 s to heal.
     pub fn standard() -> Self {
-        Self { nodes: 3, clients: 5, keys: 4, fault_ms: 10_000, heal_bound_ms: 20_000, spare_nodes: 2 }
+        Self {
+            nodes: 3,
+            clients: 5,
+            keys: 4,
+            fault_ms: 10_000,
+            heal_bound_ms: 20_000,
+            spare_nodes: 2,
+            authentication: true,
+        }
     }
 
     /// Like [`Scenario::standard`] with 5 nodes (two may be down at once).
@@ -111,6 +124,13 @@ const READER_INDEX: u32 = 200;
 /// The admin's machine number (membership changes and transfers).
 const ADMIN_INDEX: u32 = 201;
 
+/// The machine number of the etcd auth administrator.
+const AUTH_ADMIN_INDEX: u32 = 202;
+
+/// Longest virtual time for setting etcd authentication up (the cluster elects its first
+/// leader meanwhile; no faults yet).
+const AUTH_SET_UP_BOUND: Duration = Duration::from_secs(20);
+
 fn client_ip(index: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, (index % 250) as u8 + 1))
 }
@@ -128,12 +148,20 @@ pub async fn run(seed: u64, scenario: &Scenario) -> Report {
     let keys = register_keys(scenario.keys);
     let stop = Arc::new(AtomicBool::new(false));
     let handle = Handle::current();
-    let clients = match start_clients(&cluster, scenario, &recorder, &stop, &mut rng) {
+    let credentials = match with_authentication(seed, scenario, &mut cluster).await {
+        Ok(credentials) => credentials,
+        Err(problem) => return failed(seed, recorder, problem),
+    };
+    let clients = match start_clients(&cluster, scenario, &recorder, &stop, &mut rng, credentials.as_ref()) {
         Ok(clients) => clients,
         Err(problem) => return failed(seed, recorder, problem),
     };
 
-    let mut fault_log = faults::inject(&mut cluster, &mut rng, Duration::from_millis(scenario.fault_ms), start).await;
+    let mut fault_log = Vec::new();
+    if credentials.is_some() {
+        fault_log.push(format!("{} etcd authentication on", start.elapsed().as_millis()));
+    }
+    fault_log.extend(faults::inject(&mut cluster, &mut rng, Duration::from_millis(scenario.fault_ms), start).await);
     cluster.heal();
     stop.store(true, Ordering::Relaxed);
     fault_log.push(format!("{} heal", start.elapsed().as_millis()));
@@ -172,14 +200,40 @@ pub async fn run(seed: u64, scenario: &Scenario) -> Report {
     report(seed, history, recorder.etcd_calls(), fault_log, acknowledged_count, &skews, problems)
 }
 
+/// On even seeds with [`Scenario::authentication`]: sets etcd authentication up before the
+/// clients start (`etcd_auth.rs`), turns on auth-table changes among the faults, and returns the
+/// credentials the clients log in with. `None` on the other seeds.
+async fn with_authentication(
+    seed: u64,
+    scenario: &Scenario,
+    cluster: &mut SimCluster,
+) -> Result<Option<Credentials>, String> {
+    if !scenario.authentication || !seed.is_multiple_of(2) {
+        return Ok(None);
+    }
+    let machine = Handle::current().create_node().name("auth-admin").ip(client_ip(AUTH_ADMIN_INDEX)).build();
+    let addresses = cluster.addresses();
+    let set_up = machine.spawn(async move { etcd_auth::set_up(&addresses).await });
+    match tokio::time::timeout(AUTH_SET_UP_BOUND, set_up).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(problem))) => return Err(problem),
+        Ok(Err(error)) => return Err(format!("the auth set-up task failed: {error}")),
+        Err(_) => return Err(format!("etcd authentication was not set up within {AUTH_SET_UP_BOUND:?}")),
+    }
+    cluster.enable_auth_changes(machine);
+    Ok(Some(etcd_auth::sim_credentials()))
+}
+
 /// Starts the client processes, each on a machine of its own, until `stop` is set; each task
-/// returns the write-once keys its process had acknowledged.
+/// returns the write-once keys its process had acknowledged. Their etcd calls log in with
+/// `credentials` when authentication is on.
 fn start_clients(
     cluster: &SimCluster,
     scenario: &Scenario,
     recorder: &Recorder,
     stop: &Arc<AtomicBool>,
     rng: &mut Rng,
+    credentials: Option<&Credentials>,
 ) -> Result<Vec<JoinHandle<BTreeMap<String, String>>>, String> {
     let handle = Handle::current();
     let keys = register_keys(scenario.keys);
@@ -191,7 +245,7 @@ fn start_clients(
             process: u64::from(index),
             client,
             pinned,
-            etcd: EtcdClients::new(cluster.addresses()),
+            etcd: EtcdClients::new(cluster.addresses(), credentials.cloned()),
             keys: keys.clone(),
             recorder: recorder.clone(),
             rng: Rng::new(rng.next_u64()),

@@ -215,6 +215,11 @@ impl MvccModel {
             // Alarms (NOSPACE refusing growth) are not modelled: the simulated workload never
             // raises one, so one in the log is a simulator bug.
             KvCommand::Alarm { .. } => panic!("an alarm in a simulated log: the workload never raises one"),
+            // Auth is not modelled either: the simulated workload never proposes an auth command
+            // or an authorized one (core's unit tests cover them), so one in the log is a bug.
+            KvCommand::Auth(_) | KvCommand::Authorized { .. } => {
+                panic!("an auth command in a simulated log: the workload never proposes one")
+            }
         };
         if !pending.events.is_empty() {
             self.revision += 1;

@@ -1,15 +1,18 @@
 //! The etcd v3 API's streaming calls through the `etcd-client` crate, against a 3-node Keel
 //! cluster: a prefix watch from a past revision with previous values, fed by writes of the
 //! library and of Keel's native client; a lease kept alive over the keep-alive stream past its
-//! TTL, then revoked with its keys; and a watch that keeps delivering across a leader move.
+//! TTL, then revoked with its keys; a watch that keeps delivering across a leader move; and a
+//! user of etcd authentication whose streams and calls are checked against its role, and whose
+//! expired token the library renews by itself.
 
 use std::time::Duration;
 
 use etcd_client::{
-    Client, EventType, GetOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions, WatchResponse, WatchStream,
+    Client, ConnectOptions, EventType, GetOptions, LeaseTimeToLiveOptions, Permission, PutOptions, WatchOptions,
+    WatchResponse, WatchStream,
 };
 use keel::client::{ClientOptions, KeelClient};
-use keel_etcd_client_tests::{eventually, Cluster, WAIT};
+use keel_etcd_client_tests::{eventually, Cluster, AUTH_TOKEN_TTL, WAIT};
 
 /// A started cluster, an etcd-client of all its nodes once a write goes through, and Keel's
 /// native client of the same nodes.
@@ -148,4 +151,47 @@ async fn a_watch_keeps_delivering_across_a_leader_move() {
     let expected =
         vec![seen(EventType::Put, "/m/2", "b", None, before + 1), seen(EventType::Put, "/m/3", "c", None, before + 2)];
     assert_eq!(after, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_user_watches_writes_and_keeps_leases_within_its_role_past_token_expiry() {
+    let (cluster, mut admin, _native) = cluster().await;
+    admin.user_add("root", "rootpw", None).await.expect("root added");
+    admin.user_grant_role("root", "root").await.expect("root role");
+    admin.role_add("app").await.expect("role added");
+    admin.role_grant_permission("app", Permission::read_write("/app/").with_prefix()).await.expect("granted");
+    admin.user_add("alice", "alicepw", None).await.expect("alice added");
+    admin.user_grant_role("alice", "app").await.expect("app role");
+    admin.auth_enable().await.expect("enabled");
+    let error = admin.put("/app/x", "no token", None).await.expect_err("refused without a token");
+    assert!(error.to_string().contains("user name is empty"), "{error}");
+    let options = ConnectOptions::new().with_user("alice", "alicepw").with_auto_token_refresh(true);
+    let mut alice = Client::connect(cluster.endpoints(), Some(options)).await.expect("alice logs in");
+    let mut stream = alice.watch("/app/", Some(WatchOptions::new().with_prefix())).await.expect("the watch opens");
+    created(&mut stream).await;
+    let revision = alice.put("/app/1", "a", None).await.expect("put").header().expect("a header").revision();
+    assert_eq!(events(&mut stream, 1).await, vec![seen(EventType::Put, "/app/1", "a", None, revision)]);
+    let error = alice.put("/other", "b", None).await.expect_err("outside its role");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+    let lease = alice.lease_grant(5, None).await.expect("granted").id();
+    alice.put("/app/leased", "l", Some(PutOptions::new().with_lease(lease))).await.expect("attached");
+    let (mut keeper, mut responses) = alice.lease_keep_alive(lease).await.expect("the keep-alive stream opens");
+    keeper.keep_alive().await.expect("a keep-alive sent");
+    let answer = tokio::time::timeout(WAIT, responses.message()).await.expect("in time").expect("healthy");
+    assert_eq!(answer.expect("open").ttl(), 5);
+    // Past the token's lifetime: the library sees etcd's "invalid auth token" and logs in again.
+    tokio::time::sleep(AUTH_TOKEN_TTL + Duration::from_millis(500)).await;
+    let revision = alice.put("/app/2", "b", None).await.expect("put with a renewed token");
+    let revision = revision.header().expect("a header").revision();
+    // The watch was checked when it was created and goes on delivering.
+    let expected = vec![
+        seen(EventType::Put, "/app/leased", "l", None, revision - 1),
+        seen(EventType::Put, "/app/2", "b", None, revision),
+    ];
+    assert_eq!(events(&mut stream, 2).await, expected);
+    let mut root = Client::connect(cluster.endpoints(), Some(ConnectOptions::new().with_user("root", "rootpw")))
+        .await
+        .expect("root logs in");
+    assert_eq!(root.user_list().await.expect("users").users(), ["alice", "root"]);
+    root.auth_disable().await.expect("disabled");
 }

@@ -4,7 +4,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::b;
-use crate::kv::{validate, Compare, CompareOp, CompareTarget, KvCommand, KvDecodeError, KvError, KvLimits, TxnOp};
+use crate::kv::{
+    validate, AuthCommand, Compare, CompareOp, CompareTarget, KeyRange, KvCommand, KvDecodeError, KvError, KvLimits,
+    Permission, PermissionKind, TxnOp, AUTH_HASH_BYTES_MAX, AUTH_NAME_BYTES_MAX, AUTH_TOKEN_KEY_BYTES_MAX,
+};
 
 fn arb_bytes() -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..12).prop_map(Bytes::from)
@@ -61,8 +64,49 @@ fn arb_flat_op() -> impl Strategy<Value = TxnOp> {
     ]
 }
 
-/// Any command, with arbitrary bytes and numbers.
+fn arb_name() -> impl Strategy<Value = String> {
+    "[a-zé0-9]{0,6}"
+}
+
+fn arb_range() -> impl Strategy<Value = KeyRange> {
+    (arb_bytes(), arb_bytes()).prop_map(|(start, end)| KeyRange { start, end })
+}
+
+/// Any auth command, with arbitrary names, hashes and ranges.
+fn arb_auth() -> impl Strategy<Value = AuthCommand> {
+    let kind = prop_oneof![Just(PermissionKind::Read), Just(PermissionKind::Write), Just(PermissionKind::ReadWrite)];
+    prop_oneof![
+        arb_bytes().prop_map(|token_key| AuthCommand::Enable { token_key }),
+        Just(AuthCommand::Disable),
+        (arb_name(), arb_bytes(), any::<bool>()).prop_map(|(name, password_hash, no_password)| {
+            AuthCommand::UserAdd { name, password_hash, no_password }
+        }),
+        arb_name().prop_map(|name| AuthCommand::UserDelete { name }),
+        (arb_name(), arb_bytes())
+            .prop_map(|(name, password_hash)| AuthCommand::UserChangePassword { name, password_hash }),
+        (arb_name(), arb_name()).prop_map(|(user, role)| AuthCommand::UserGrantRole { user, role }),
+        (arb_name(), arb_name()).prop_map(|(user, role)| AuthCommand::UserRevokeRole { user, role }),
+        arb_name().prop_map(|name| AuthCommand::RoleAdd { name }),
+        arb_name().prop_map(|name| AuthCommand::RoleDelete { name }),
+        (arb_name(), kind, arb_range()).prop_map(|(role, kind, range)| AuthCommand::RoleGrantPermission {
+            role,
+            permission: Permission { kind, range }
+        }),
+        (arb_name(), arb_range()).prop_map(|(role, range)| AuthCommand::RoleRevokePermission { role, range }),
+    ]
+}
+
+/// Any command, `Authorized` ones (never nested) included.
 fn arb_command() -> impl Strategy<Value = KvCommand> {
+    prop_oneof![
+        4 => arb_plain_command(),
+        1 => (any::<u64>(), arb_plain_command())
+            .prop_map(|(auth_revision, command)| KvCommand::Authorized { auth_revision, command: Box::new(command) }),
+    ]
+}
+
+/// Any command but `Authorized`, with arbitrary bytes and numbers.
+fn arb_plain_command() -> impl Strategy<Value = KvCommand> {
     let ops = || proptest::collection::vec(arb_op(), 0..4);
     prop_oneof![
         (arb_bytes(), arb_bytes(), any::<Option<u64>>()).prop_map(|(key, value, ttl_ms)| KvCommand::Put {
@@ -88,6 +132,7 @@ fn arb_command() -> impl Strategy<Value = KvCommand> {
         any::<u64>().prop_map(|id| KvCommand::LeaseRevoke { id }),
         any::<u64>().prop_map(|id| KvCommand::LeaseKeepAlive { id }),
         Just(KvCommand::LeaseRefreshAll),
+        arb_auth().prop_map(KvCommand::Auth),
     ]
 }
 
@@ -218,4 +263,81 @@ fn nesting_beyond_the_limit_is_refused_by_validation_and_decoding() {
     let too_deep = nest(crate::kv::TXN_NESTING_MAX + 1);
     assert_eq!(validate(&too_deep), Err(KvError::TxnTooDeep { max: crate::kv::TXN_NESTING_MAX }));
     assert!(matches!(KvCommand::decode(&too_deep.encode()), Err(KvDecodeError::TooDeep { .. })));
+}
+
+#[test]
+fn auth_commands_have_pinned_bytes_and_bad_bytes_are_refused() {
+    let add = KvCommand::Auth(AuthCommand::UserAdd { name: "é".into(), password_hash: b("h"), no_password: true });
+    let expected: &[u8] = &[1, 14, 3, 2, 0, 0, 0, 0xc3, 0xa9, 1, 0, 0, 0, b'h', 1];
+    assert_eq!(&add.encode()[..], expected);
+    let mut not_utf8 = expected.to_vec();
+    not_utf8[8] = 0x28;
+    assert_eq!(KvCommand::decode(&not_utf8), Err(KvDecodeError::InvalidUtf8 { field: "user name", offset: 3 }));
+    let mut bad_flag = expected.to_vec();
+    bad_flag[14] = 2;
+    assert!(matches!(KvCommand::decode(&bad_flag), Err(KvDecodeError::UnknownTag { field: "no_password", .. })));
+    assert!(matches!(
+        KvCommand::decode(&[1, 14, 12]),
+        Err(KvDecodeError::UnknownTag { field: "auth command", offset: 2, tag: 12 })
+    ));
+    let permission = Permission { kind: PermissionKind::Write, range: KeyRange::new(b("a"), b("b")) };
+    let grant = KvCommand::Auth(AuthCommand::RoleGrantPermission { role: "r".into(), permission });
+    let expected: &[u8] = &[1, 14, 10, 1, 0, 0, 0, b'r', 2, 1, 0, 0, 0, b'a', 1, 0, 0, 0, b'b'];
+    assert_eq!(&grant.encode()[..], expected);
+    for kind in [0, 4] {
+        let mut bad_kind = expected.to_vec();
+        bad_kind[8] = kind;
+        assert!(matches!(
+            KvCommand::decode(&bad_kind),
+            Err(KvDecodeError::UnknownTag { field: "permission kind", .. })
+        ));
+    }
+}
+
+#[test]
+fn validation_checks_auth_names_hashes_keys_and_ranges() {
+    let limits = KvLimits { key_bytes_max: 4, ..KvLimits::DEFAULT };
+    let auth = |command: AuthCommand| limits.validate(&KvCommand::Auth(command));
+    let long_name = "n".repeat(AUTH_NAME_BYTES_MAX + 1);
+    let name_too_large = Err(KvError::AuthNameTooLarge { size: AUTH_NAME_BYTES_MAX + 1, max: AUTH_NAME_BYTES_MAX });
+    let add = |name: &str, hash: usize| AuthCommand::UserAdd {
+        name: name.into(),
+        password_hash: Bytes::from(vec![1; hash]),
+        no_password: false,
+    };
+    assert_eq!(auth(add(&"n".repeat(AUTH_NAME_BYTES_MAX), AUTH_HASH_BYTES_MAX)), Ok(()));
+    assert_eq!(auth(add(&long_name, 0)), name_too_large);
+    assert_eq!(auth(add("", 0)), Err(KvError::AuthEmptyName { what: "user" }));
+    let hash_too_large = Err(KvError::AuthHashTooLarge { size: AUTH_HASH_BYTES_MAX + 1, max: AUTH_HASH_BYTES_MAX });
+    assert_eq!(auth(add("u", AUTH_HASH_BYTES_MAX + 1)), hash_too_large);
+    let change = AuthCommand::UserChangePassword {
+        name: "u".into(),
+        password_hash: Bytes::from(vec![1; AUTH_HASH_BYTES_MAX + 1]),
+    };
+    assert_eq!(auth(change), hash_too_large);
+    assert_eq!(auth(AuthCommand::RoleAdd { name: String::new() }), Err(KvError::AuthEmptyName { what: "role" }));
+    assert_eq!(auth(AuthCommand::RoleDelete { name: long_name.clone() }), name_too_large);
+    assert_eq!(auth(AuthCommand::UserDelete { name: String::new() }), Ok(()), "refused when applied: not found");
+    assert_eq!(auth(AuthCommand::UserGrantRole { user: "u".into(), role: long_name.clone() }), name_too_large);
+    assert_eq!(auth(AuthCommand::UserRevokeRole { user: long_name, role: "r".into() }), name_too_large);
+    let key = |size: usize| Bytes::from(vec![b'k'; size]);
+    let token = |size: usize| auth(AuthCommand::Enable { token_key: key(size) });
+    assert_eq!(token(AUTH_TOKEN_KEY_BYTES_MAX), Ok(()));
+    let token_too_large =
+        KvError::AuthHashTooLarge { size: AUTH_TOKEN_KEY_BYTES_MAX + 1, max: AUTH_TOKEN_KEY_BYTES_MAX };
+    assert_eq!(token(AUTH_TOKEN_KEY_BYTES_MAX + 1), Err(token_too_large));
+    let grant = |range: KeyRange| {
+        auth(AuthCommand::RoleGrantPermission {
+            role: "r".into(),
+            permission: Permission { kind: PermissionKind::Read, range },
+        })
+    };
+    assert_eq!(grant(KeyRange::all()), Ok(()), "an empty start with end [0] is every key");
+    assert_eq!(grant(KeyRange::key(Bytes::new())), Err(KvError::EmptyKey));
+    assert_eq!(grant(KeyRange::new(key(5), Bytes::new())), Err(KvError::KeyTooLarge { size: 5, max: 4 }));
+    assert_eq!(grant(KeyRange::new(b("a"), key(5))), Err(KvError::KeyTooLarge { size: 5, max: 4 }));
+    let revoke = |range: KeyRange| auth(AuthCommand::RoleRevokePermission { role: "r".into(), range });
+    assert_eq!(revoke(KeyRange::key(Bytes::new())), Err(KvError::EmptyKey));
+    assert_eq!(revoke(KeyRange::prefix(b("ab"))), Ok(()));
+    assert!(KvError::AuthLimit { what: "users", max: 3 }.to_string().contains("remove some"));
 }

@@ -1,6 +1,8 @@
 //! Unit tests of the key-value state machine, one file per feature, and a property test against
 //! a simple model. Shared helpers live here.
 
+mod auth;
+mod auth_checks;
 mod codec;
 mod expiry;
 mod lease;

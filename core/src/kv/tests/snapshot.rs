@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::{apply, apply_at, b, delete, put};
 use crate::kv::crc32::crc32;
-use crate::kv::{KeyRange, KvCommand, KvSnapshotError, KvStore};
+use crate::kv::{Alarm, AuthCommand, KeyRange, KvCommand, KvSnapshotError, KvStore, PermissionKind, ROOT};
 
 /// A store with history, tombstones, a compaction, expiries and a multi-change revision.
 fn busy_store() -> KvStore {
@@ -102,9 +102,8 @@ fn restored_stores_keep_applying_identically() {
     assert_eq!(original.snapshot(), restored.snapshot());
 }
 
-#[test]
-fn every_corrupted_byte_and_truncation_is_refused() {
-    let snapshot = busy_store().snapshot();
+/// Every byte of `snapshot` flipped, and every truncation of it, is refused.
+fn assert_every_damage_refused(snapshot: &[u8]) {
     for position in 0..snapshot.len() {
         let mut corrupted = snapshot.to_vec();
         corrupted[position] ^= 0x5a;
@@ -113,6 +112,12 @@ fn every_corrupted_byte_and_truncation_is_refused() {
     for length in 0..snapshot.len() {
         assert!(KvStore::restore(&snapshot[..length]).is_err(), "truncated to {length}");
     }
+}
+
+#[test]
+fn every_corrupted_byte_and_truncation_is_refused() {
+    let snapshot = busy_store().snapshot();
+    assert_every_damage_refused(&snapshot);
     let mut body_flip = snapshot.to_vec();
     body_flip[20] ^= 1;
     let error = KvStore::restore(&body_flip).unwrap_err();
@@ -121,8 +126,8 @@ fn every_corrupted_byte_and_truncation_is_refused() {
     assert_eq!(KvStore::restore(b"nope"), Err(KvSnapshotError::TooShort { size: 4 }));
     assert_eq!(KvStore::restore(b"NOTASNAPSHOT!"), Err(KvSnapshotError::BadMagic));
     let mut future = snapshot.to_vec();
-    future[8] = 4;
-    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 4 }));
+    future[8] = 5;
+    assert_eq!(KvStore::restore(&future), Err(KvSnapshotError::UnsupportedVersion { version: 5 }));
 }
 
 #[test]
@@ -195,6 +200,114 @@ proptest! {
     #[test]
     fn sealed_mutations_of_a_real_snapshot_never_panic(position in any::<usize>(), byte in any::<u8>()) {
         let mut content = busy_store().snapshot().to_vec();
+        content.truncate(content.len() - 4);
+        let position = 9 + position % (content.len() - 9);
+        content[position] = byte;
+        if let Ok(store) = KvStore::restore(&sealed(content.clone())) {
+            prop_assert_eq!(store.snapshot(), Bytes::from(sealed(content)), "accepted data is canonical");
+        }
+    }
+}
+
+/// `busy_store` with an auth table: enabled, root and a reader with a permission.
+fn store_with_auth() -> KvStore {
+    use super::auth::{apply_auth, grant, grant_role, role_add, user_add};
+    let mut store = busy_store();
+    let commands = [
+        user_add(ROOT),
+        grant_role(ROOT, ROOT),
+        user_add("alice"),
+        role_add("reader"),
+        grant_role("alice", "reader"),
+        grant("reader", PermissionKind::Read, KeyRange::prefix(b("/a/"))),
+        grant("reader", PermissionKind::ReadWrite, KeyRange::key(b("k"))),
+        AuthCommand::Enable { token_key: b("secret") },
+    ];
+    for command in commands {
+        apply_auth(&mut store, command).unwrap();
+    }
+    store
+}
+
+#[test]
+fn the_auth_table_round_trips_in_version_4_written_only_when_used() {
+    assert_eq!(busy_store().snapshot()[8], 2, "no auth, no alarm: version 2");
+    let mut alarmed = busy_store();
+    apply(&mut alarmed, KvCommand::Alarm { member: 2, alarm: Alarm::Corrupt, active: true });
+    assert_eq!(alarmed.snapshot()[8], 3, "alarms without auth: still version 3");
+    let store = store_with_auth();
+    let snapshot = store.snapshot();
+    assert_eq!(snapshot[8], 4);
+    let restored = KvStore::restore(&snapshot).unwrap();
+    assert_eq!(restored, store);
+    assert_eq!(restored.auth(), store.auth());
+    assert_eq!(restored.snapshot(), snapshot, "byte-identical");
+    assert!(restored.auth().enabled() && restored.auth().can_write("alice", &KeyRange::key(b("k"))));
+    let mut both = store_with_auth();
+    apply(&mut both, KvCommand::Alarm { member: 2, alarm: Alarm::NoSpace, active: true });
+    let restored = KvStore::restore(&both.snapshot()).unwrap();
+    assert_eq!((restored.out_of_space(), restored.auth()), (true, both.auth()), "alarms and auth together");
+    for mut store in [store_with_auth(), both] {
+        let mut restored = KvStore::restore(&store.snapshot()).unwrap();
+        for target in [&mut store, &mut restored] {
+            apply(target, KvCommand::Auth(AuthCommand::UserDelete { name: "alice".into() }));
+        }
+        assert_eq!(restored, store, "restored stores keep applying identically");
+    }
+}
+
+#[test]
+fn corrupted_or_inconsistent_auth_tables_are_refused() {
+    assert_every_damage_refused(&store_with_auth().snapshot());
+    let mut no_root = store_with_auth();
+    no_root.auth.users.remove(ROOT);
+    assert!(inconsistency(&no_root).contains("root"), "{}", inconsistency(&no_root));
+    let mut missing_role = store_with_auth();
+    missing_role.auth.roles.remove("reader");
+    assert!(inconsistency(&missing_role).contains("does not exist"), "{}", inconsistency(&missing_role));
+    let mut empty_name = store_with_auth();
+    empty_name.auth.roles.insert(String::new(), Default::default());
+    assert!(inconsistency(&empty_name).contains("empty"), "{}", inconsistency(&empty_name));
+    let mut unsorted = store_with_auth();
+    unsorted.auth.roles.get_mut("reader").unwrap().permissions.reverse();
+    assert!(inconsistency(&unsorted).contains("out of order"), "{}", inconsistency(&unsorted));
+    let mut exhausted = store_with_auth();
+    exhausted.auth.revision = u64::MAX;
+    assert!(inconsistency(&exhausted).contains("u64::MAX"), "{}", inconsistency(&exhausted));
+}
+
+#[test]
+fn a_version_4_snapshot_of_the_default_auth_table_is_refused() {
+    let mut store = busy_store();
+    apply(&mut store, KvCommand::Auth(AuthCommand::Disable)); // auth revision 1: written as version 4
+    let mut content = store.snapshot().to_vec();
+    assert_eq!(content[8], 4);
+    content.truncate(content.len() - 4);
+    // The table is the last 21 bytes: enabled, revision, empty token key, no users, no roles.
+    let revision_at = content.len() - 20;
+    assert_eq!(&content[revision_at..revision_at + 8], &1u64.to_le_bytes());
+    content[revision_at] = 0;
+    match KvStore::restore(&sealed(content)) {
+        Err(KvSnapshotError::Inconsistent(what)) => assert!(what.contains("default auth table"), "{what}"),
+        other => panic!("expected an inconsistency, got {other:?}"),
+    }
+}
+
+#[test]
+fn snapshots_from_before_auth_restore_with_the_default_table() {
+    let mut alarmed = busy_store();
+    apply(&mut alarmed, KvCommand::Alarm { member: 2, alarm: Alarm::Corrupt, active: true });
+    for store in [busy_store(), alarmed] {
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.auth(), &Default::default());
+        assert_eq!(restored, store);
+    }
+}
+
+proptest! {
+    #[test]
+    fn sealed_mutations_of_an_auth_snapshot_never_panic(position in any::<usize>(), byte in any::<u8>()) {
+        let mut content = store_with_auth().snapshot().to_vec();
         content.truncate(content.len() - 4);
         let position = 9 + position % (content.len() - 9);
         content[position] = byte;

@@ -1,0 +1,221 @@
+//! Who calls, and whether they may: etcd authentication's check of every etcd request.
+//!
+//! Data flow: a request's `token` metadata (or `authorization`, which etcd's HTTP gateway
+//! uses) is checked against the auth table this node has applied ([`Shared::caller`]), giving a
+//! [`Caller`]: nobody in particular while authentication is disabled, else the token's user.
+//! The caller is then asked for what the request needs, as etcd asks it:
+//!
+//! * reads (Range, Watch, a transaction's compares and reads): read permission on the range;
+//! * writes (Put, DeleteRange, a transaction's puts and deletes, the keys of a revoked lease):
+//!   write permission, and read permission too where the answer carries previous values;
+//! * the Auth service's changes and lists, Defragment, Snapshot, Hash, HashKV, MoveLeader and
+//!   the Cluster service's changes: the `root` role.
+//!
+//! **Consistency.** A write is proposed as `KvCommand::Authorized` carrying the auth revision
+//! it was checked at; the state machine refuses it if the table moved on before it applied
+//! (etcd's "revision of auth store is old"), so a revoked permission can never let through a
+//! write that applies after the revocation. A linearizable read is checked again after it is
+//! served ([`Shared::still_current`]): the read barrier has applied every change committed
+//! before the read arrived. A token this node cannot accept yet (its user or password, or the
+//! key it was signed with, is newer than this node's table) makes the node wait for a read
+//! barrier once before refusing it.
+
+use std::sync::Arc;
+
+use keel::proto::etcdserverpb::request_op::Request as Op;
+use keel::proto::etcdserverpb::TxnRequest;
+use keel_core::kv::{AuthState, KeyRange, KvCommand};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+use super::auth_token::{self, TokenError, TOKEN_METADATA};
+use super::{errors, Shared};
+
+/// The metadata key etcd's HTTP gateway turns an `Authorization` header into.
+const AUTHORIZATION_METADATA: &str = "authorization";
+
+/// Who sent a request, with the auth table their rights were checked against.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    /// The authenticated user; `None` while authentication is disabled.
+    user: Option<String>,
+    /// The table the token was checked against.
+    state: Arc<AuthState>,
+}
+
+impl Caller {
+    /// The auth table's revision the caller was checked at.
+    pub(crate) fn auth_revision(&self) -> u64 {
+        self.state.revision()
+    }
+
+    /// The authenticated user, if authentication is enabled.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The table the caller was checked against.
+    pub(crate) fn state(&self) -> &AuthState {
+        &self.state
+    }
+
+    /// `command`, to be applied only if the auth table is still the one it was checked against.
+    pub(crate) fn authorized(&self, command: KvCommand) -> KvCommand {
+        KvCommand::Authorized { auth_revision: self.auth_revision(), command: Box::new(command) }
+    }
+
+    /// Ok if the caller may read `range`.
+    pub(crate) fn require_read(&self, range: &KeyRange) -> Result<(), Status> {
+        self.require(|user, state| state.can_read(user, range))
+    }
+
+    /// Ok if the caller may write `range`.
+    pub(crate) fn require_write(&self, range: &KeyRange) -> Result<(), Status> {
+        self.require(|user, state| state.can_write(user, range))
+    }
+
+    /// Ok if the caller holds the `root` role (or authentication is disabled).
+    pub(crate) fn require_admin(&self) -> Result<(), Status> {
+        self.require(|user, state| state.is_admin(user))
+    }
+
+    /// Ok if the caller is an administrator or `allowed` holds for them.
+    pub(crate) fn require_admin_or(&self, allowed: impl FnOnce(&str, &AuthState) -> bool) -> Result<(), Status> {
+        self.require(|user, state| state.is_admin(user) || allowed(user, state))
+    }
+
+    fn require(&self, allowed: impl FnOnce(&str, &AuthState) -> bool) -> Result<(), Status> {
+        match &self.user {
+            None => Ok(()),
+            Some(user) if allowed(user, &self.state) => Ok(()),
+            Some(_) => Err(errors::status(errors::PERMISSION_DENIED)),
+        }
+    }
+
+    /// Ok if the caller may run every part of `request`, both branches included, as etcd
+    /// checks a transaction: its compares and reads need read permission, its puts and deletes
+    /// write permission, and those that return previous values read permission too.
+    pub(crate) fn require_txn(&self, request: &TxnRequest) -> Result<(), Status> {
+        if self.user.is_none() {
+            return Ok(());
+        }
+        for compare in &request.compare {
+            self.require_read(&range_of(&compare.key, &compare.range_end))?;
+        }
+        for op in request.success.iter().chain(&request.failure).filter_map(|op| op.request.as_ref()) {
+            match op {
+                Op::RequestRange(range) => self.require_read(&range_of(&range.key, &range.range_end))?,
+                Op::RequestPut(put) => self.require_put(&put.key, put.prev_kv)?,
+                Op::RequestDeleteRange(delete) => {
+                    self.require_delete(&range_of(&delete.key, &delete.range_end), delete.prev_kv)?
+                }
+                Op::RequestTxn(nested) => self.require_txn(nested)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Ok if the caller may put `key` (and read it back, with `prev_kv`).
+    pub(crate) fn require_put(&self, key: &bytes::Bytes, prev_kv: bool) -> Result<(), Status> {
+        let range = KeyRange::key(key.clone());
+        self.require_write(&range)?;
+        if prev_kv {
+            self.require_read(&range)?;
+        }
+        Ok(())
+    }
+
+    /// Ok if the caller may delete `range` (and read the deleted keys, with `prev_kv`).
+    pub(crate) fn require_delete(&self, range: &KeyRange, prev_kv: bool) -> Result<(), Status> {
+        self.require_write(range)?;
+        if prev_kv {
+            self.require_read(range)?;
+        }
+        Ok(())
+    }
+}
+
+/// The range of an etcd `key` / `range_end` pair, unchecked (a check only needs to cover it).
+fn range_of(key: &bytes::Bytes, range_end: &bytes::Bytes) -> KeyRange {
+    KeyRange::new(key.clone(), range_end.clone())
+}
+
+/// The token a request carries, if any.
+pub(crate) fn token_of(metadata: &MetadataMap) -> Option<String> {
+    let value = metadata.get(TOKEN_METADATA).or_else(|| metadata.get(AUTHORIZATION_METADATA))?;
+    value.to_str().ok().map(str::to_owned)
+}
+
+impl Shared {
+    /// The caller of a request with `metadata`: anybody while authentication is disabled, else
+    /// the user of a valid token, or etcd's error for a missing, invalid or old token.
+    pub(crate) async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        self.caller_of(token_of(metadata).as_deref()).await
+    }
+
+    /// [`Shared::caller`] for a token already taken from a request.
+    pub(crate) async fn caller_of(&self, token: Option<&str>) -> Result<Caller, Status> {
+        let state = self.handle.auth();
+        if !state.enabled() {
+            return Ok(Caller { user: None, state });
+        }
+        let token = token.ok_or_else(|| errors::status(errors::USER_EMPTY))?;
+        match self.check_token(&state, token) {
+            Err(status) if status.code() != Code::Unauthenticated => Err(status),
+            Ok(caller) => Ok(caller),
+            // Signed with a key, or at a revision, this node has not applied yet: catch up once.
+            Err(_) => {
+                self.read_barrier().await?;
+                let state = self.handle.auth();
+                if !state.enabled() {
+                    return Ok(Caller { user: None, state });
+                }
+                self.check_token(&state, token)
+            }
+        }
+    }
+
+    fn check_token(&self, state: &Arc<AuthState>, token: &str) -> Result<Caller, Status> {
+        let invalid = || errors::status(errors::INVALID_AUTH_TOKEN);
+        let claims = auth_token::verify(state.token_key(), token, self.handle.wall_ms()).map_err(|error| {
+            if error == TokenError::Expired {
+                tracing::debug!("an expired etcd auth token was refused");
+            }
+            invalid()
+        })?;
+        let user = state.user(&claims.user).ok_or_else(invalid)?;
+        if user.no_password || auth_token::credential_of(&user.password_hash) != claims.credential {
+            return Err(invalid());
+        }
+        Ok(Caller { user: Some(claims.user), state: Arc::clone(state) })
+    }
+
+    /// Ok if the auth table has not moved since `caller` was checked: called after a
+    /// linearizable read, whose barrier applied every change committed before the read.
+    pub(crate) fn still_current(&self, caller: &Caller) -> Result<(), Status> {
+        if caller.user.is_none() && !self.handle.auth().enabled() {
+            return Ok(());
+        }
+        if self.handle.auth().revision() != caller.auth_revision() {
+            return Err(errors::status(errors::AUTH_OLD_REVISION));
+        }
+        Ok(())
+    }
+
+    /// A short-lived `root` token for this node's own calls to other members (the corruption
+    /// check's HashKV), while authentication is enabled: signed with the cluster's key, like
+    /// any token, so peers need no other trust.
+    pub(crate) fn internal_token(&self) -> Option<String> {
+        let state = self.handle.auth();
+        if !state.enabled() {
+            return None;
+        }
+        let root = state.user(keel_core::kv::ROOT)?;
+        let claims = auth_token::Claims {
+            user: keel_core::kv::ROOT.to_string(),
+            credential: auth_token::credential_of(&root.password_hash),
+            expires_at_ms: self.handle.wall_ms().saturating_add(self.config.auth_token_ttl_ms),
+        };
+        Some(auth_token::mint(state.token_key(), &claims))
+    }
+}
