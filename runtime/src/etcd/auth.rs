@@ -126,9 +126,14 @@ impl EtcdAuth {
         Ok(caller)
     }
 
+    /// PBKDF2 rounds of a new password hash (the `auth_password_iterations` setting).
+    fn iterations(&self) -> NonZeroU32 {
+        NonZeroU32::new(self.shared.config.auth_password_iterations).unwrap_or(NonZeroU32::MIN)
+    }
+
     /// The stored hash of a new password, computed off the async workers.
     async fn hash(&self, password: String) -> Result<bytes::Bytes, Status> {
-        let iterations = NonZeroU32::new(self.shared.config.auth_password_iterations.max(1)).unwrap_or(NonZeroU32::MIN);
+        let iterations = self.iterations();
         let salt = auth_token::random_bytes::<16>()?;
         let _permit = self.shared.auth_hashing.acquire().await.map_err(|_| errors::status(errors::STOPPED))?;
         Ok(auth_token::off_runtime(move || auth_token::hash_password(&password, iterations, salt)).await)
@@ -166,19 +171,27 @@ impl EtcdAuth {
             return Err(errors::status(errors::AUTH_NOT_ENABLED));
         }
         let failed = || errors::status(errors::AUTH_FAILED);
-        let user = state.user(&request.name).filter(|user| !user.no_password).ok_or_else(failed)?;
-        let stored = user.password_hash.clone();
-        let stored_again = stored.clone();
-        let password = request.password;
+        let user = state.user(&request.name).filter(|user| !user.no_password);
+        let stored = user.map(|user| user.password_hash.clone());
+        let (checked, password, iterations) = (stored.clone(), request.password, self.iterations());
         let permit = self.shared.auth_hashing.acquire().await.map_err(|_| errors::status(errors::STOPPED))?;
-        let matches = auth_token::off_runtime(move || auth_token::password_matches(&stored, &password)).await;
+        let matches = auth_token::off_runtime(move || match &checked {
+            Some(stored) => auth_token::password_matches(stored, &password),
+            // An unknown user costs as long as a wrong password: the answer's time does not
+            // tell which user names exist.
+            None => {
+                let _decoy = auth_token::hash_password(&password, iterations, [0; 16]);
+                false
+            }
+        })
+        .await;
         drop(permit);
-        if !matches {
+        let Some(stored) = stored.filter(|_| matches) else {
             return Err(failed());
-        }
+        };
         let claims = Claims {
             user: request.name,
-            credential: auth_token::credential_of(&stored_again),
+            credential: auth_token::credential_of(&stored),
             expires_at_ms: self.shared.handle.wall_ms().saturating_add(self.shared.config.auth_token_ttl_ms),
         };
         Ok(AuthenticateResponse {
