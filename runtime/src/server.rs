@@ -311,6 +311,7 @@ async fn run(
     let router = Server::builder()
         .accept_http1(true)
         .layer(crate::service::DecodeErrorLayer)
+        .layer(etcd.cert_identity_layer())
         .add_routes(http_routes(handle.clone(), &etcd))
         .add_service(peer);
     #[cfg(madsim)]

@@ -7,6 +7,11 @@
 //! its handshake, so handshakes in progress count against `connections_max` too. Each handshake
 //! uses the certificates in use when its connection was accepted (`tls_reload.rs`).
 //!
+//! Each connection tells tonic its [`PeerInfo`] (request extensions): the TCP addresses, and
+//! the common name of the client certificate a TLS client showed, which the node verified
+//! against its trusted authorities (only asked for with `client_cert_auth`). etcd's
+//! authentication logs that name in as a user (`etcd/cert_identity.rs`).
+//!
 //! Keel does its own handshake instead of tonic's because tonic's offers only HTTP/2 (ALPN
 //! `h2`): a client that offers only HTTP/1.1 (`curl --http1.1`, Python's urllib3, and so
 //! Patroni and etcd3gw on etcd's JSON gateway) would be refused. Here the handshake offers
@@ -107,15 +112,36 @@ impl Stream for ServerIncoming {
     }
 }
 
+/// What tonic records of an accepted connection, in each request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The TCP addresses.
+    pub tcp: TcpConnectInfo,
+    /// The subject common name of the client certificate, if the client showed one (TLS with
+    /// `client_cert_auth`; verified against the trusted authorities during the handshake).
+    pub common_name: Option<Arc<str>>,
+}
+
 impl Connected for ServerStream {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         match self {
-            Self::Plain(stream) => stream.connect_info(),
-            Self::Tls(stream) => stream.get_ref().0.connect_info(),
+            Self::Plain(stream) => PeerInfo { tcp: stream.connect_info(), common_name: None },
+            Self::Tls(stream) => {
+                let (tcp, session) = stream.get_ref();
+                let leaf = session.peer_certificates().and_then(|chain| chain.first());
+                PeerInfo { tcp: tcp.connect_info(), common_name: leaf.and_then(|der| common_name(der)) }
+            }
         }
     }
+}
+
+/// The first subject common name of a DER certificate, if it has one that is valid UTF-8.
+fn common_name(der: &[u8]) -> Option<Arc<str>> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = certificate.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(Arc::from(name))
 }
 
 impl AsyncRead for ServerStream {

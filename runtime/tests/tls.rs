@@ -309,3 +309,67 @@ async fn http_1_1_clients_reach_the_json_gateway_and_health_over_tls() {
     assert_eq!((status.as_str(), answer.as_str()), ("HTTP/1.1 200 OK", r#"{"health":"true","reason":""}"#));
     cluster.stop().await;
 }
+
+/// `message` as a request carrying the etcd auth `token`, if any.
+fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("token", token.parse().expect("an ASCII token"));
+    }
+    request
+}
+
+/// With `client_cert_auth` and etcd authentication on, a request without a token is made by
+/// the user its client certificate names (`keel-client` here), through the leader and through a
+/// follower, which forwards it; a certificate naming no user is anonymous, and a token wins
+/// over the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_its_common_name_in_as_an_etcd_user() {
+    use keel::proto::authpb::{permission, Permission, UserAddOptions};
+    use keel::proto::etcdserverpb::auth_client::AuthClient;
+    use keel::proto::etcdserverpb::{
+        AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+        AuthUserGrantRoleRequest, AuthenticateRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let cluster = Cluster::start(3, &node_tls(&pki, true)).await;
+    let trusted = ClientTls::from_files(&pki.ca, Some(&pki.client_cert), Some(&pki.client_key)).unwrap();
+    let (leader, followers) = roles(&client(cluster.endpoints(), Some(trusted.clone()), 10)).await;
+    let connect = |id: u32, tls: ClientTls| {
+        let address = cluster.addresses[&id].to_string();
+        async move { keel::tls::endpoint(&address, Some(&tls)).unwrap().connect().await.expect("a TLS connection") }
+    };
+    let leader_channel = connect(leader, trusted.clone()).await;
+    let mut auth = AuthClient::new(leader_channel.clone());
+    auth.user_add(AuthUserAddRequest { name: "root".into(), password: "pw".into(), options: None }).await.unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() }).await.unwrap();
+    auth.role_add(AuthRoleAddRequest { name: "app".into() }).await.unwrap();
+    let perm =
+        Permission { perm_type: permission::Type::Readwrite as i32, key: "/app/".into(), range_end: "/app0".into() };
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest { name: "app".into(), perm: Some(perm) }).await.unwrap();
+    let options = Some(UserAddOptions { no_password: true });
+    auth.user_add(AuthUserAddRequest { name: "keel-client".into(), password: String::new(), options }).await.unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest { user: "keel-client".into(), role: "app".into() }).await.unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+
+    let put =
+        |key: &str| PutRequest { key: key.as_bytes().to_vec().into(), value: "v".into(), ..PutRequest::default() };
+    let follower_channel = connect(followers[0], trusted.clone()).await;
+    for channel in [&leader_channel, &follower_channel] {
+        let mut kv = KvClient::new(channel.clone());
+        kv.put(with_token(None, put("/app/a"))).await.expect("keel-client writes inside its role");
+        let refused = kv.put(with_token(None, put("/other"))).await.expect_err("outside its role");
+        assert_eq!(refused.message(), "etcdserver: permission denied");
+    }
+    // The node's certificate is a client certificate too, naming no user: anonymous.
+    let node_as_client = ClientTls::from_files(&pki.ca, Some(&pki.node_cert), Some(&pki.node_key)).unwrap();
+    let mut anonymous = KvClient::new(connect(leader, node_as_client).await);
+    let refused = anonymous.put(with_token(None, put("/app/b"))).await.expect_err("no such user");
+    assert_eq!(refused.message(), "etcdserver: user name is empty");
+    // A token wins over the certificate.
+    let login = AuthenticateRequest { name: "root".into(), password: "pw".into() };
+    let root = auth.authenticate(login).await.unwrap().into_inner().token;
+    KvClient::new(follower_channel).put(with_token(Some(&root), put("/other"))).await.expect("root writes anywhere");
+    cluster.stop().await;
+}

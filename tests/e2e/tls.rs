@@ -112,4 +112,17 @@ async fn etcdctl_over_tls_with_client_certificates() {
     assert!(!plain.status.success(), "{}", String::from_utf8_lossy(&plain.stdout));
     let keys = ok(&["get", "--prefix", "/tls/", "--keys-only"]);
     assert_eq!(keys, "/tls/0\n\n/tls/1\n\n/tls/2\n\n", "the refused writes did not happen");
+
+    // etcd authentication with a certificate login: the client certificate names `keel-client`.
+    ok(&["user", "add", "root:rootpw"]);
+    ok(&["user", "grant-role", "root", "root"]);
+    ok(&["role", "add", "tls"]);
+    ok(&["role", "grant-permission", "tls", "readwrite", "/tls/", "--prefix"]);
+    ok(&["user", "add", "keel-client", "--no-password"]);
+    ok(&["user", "grant-role", "keel-client", "tls"]);
+    ok(&["auth", "enable"]);
+    assert_eq!(ok(&["put", "/tls/by-certificate", "v"]), "OK\n");
+    let outside = etcdctl(&https, &certificates, &["put", "/elsewhere", "x"]);
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("permission denied"), "{outside:?}");
+    ok(&["--user", "root:rootpw", "put", "/elsewhere", "root"]);
 }

@@ -184,7 +184,8 @@ impl Shared {
             invalid()
         })?;
         let user = state.user(&claims.user).ok_or_else(invalid)?;
-        if user.no_password || auth_token::credential_of(&user.password_hash) != claims.credential {
+        // A user without a password has tokens too, issued for its client certificate.
+        if auth_token::credential_of(&user.password_hash) != claims.credential {
             return Err(invalid());
         }
         Ok(Caller { user: Some(claims.user), state: Arc::clone(state) })
@@ -206,14 +207,21 @@ impl Shared {
     /// check's HashKV), while authentication is enabled: signed with the cluster's key, like
     /// any token, so peers need no other trust.
     pub(crate) fn internal_token(&self) -> Option<String> {
+        self.token_for(keel_core::kv::ROOT)
+    }
+
+    /// A token for `user`, issued without a password: for this node's own calls, and for the
+    /// user a verified client certificate names (`cert_identity.rs`). `None` while
+    /// authentication is disabled or when there is no such user.
+    pub(crate) fn token_for(&self, user: &str) -> Option<String> {
         let state = self.handle.auth();
         if !state.enabled() {
             return None;
         }
-        let root = state.user(keel_core::kv::ROOT)?;
+        let found = state.user(user)?;
         let claims = auth_token::Claims {
-            user: keel_core::kv::ROOT.to_string(),
-            credential: auth_token::credential_of(&root.password_hash),
+            user: user.to_string(),
+            credential: auth_token::credential_of(&found.password_hash),
             expires_at_ms: self.handle.wall_ms().saturating_add(self.config.auth_token_ttl_ms),
         };
         Some(auth_token::mint(state.token_key(), &claims))

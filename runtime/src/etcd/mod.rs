@@ -19,6 +19,7 @@
 //! | `auth.rs` | `Auth`: users, roles, permissions, `Authenticate` and its tokens |
 //! | `access.rs` | the check of every request against the caller's token and rights |
 //! | `auth_token.rs` | password hashes, signed tokens, random keys |
+//! | `cert_identity.rs` | a client certificate's common name logged in as a user (a server layer) |
 //! | `lease.rs` | `Lease`: grant, revoke, keep-alive, time-to-live, list, on the store's lease table |
 //! | `forward.rs` | writes received by a follower are forwarded to the leader's etcd API |
 //! | `health.rs` | etcd's HTTP `/health` check: alarms, a known leader, a read within a second |
@@ -41,6 +42,8 @@ mod access;
 mod alarm;
 mod auth;
 mod auth_token;
+#[cfg(not(madsim))]
+mod cert_identity;
 mod cluster;
 mod convert;
 mod corruption;
@@ -64,6 +67,8 @@ use keel_core::kv::KvLimits;
 
 pub use auth::{EtcdAuth, EtcdAuthServer};
 pub use auth_token::HASH_ITERATIONS_MAX as AUTH_HASH_ITERATIONS_MAX;
+#[cfg(not(madsim))]
+pub use cert_identity::{CertIdentity, CertIdentityLayer};
 pub use cluster::{EtcdCluster, EtcdClusterServer};
 pub use grpc_health::{GrpcHealth, GrpcHealthServer};
 pub use header::CLUSTER_ID;
@@ -217,6 +222,13 @@ impl EtcdApi {
     #[cfg(not(madsim))]
     pub fn http_gateway(&self) -> axum::Router {
         gateway::routes(self)
+    }
+
+    /// The server layer that logs a client certificate's common name in as an etcd user
+    /// (`cert_identity.rs`). Plain builds only.
+    #[cfg(not(madsim))]
+    pub fn cert_identity_layer(&self) -> CertIdentityLayer {
+        CertIdentityLayer { shared: Arc::clone(&self.shared) }
     }
 
     /// Starts the periodic corruption check ([`corruption`]) every `interval_ms`; `None` when
