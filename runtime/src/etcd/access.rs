@@ -15,8 +15,8 @@
 //! it was checked at; the state machine refuses it if the table moved on before it applied
 //! (etcd's "revision of auth store is old"), so a revoked permission can never let through a
 //! write that applies after the revocation. A linearizable read is checked again after it is
-//! served ([`Shared::still_current`]): the read barrier has applied every change committed
-//! before the read arrived. A token this node cannot accept yet (its user or password, or the
+//! served if the table moved meanwhile ([`Shared::auth_moved`]): the read barrier has applied
+//! every change committed before the read arrived. A token this node cannot accept yet (its user or password, or the
 //! key it was signed with, is newer than this node's table) makes the node wait for a read
 //! barrier once before refusing it.
 
@@ -47,11 +47,6 @@ impl Caller {
     /// The auth table's revision the caller was checked at.
     pub(crate) fn auth_revision(&self) -> u64 {
         self.state.revision()
-    }
-
-    /// The authenticated user, if authentication is enabled.
-    pub(crate) fn user(&self) -> Option<&str> {
-        self.user.as_deref()
     }
 
     /// The table the caller was checked against.
@@ -140,6 +135,13 @@ fn range_of(key: &bytes::Bytes, range_end: &bytes::Bytes) -> KeyRange {
     KeyRange::new(key.clone(), range_end.clone())
 }
 
+/// Whether `status` refuses the caller for what the auth table says (and a newer table could
+/// allow): no token, or no permission.
+fn refusal(status: &Status) -> bool {
+    let answer = (status.code(), status.message());
+    answer == errors::USER_EMPTY || answer == errors::PERMISSION_DENIED
+}
+
 /// The token a request carries, if any.
 pub(crate) fn token_of(metadata: &MetadataMap) -> Option<String> {
     let value = metadata.get(TOKEN_METADATA).or_else(|| metadata.get(AUTHORIZATION_METADATA))?;
@@ -151,6 +153,37 @@ impl Shared {
     /// the user of a valid token, or etcd's error for a missing, invalid or old token.
     pub(crate) async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         self.caller_of(token_of(metadata).as_deref()).await
+    }
+
+    /// The caller of a request with `metadata` once `check` allows it. A refusal (no token
+    /// while authentication is enabled, or a permission the caller lacks) is only given after a
+    /// read barrier, against the table as of then: a member whose table lags must not refuse
+    /// what an acknowledged `auth disable` or permission grant allows. An allowed request
+    /// needs no barrier: its write carries the auth revision it was checked at.
+    pub(crate) async fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        check: impl Fn(&Caller) -> Result<(), Status>,
+    ) -> Result<Caller, Status> {
+        self.authorize_token(token_of(metadata).as_deref(), check).await
+    }
+
+    /// [`Shared::authorize`] for a token already taken from a request.
+    pub(crate) async fn authorize_token(
+        &self,
+        token: Option<&str>,
+        check: impl Fn(&Caller) -> Result<(), Status>,
+    ) -> Result<Caller, Status> {
+        let first = self.caller_of(token).await.and_then(|caller| check(&caller).map(|()| caller));
+        match first {
+            Err(status) if refusal(&status) => {
+                self.read_barrier().await?;
+                let caller = self.caller_of(token).await?;
+                check(&caller)?;
+                Ok(caller)
+            }
+            answer => answer,
+        }
     }
 
     /// [`Shared::caller`] for a token already taken from a request.
@@ -191,16 +224,12 @@ impl Shared {
         Ok(Caller { user: Some(claims.user), state: Arc::clone(state) })
     }
 
-    /// Ok if the auth table has not moved since `caller` was checked: called after a
-    /// linearizable read, whose barrier applied every change committed before the read.
-    pub(crate) fn still_current(&self, caller: &Caller) -> Result<(), Status> {
-        if caller.user.is_none() && !self.handle.auth().enabled() {
-            return Ok(());
-        }
-        if self.handle.auth().revision() != caller.auth_revision() {
-            return Err(errors::status(errors::AUTH_OLD_REVISION));
-        }
-        Ok(())
+    /// Whether the auth table changed since `caller` was checked: a linearizable read checked
+    /// before its barrier is checked again when it did (`kv.rs`), against a table at least as
+    /// new as the read.
+    pub(crate) fn auth_moved(&self, caller: &Caller) -> bool {
+        let state = self.handle.auth();
+        state.revision() != caller.auth_revision() && (state.enabled() || caller.user.is_some())
     }
 
     /// A short-lived `root` token for this node's own calls to other members (the corruption

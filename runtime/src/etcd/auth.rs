@@ -112,18 +112,14 @@ impl EtcdAuth {
 
     /// The caller of `metadata`, who must hold the `root` role.
     async fn admin(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let caller = self.shared.caller(metadata).await?;
-        caller.require_admin()?;
-        Ok(caller)
+        self.shared.authorize(metadata, Caller::require_admin).await
     }
 
-    /// The caller of `metadata` with the auth table as of now: after a read barrier, and
-    /// checked again against the table the barrier brought in.
+    /// The caller of `metadata` with the auth table as of now: checked after a read barrier, so
+    /// that the table read back holds every change acknowledged before the call.
     async fn reader(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         self.shared.read_barrier().await?;
-        let caller = self.shared.caller(metadata).await?;
-        self.shared.still_current(&caller)?;
-        Ok(caller)
+        self.shared.caller(metadata).await
     }
 
     /// PBKDF2 rounds of a new password hash (the `auth_password_iterations` setting).

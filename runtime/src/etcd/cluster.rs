@@ -129,7 +129,7 @@ impl EtcdCluster {
     }
 
     async fn member_add(&self, metadata: MetadataMap, request: MemberAddRequest) -> Result<MemberAddResponse, Status> {
-        self.shared.caller(&metadata).await?.require_admin()?;
+        self.shared.authorize(&metadata, super::access::Caller::require_admin).await?;
         if !request.is_learner {
             return Err(Status::failed_precondition(
                 "etcdserver: Keel members join as learners: add it with --learner, start it, then promote it",
@@ -159,7 +159,7 @@ impl EtcdCluster {
         metadata: MetadataMap,
         request: MemberRemoveRequest,
     ) -> Result<MemberRemoveResponse, Status> {
-        self.shared.caller(&metadata).await?.require_admin()?;
+        self.shared.authorize(&metadata, super::access::Caller::require_admin).await?;
         let change = MembershipChange::RemoveNode { node_id: node_id(request.id)? };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;
@@ -176,7 +176,7 @@ impl EtcdCluster {
         metadata: MetadataMap,
         request: MemberUpdateRequest,
     ) -> Result<MemberUpdateResponse, Status> {
-        self.shared.caller(&metadata).await?.require_admin()?;
+        self.shared.authorize(&metadata, super::access::Caller::require_admin).await?;
         let address = address_of(request.peer_ur_ls.first().map(String::as_str).unwrap_or_default())?;
         let change = MembershipChange::UpdateAddress { node_id: node_id(request.id)?, address };
         let Some(membership) = self.change(change).await? else {
@@ -194,7 +194,7 @@ impl EtcdCluster {
         metadata: MetadataMap,
         request: MemberPromoteRequest,
     ) -> Result<MemberPromoteResponse, Status> {
-        self.shared.caller(&metadata).await?.require_admin()?;
+        self.shared.authorize(&metadata, super::access::Caller::require_admin).await?;
         let change = MembershipChange::PromoteLearner { node_id: node_id(request.id)? };
         let Some(membership) = self.change(change).await? else {
             let (mut client, address) = self.leader(&metadata).await?;

@@ -32,6 +32,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::access::Caller;
 use super::convert::{finish_range, int, key_range, key_value, read_error, revision_of};
 use super::forward::{self, forwarded};
 use super::{errors, txn, Shared, Written};
@@ -72,14 +73,14 @@ impl EtcdKv {
 
     async fn range(&self, metadata: &MetadataMap, request: RangeRequest) -> Result<RangeResponse, Status> {
         let range = key_range(&request.key, &request.range_end)?;
-        let caller = self.shared.caller(metadata).await?;
-        caller.require_read(&range)?;
+        let check = |caller: &Caller| caller.require_read(&range);
+        let caller = self.shared.authorize(metadata, check).await?;
         let consistency = if request.serializable { ReadConsistency::Eventual } else { ReadConsistency::Linearizable };
         let limit = store_limit(&request);
-        let answer = self.shared.handle.range(range, revision_of(request.revision), limit, consistency).await;
+        let answer = self.shared.handle.range(range.clone(), revision_of(request.revision), limit, consistency).await;
         let (read, current) = answer.map_err(|error| errors::of_client(&error))?.map_err(|error| read_error(&error))?;
-        if !request.serializable {
-            self.shared.still_current(&caller)?;
+        if !request.serializable && self.shared.auth_moved(&caller) {
+            self.shared.authorize(metadata, check).await?;
         }
         let finished = finish_range(&request, read);
         Ok(RangeResponse {
@@ -92,8 +93,8 @@ impl EtcdKv {
 
     async fn put(&self, metadata: MetadataMap, request: PutRequest) -> Result<PutResponse, Status> {
         let command = put_command(&request)?;
-        let caller = self.shared.caller(&metadata).await?;
-        caller.require_put(&request.key, request.prev_kv)?;
+        let caller =
+            self.shared.authorize(&metadata, |caller| caller.require_put(&request.key, request.prev_kv)).await?;
         let result = match self.shared.propose(caller.authorized(command)).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
@@ -118,8 +119,7 @@ impl EtcdKv {
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Status> {
         let range = key_range(&request.key, &request.range_end)?;
-        let caller = self.shared.caller(&metadata).await?;
-        caller.require_delete(&range, request.prev_kv)?;
+        let caller = self.shared.authorize(&metadata, |caller| caller.require_delete(&range, request.prev_kv)).await?;
         let command = KvCommand::DeleteRange { start: range.start, end: range.end };
         let result = match self.shared.propose(caller.authorized(command)).await? {
             Written::Applied(result) => result,
@@ -147,8 +147,7 @@ impl EtcdKv {
 
     async fn txn(&self, metadata: MetadataMap, request: TxnRequest) -> Result<TxnResponse, Status> {
         let command = txn::command_of(&request, self.shared.limits.txn_ops_max)?;
-        let caller = self.shared.caller(&metadata).await?;
-        caller.require_txn(&request)?;
+        let caller = self.shared.authorize(&metadata, |caller| caller.require_txn(&request)).await?;
         let result = match self.shared.propose(caller.authorized(command)).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {
@@ -164,8 +163,7 @@ impl EtcdKv {
 
     async fn compact(&self, metadata: MetadataMap, request: CompactionRequest) -> Result<CompactionResponse, Status> {
         let revision = u64::try_from(request.revision).unwrap_or(0);
-        let caller = self.shared.caller(&metadata).await?;
-        caller.require_admin()?;
+        let caller = self.shared.authorize(&metadata, Caller::require_admin).await?;
         let result = match self.shared.propose(caller.authorized(KvCommand::Compact { revision })).await? {
             Written::Applied(result) => result,
             Written::Elsewhere(hint) => {

@@ -215,8 +215,8 @@ impl Session {
     /// Ok if the stream's caller may read the keys `create` watches (etcd checks once, at
     /// creation; a refused watch is answered created and canceled, with the reason).
     async fn permitted(&self, create: &WatchCreateRequest) -> Result<(), Status> {
-        let caller = self.shared.caller_of(self.token.as_deref()).await?;
-        caller.require_read(&keel_core::kv::KeyRange::new(create.key.clone(), create.range_end.clone()))
+        let range = keel_core::kv::KeyRange::new(create.key.clone(), create.range_end.clone());
+        self.shared.authorize_token(self.token.as_deref(), |caller| caller.require_read(&range)).await.map(drop)
     }
 
     fn next_free_id(&mut self) -> i64 {
