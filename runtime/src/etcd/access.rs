@@ -150,7 +150,7 @@ pub(crate) fn token_of(metadata: &MetadataMap) -> Option<String> {
 
 impl Shared {
     /// The caller of a request with `metadata`: anybody while authentication is disabled, else
-    /// the user of a valid token, or etcd's error for a missing, invalid or old token.
+    /// the user of a valid token, or etcd's error for a missing or invalid token.
     pub(crate) async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         self.caller_of(token_of(metadata).as_deref()).await
     }
@@ -196,7 +196,8 @@ impl Shared {
         match self.check_token(&state, token) {
             Err(status) if status.code() != Code::Unauthenticated => Err(status),
             Ok(caller) => Ok(caller),
-            // Signed with a key, or at a revision, this node has not applied yet: catch up once.
+            // Signed with a key, or for a user or password, this node has not applied yet:
+            // catch up once.
             Err(_) => {
                 self.read_barrier().await?;
                 let state = self.handle.auth();
