@@ -132,7 +132,7 @@ impl EtcdAuth {
         let iterations = self.iterations();
         let salt = auth_token::random_bytes::<16>()?;
         let _permit = self.shared.auth_hashing.acquire().await.map_err(|_| errors::status(errors::STOPPED))?;
-        Ok(auth_token::off_runtime(move || auth_token::hash_password(&password, iterations, salt)).await)
+        auth_token::off_runtime(move || auth_token::hash_password(&password, iterations, salt)).await
     }
 
     async fn enable(&self, metadata: MetadataMap, request: AuthEnableRequest) -> Result<AuthEnableResponse, Status> {
@@ -180,7 +180,7 @@ impl EtcdAuth {
                 false
             }
         })
-        .await;
+        .await?;
         drop(permit);
         let Some(stored) = stored.filter(|_| matches) else {
             return Err(failed());

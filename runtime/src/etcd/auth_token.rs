@@ -155,16 +155,19 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], tonic::Status> {
 }
 
 /// Runs a password hash computation away from the async workers (a simulated task under madsim,
-/// which has no threads).
-pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+/// which has no threads). A computation that never ran (the runtime is shutting down) is etcd's
+/// "server stopped", not a panic of the request's task.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tonic::Status> {
     #[cfg(not(madsim))]
     let done = tokio::task::spawn_blocking(work).await;
     #[cfg(madsim)]
     let done = tokio::spawn(async move { work() }).await;
-    match done {
-        Ok(value) => value,
-        Err(error) => panic!("a password hash computation panicked: {error}"),
-    }
+    done.map_err(|error| {
+        tracing::warn!("a password hash computation did not finish: {error}");
+        super::errors::status(super::errors::STOPPED)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
