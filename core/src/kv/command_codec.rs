@@ -179,6 +179,9 @@ fn read_command(reader: &mut Reader<'_>, authorized: bool) -> Result<KvCommand, 
             new_value: reader.bytes("new_value")?,
             ttl_ms: reader.option_u64("ttl_ms")?,
         },
+        // The legacy transaction format predates `Authorized`, which was never written around
+        // it: refused there, so that every command inside one re-encodes to the same bytes.
+        5 if authorized => return Err(KvDecodeError::UnknownTag { field: "command", offset, tag: 5 }),
         5 => txn_command(read_txn(reader, false, 1)?),
         6 => KvCommand::Compact { revision: reader.u64("revision")? },
         7 => KvCommand::Expire { now_ms: reader.u64("now_ms")? },

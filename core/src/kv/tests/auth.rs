@@ -286,6 +286,13 @@ fn nested_authorized_commands_are_refused_by_validation_and_decoding() {
     let bytes = nested.encode();
     assert_eq!(bytes.len(), nested.encoded_len());
     assert_eq!(KvCommand::decode(&bytes), Err(KvDecodeError::NestedAuthorized { offset: 10 }));
+    // The legacy transaction tag is never written inside `Authorized` (found by the
+    // decode_kv_command fuzz target: it re-encoded as tag 8, so not to the same bytes).
+    let mut legacy = vec![1, 15];
+    legacy.extend_from_slice(&[0xff; 8]);
+    legacy.extend_from_slice(&[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let refused = KvDecodeError::UnknownTag { field: "command", offset: 10, tag: 5 };
+    assert_eq!(KvCommand::decode(&legacy), Err(refused));
     let single = authorized(9, put("/a", "1"));
     assert_eq!(KvCommand::decode(&single.encode()), Ok(single.clone()));
     assert_eq!(&single.encode()[..11], &[1, 15, 9, 0, 0, 0, 0, 0, 0, 0, 1], "no second version byte");
