@@ -9,6 +9,12 @@
 # divided by the requests answered: what a request costs the servers, whatever the load
 # generator (which shares the machine) costs.
 #
+# SYSTEMS="etcd keel floor" adds the replication floor (runtime/benches/replication_floor.rs): three
+# processes that do only the I/O any replicated, fsynced write needs (the client's gRPC call, the
+# batch sent to both followers, one fdatasync per batch on each node), driven by the same load
+# generator, for the write workload only. A second table then sets the write targets (2x etcd at 1
+# client, 3x at 64) beside what the floor reaches on this machine.
+#
 # ROUNDS=N repeats the whole comparison N times, the two systems taking turns to go first (single
 # runs on a small VM move by 10-30 %), and the table shows the median of each cell over the rounds
 # with the lowest and highest single-round ratio beside it.
@@ -44,6 +50,15 @@ command -v python3 >/dev/null || { echo "python3 is needed to print the table" >
 echo "== building keel (release)"
 cargo build --release -q -p keel-runtime --bin keel
 KEEL="${CARGO_TARGET_DIR:-target}/release/keel"
+if [[ " $SYSTEMS " == *" floor "* ]]; then
+  echo "== building the replication floor (release)"
+  FLOOR=$(cargo bench -q -p keel-runtime --bench replication_floor --no-run --message-format json |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "replication_floor" and message.get("executable"):
+        print(message["executable"])')
+fi
 
 WORK=${WORK:-$(mktemp -d /tmp/keel-vs-etcd.XXXXXX)}
 mkdir -p "$WORK"
@@ -78,6 +93,15 @@ start_keel() {
     PIDS+=($!)
   done
   ENDPOINTS="127.0.0.1:27001,127.0.0.1:27002,127.0.0.1:27003"
+}
+
+# The replication floor's three processes (node 1 leads; the followers listen on the next ports).
+start_floor() {
+  for i in 2 3 1; do
+    "$FLOOR" node "$i" 27201 "$WORK/floor$i.data" >"$WORK/floor$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  ENDPOINTS="127.0.0.1:27201"
 }
 
 # One measurement; the JSON report goes to $WORK/<system>-<workload>-<clients>-r<round>.json.
@@ -145,6 +169,8 @@ run_system() {
   done
   [ -n "$ready" ] || { echo "$system did not become ready; logs in $WORK" >&2; exit 1; }
   for workload in $WORKLOADS; do
+    # The floor serves Put only.
+    [[ $system == floor && $workload != write ]] && continue
     for clients in $CLIENTS; do
       measure "$system" "$workload" "$clients" "$round"
     done
@@ -211,6 +237,22 @@ for workload in workloads:
         p_range = spread([ratio(e, k) for k, e in zip(kps, eps)])
         print(f"{workload:<18} {c:>7} | {kt:>10.0f} {et:>10.0f} {ratio(kt, et):>5.2f}x {t_range:>9} | "
               f"{kp:>8.2f} {ep:>8.2f} {ratio(ep, kp):>5.2f}x {p_range:>9} | {kc:>8.0f} {ec:>8.0f} {ratio(ec, kc):>5.2f}x")
+floor = {c: median([value("floor", "write", c, r, FIELDS["throughput"]) for r in range(1, rounds + 1)]) for c in clients}
+if "write" in workloads and any(v == v for v in floor.values()):
+    TARGETS = {"1": 2.0, "64": 3.0}
+    print()
+    print("writes against the replication floor (medians): what the targets ask, and what this machine allows")
+    print(f"{'clients':>7} | {'etcd/s':>8} {'target/s':>8} | {'floor/s':>8} {'floor p99':>9} {'floor cpu':>9} | "
+          f"{'keel/s':>8} {'keel/floor':>10} | {'floor/etcd':>10}")
+    print("-" * 100)
+    for c in clients:
+        e = median([value("etcd", "write", c, r, FIELDS["throughput"]) for r in range(1, rounds + 1)])
+        k = median([value("keel", "write", c, r, FIELDS["throughput"]) for r in range(1, rounds + 1)])
+        fp = median([value("floor", "write", c, r, FIELDS["p99"]) for r in range(1, rounds + 1)])
+        fc = median([value("floor", "write", c, r, FIELDS["cpu"]) for r in range(1, rounds + 1)])
+        target = f"{TARGETS[c] * e:>8.0f}" if c in TARGETS and e == e else f"{'':>8}"
+        print(f"{c:>7} | {e:>8.0f} {target} | {floor[c]:>8.0f} {fp:>9.2f} {fc:>9.0f} | "
+              f"{k:>8.0f} {100 * ratio(k, floor[c]):>9.0f}% | {ratio(floor[c], e):>9.2f}x")
 print()
 print(f"reports and logs: {work}")
 EOF
