@@ -14,9 +14,11 @@ impl KeelClient {
     pub async fn members(&self) -> Result<Membership, ClientError> {
         self.router
             .run(&self.options, OpKind::Read, |endpoint| {
-                let request = self.request(StatusRequest {});
+                let message = StatusRequest {};
                 async move {
                     let mut admin = self.admin(&endpoint).await?;
+                    // After connecting: a login there gives the token.
+                    let request = self.request(message);
                     let response = admin
                         .get_membership(request)
                         .await
@@ -67,9 +69,11 @@ impl KeelClient {
     pub async fn transfer_leader(&self, target: u32) -> Result<(), ClientError> {
         self.router
             .run(&self.options, OpKind::Write, |endpoint| {
-                let request = self.request(TransferLeadershipRequest { target });
+                let message = TransferLeadershipRequest { target };
                 async move {
                     let mut admin = self.admin(&endpoint).await?;
+                    // After connecting: a login there gives the token.
+                    let request = self.request(message);
                     let response = admin
                         .transfer_leadership(request)
                         .await
@@ -92,9 +96,11 @@ impl KeelClient {
         let options = super::ClientOptions { max_attempts: self.options.max_attempts.min(3), ..self.options.clone() };
         router
             .run(&options, OpKind::Read, |endpoint| {
-                let request = self.request(StatusRequest {});
+                let message = StatusRequest {};
                 async move {
                     let mut admin = self.admin(&endpoint).await?;
+                    // After connecting: a login there gives the token.
+                    let request = self.request(message);
                     let response = admin
                         .status(request)
                         .await
@@ -120,9 +126,11 @@ impl KeelClient {
         let change = MembershipChange { change: Some(change) };
         self.router
             .run(&self.options, OpKind::Write, |endpoint| {
-                let request = self.request(change.clone());
+                let message = change.clone();
                 async move {
                     let mut admin = self.admin(&endpoint).await?;
+                    // After connecting: a login there gives the token.
+                    let request = self.request(message);
                     let response = admin
                         .change_membership(request)
                         .await

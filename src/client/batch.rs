@@ -64,20 +64,29 @@ struct Pending {
 pub(crate) struct BatchStream {
     submissions: mpsc::Sender<Submission>,
     permits: Arc<Semaphore>,
+    /// The login (`retry::Session::generation`) whose token opened the stream: the server
+    /// checks every request on it with that token, so a new login needs a new stream.
+    generation: u64,
 }
 
 impl BatchStream {
-    /// Opens the stream on `service` and starts its writer and reader tasks.
-    pub(crate) fn open(service: RaftClientServiceClient<tonic::transport::Channel>) -> Self {
+    /// Opens the stream on `service` with `metadata` (the login token of `generation`) and
+    /// starts its writer and reader tasks.
+    pub(crate) fn open(
+        service: RaftClientServiceClient<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+        generation: u64,
+    ) -> Self {
         let (submissions, queue) = mpsc::channel(BATCH_INFLIGHT_MAX);
         let pending = Arc::new(Mutex::new(Pending::default()));
-        tokio::spawn(run(service, queue, pending));
-        Self { submissions, permits: Arc::new(Semaphore::new(BATCH_INFLIGHT_MAX)) }
+        tokio::spawn(run(service, metadata, queue, pending));
+        Self { submissions, permits: Arc::new(Semaphore::new(BATCH_INFLIGHT_MAX)), generation }
     }
 
-    /// Whether the stream has ended (its tasks stopped): open a new one.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.submissions.is_closed()
+    /// Whether the stream has ended (its tasks stopped) or was opened with an older login:
+    /// open a new one.
+    pub(crate) fn is_stale(&self, generation: u64) -> bool {
+        self.submissions.is_closed() || self.generation != generation
     }
 
     /// Sends one request on the stream and waits for its answer.
@@ -110,16 +119,20 @@ impl KeelClient {
     }
 
     async fn batch_stream(&self, endpoint: &str) -> Result<Arc<BatchStream>, Failure> {
-        if let Some(stream) = self.lock_batch_streams().get(endpoint).filter(|stream| !stream.is_closed()) {
+        let generation = self.router.session().generation;
+        if let Some(stream) = self.lock_batch_streams().get(endpoint).filter(|stream| !stream.is_stale(generation)) {
             return Ok(Arc::clone(stream));
         }
         let service = self.service(endpoint).await?;
+        // After connecting: a login there gives the token.
+        let generation = self.router.session().generation;
+        let metadata = self.stream_request(()).into_parts().0;
         let mut streams = self.lock_batch_streams();
         // Another caller may have opened one meanwhile: share it.
-        if let Some(stream) = streams.get(endpoint).filter(|stream| !stream.is_closed()) {
+        if let Some(stream) = streams.get(endpoint).filter(|stream| !stream.is_stale(generation)) {
             return Ok(Arc::clone(stream));
         }
-        let stream = Arc::new(BatchStream::open(service));
+        let stream = Arc::new(BatchStream::open(service, metadata, generation));
         streams.insert(endpoint.to_owned(), Arc::clone(&stream));
         Ok(stream)
     }
@@ -132,12 +145,14 @@ impl KeelClient {
 /// Opens the call, then runs the writer and the reader until the stream ends.
 async fn run(
     mut service: RaftClientServiceClient<tonic::transport::Channel>,
+    metadata: tonic::metadata::MetadataMap,
     queue: mpsc::Receiver<Submission>,
     pending: Arc<Mutex<Pending>>,
 ) {
     let (outbound, outbound_queue) = mpsc::channel(OUTBOUND_MESSAGES);
     let writer = tokio::spawn(write_loop(queue, outbound, Arc::clone(&pending)));
-    let failure = match service.batch(OutboundStream { queue: outbound_queue }).await {
+    let request = tonic::Request::from_parts(metadata, Default::default(), OutboundStream { queue: outbound_queue });
+    let failure = match service.batch(request).await {
         Ok(response) => read_loop(response.into_inner(), &pending).await,
         Err(status) => failure_from_status(&status),
     };

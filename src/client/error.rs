@@ -228,6 +228,8 @@ fn advice_for(code: ErrorCode) -> &'static str {
         C::Unavailable | C::ShuttingDown => "the node cannot serve now; try another endpoint or retry later",
         C::StorageFailure => "the node's storage failed: check its disk and logs; try another endpoint",
         C::Internal => "a bug in the server: report it with the message above",
+        C::Unauthenticated => "the cluster has authentication enabled: pass --user NAME (and the password)",
+        C::PermissionDenied => "grant the user a role that allows this (etcdctl role grant-permission)",
     }
 }
 

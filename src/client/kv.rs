@@ -99,9 +99,11 @@ impl KeelClient {
         let request = ScanRequest { client_id: self.options.client_id, prefix: prefix.into() };
         self.router
             .run(&self.options, OpKind::Read, |endpoint| {
-                let request = self.request(request.clone());
+                let message = request.clone();
                 async move {
                     let mut service = self.service(&endpoint).await?;
+                    // After connecting: a login there gives the token.
+                    let request = self.request(message);
                     let response = service
                         .handle_client_scan(request)
                         .await

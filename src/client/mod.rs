@@ -31,6 +31,10 @@
 //! unary call each: the same requests, answers and retries, at a fraction of the CPU per request
 //! when many tasks share one client.
 //!
+//! On a cluster with etcd authentication enabled, give [`ClientOptions::credentials`]: the
+//! client logs in through etcd's `Authenticate` when a node first answers `UNAUTHENTICATED`,
+//! sends the token with every request, and logs in again when it expires.
+//!
 //! The client works in the simulator too: built with `--cfg madsim`, its tokio and tonic are
 //! madsim's.
 
@@ -49,7 +53,7 @@ use std::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 pub use error::{ClientError, LeaderHint};
-pub use options::{ClientOptions, Consistency};
+pub use options::{ClientOptions, Consistency, Credentials};
 /// The form the client dials an endpoint in: `host:port` becomes `http://host:port`.
 pub use retry::normalize as normalize_endpoint;
 pub use types::{KeyValue, Membership, NodeStatus, PeerStatus, Role, ScanResult, WatchEvent, WatchEventKind};
@@ -121,7 +125,14 @@ impl KeelClient {
     }
 
     /// The open connection to `endpoint`, made now if there is none.
+    /// Logs in first when a node asked for a token ([`ClientOptions::credentials`]).
     async fn channel(&self, endpoint: &str) -> Result<Channel, Failure> {
+        let channel = self.connection(endpoint).await?;
+        self.log_in_if_wanted(&channel).await?;
+        Ok(channel)
+    }
+
+    async fn connection(&self, endpoint: &str) -> Result<Channel, Failure> {
         if let Some(channel) = self.lock_channels().get(endpoint).cloned() {
             return Ok(channel);
         }
@@ -131,6 +142,30 @@ impl KeelClient {
         let channel = target.connect().await.map_err(|error| Failure::NotSent(error_chain(&error)))?;
         self.lock_channels().insert(endpoint.to_owned(), channel.clone());
         Ok(channel)
+    }
+
+    /// Logs in through `channel` if a node asked for a token since the last login; a cluster
+    /// whose authentication was disabled meanwhile needs no token.
+    async fn log_in_if_wanted(&self, channel: &Channel) -> Result<(), Failure> {
+        let Some(credentials) = &self.options.credentials else { return Ok(()) };
+        if !self.router.session().login_wanted {
+            return Ok(());
+        }
+        let request = crate::proto::etcdserverpb::AuthenticateRequest {
+            name: credentials.user.clone(),
+            password: credentials.password.clone(),
+        };
+        let mut auth = crate::proto::etcdserverpb::auth_client::AuthClient::new(channel.clone());
+        let token = match auth.authenticate(self.request(request)).await {
+            Ok(response) => Some(response.into_inner().token),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => None,
+            Err(status) => return Err(failure_from_status(&status)),
+        };
+        let mut session = self.router.session();
+        session.token = token;
+        session.login_wanted = false;
+        session.generation += 1;
+        Ok(())
     }
 
     fn lock_channels(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Channel>> {
@@ -146,10 +181,22 @@ impl KeelClient {
         failure
     }
 
-    /// A request carrying the per-attempt deadline to the server too.
+    /// A request carrying the per-attempt deadline to the server too, and the login token.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.stream_request(message);
         request.set_timeout(self.options.request_timeout);
+        request
+    }
+
+    /// A request with the login token, if there is one, and no deadline (a stream's).
+    fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = self.router.session().token.as_deref() {
+            // A token is base64url text and dots: always a valid metadata value.
+            if let Ok(value) = token.parse() {
+                request.metadata_mut().insert(TOKEN_METADATA, value);
+            }
+        }
         request
     }
 }
@@ -176,6 +223,8 @@ fn check_code(code: i32, metadata: Option<ErrorMetadata>) -> Result<(), Failure>
 /// gRPC metadata keys under which a node may report a Keel error on a call whose response
 /// message has no error field (scans and watches).
 const ERROR_CODE_KEY: &str = "keel-error-code";
+/// The gRPC metadata key of an etcd auth token (what etcd's clients send).
+const TOKEN_METADATA: &str = "token";
 const LEADER_ID_KEY: &str = "keel-leader-id";
 const LEADER_ADDRESS_KEY: &str = "keel-leader-address";
 const RETRY_AFTER_KEY: &str = "keel-retry-after-ms";

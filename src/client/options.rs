@@ -34,6 +34,28 @@ pub struct ClientOptions {
     /// Dial every node over TLS, verifying it with these certificate authorities (and showing
     /// this client's certificate, if it has one). `None`: plain text.
     pub tls: Option<crate::tls::ClientTls>,
+    /// The etcd user to act as once the cluster has authentication enabled (`etcdctl auth
+    /// enable`). The client logs in (etcd's `Authenticate`, on the same address) the first
+    /// time a node answers `UNAUTHENTICATED`, sends the token with every request, and logs in
+    /// again when the token expires. `None`: no token is sent, and a cluster with
+    /// authentication enabled refuses every request but `Status`.
+    pub credentials: Option<Credentials>,
+}
+
+/// An etcd user name and password (see [`ClientOptions::credentials`]). `Debug` hides the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<hidden>").finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -51,6 +73,7 @@ impl Default for ClientOptions {
             message_bytes_max: 16 << 20,
             batch_stream: false,
             tls: None,
+            credentials: None,
         }
     }
 }

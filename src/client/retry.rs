@@ -19,6 +19,10 @@
 //! at once. Every operation is bounded by [`ClientOptions::max_attempts`] and
 //! [`ClientOptions::deadline`]; running out of either gives [`ClientError::GaveUp`] with the last
 //! error.
+//!
+//! `UNAUTHENTICATED` is retried once per operation, at once and at the same endpoint, when the
+//! client has [`ClientOptions::credentials`]: the router forgets its token, and the next
+//! attempt logs in first (see [`Session`]).
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -140,17 +144,44 @@ pub fn normalize(address: &str) -> String {
     }
 }
 
+/// The client's etcd login: the token it sends, and whether it must log in before its next
+/// request (a node answered `UNAUTHENTICATED`). `generation` counts tokens, so that a `Batch`
+/// stream opened with an older one is reopened.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    /// The token to send, if any.
+    pub(crate) token: Option<String>,
+    /// Log in before the next request.
+    pub(crate) login_wanted: bool,
+    /// Bumped each time the token changes.
+    pub(crate) generation: u64,
+}
+
 /// The endpoints of a client and the address it last found serving (shared by its operations).
 #[derive(Debug)]
 pub(crate) struct Router {
     endpoints: Vec<String>,
     preferred: Mutex<Option<String>>,
+    session: Mutex<Session>,
 }
 
 impl Router {
     /// A router over `endpoints` (normalized, not empty).
     pub(crate) fn new(endpoints: Vec<String>) -> Self {
-        Self { endpoints, preferred: Mutex::new(None) }
+        Self { endpoints, preferred: Mutex::new(None), session: Mutex::new(Session::default()) }
+    }
+
+    /// The login state, locked.
+    pub(crate) fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets the token and asks for a login before the next request.
+    fn forget_token(&self) {
+        let mut session = self.session();
+        session.token = None;
+        session.login_wanted = true;
+        session.generation += 1;
     }
 
     /// The configured endpoints.
@@ -189,6 +220,7 @@ impl Router {
         // Consecutive moves to another endpoint without a wait, and consecutive redirects.
         let mut rotations = 0usize;
         let mut redirects = 0u32;
+        let mut logged_in_again = false;
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -204,7 +236,12 @@ impl Router {
                 }
                 Err(failure) => failure,
             };
-            let (step, error) = decide(kind, &target, failure);
+            let (mut step, error) = decide(kind, &target, failure);
+            if error.code() == Some(ErrorCode::Unauthenticated) && options.credentials.is_some() && !logged_in_again {
+                logged_in_again = true;
+                self.forget_token();
+                step = Step::Same(Wait::None);
+            }
             tracing::debug!(endpoint = target.as_str(), attempt = attempts, error = %error, ?step, "keel request attempt failed");
             let wait = match step {
                 Step::Stop => return Err(error),

@@ -245,3 +245,33 @@ fn addresses_are_normalized() {
     assert_eq!(normalize(" http://x:1 "), "http://x:1");
     assert_eq!(normalize(""), "");
 }
+
+#[tokio::test]
+async fn unauthenticated_is_retried_once_after_a_new_login_only_with_credentials() {
+    let unauthenticated = || code(ErrorCode::Unauthenticated, None, 0);
+    // Without credentials a login cannot help: the error is returned at once.
+    let anonymous = router();
+    let fake = Fake::default().script(A, [unauthenticated(), Reply::Ok]);
+    let error = run(&anonymous, &fake, OpKind::Write).await.expect_err("refused");
+    assert_eq!(error.code(), Some(ErrorCode::Unauthenticated));
+    assert_eq!(fake.calls(), [A]);
+    assert!(!anonymous.session().login_wanted);
+    // With credentials: the token is forgotten, a login is asked for, and the same endpoint is
+    // tried again, once per operation.
+    let credentials = Some(crate::client::Credentials { user: "alice".into(), password: "pw".into() });
+    let with_login = ClientOptions { credentials, ..options() };
+    let router = router();
+    router.session().token = Some("old".into());
+    let generation = router.session().generation;
+    let fake = Fake::default().script(A, [unauthenticated(), Reply::Ok, unauthenticated(), unauthenticated()]);
+    assert_eq!(router.run(&with_login, OpKind::Write, |endpoint| fake.call(endpoint)).await, Ok("done"));
+    assert_eq!(fake.calls(), [A, A]);
+    let (wanted, token, new_generation) = {
+        let session = router.session();
+        (session.login_wanted, session.token.clone(), session.generation)
+    };
+    assert!(wanted && token.is_none() && new_generation > generation);
+    let error = router.run(&with_login, OpKind::Write, |endpoint| fake.call(endpoint)).await.expect_err("refused");
+    assert_eq!(error.code(), Some(ErrorCode::Unauthenticated));
+    assert_eq!(fake.calls(), [A, A]);
+}

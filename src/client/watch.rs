@@ -109,9 +109,11 @@ impl KeelClient {
         self.router
             .run(&self.options, OpKind::Read, |endpoint| {
                 // No per-request deadline: the stream stays open.
-                let request = tonic::Request::new(request.clone());
+                let message = request.clone();
                 async move {
                     let mut service = self.service(&endpoint).await?;
+                    // After connecting: a login there gives the token.
+                    let request = self.stream_request(message);
                     let inner = service
                         .watch(request)
                         .await

@@ -155,3 +155,15 @@ fn unknown_commands_are_usage_errors() {
     // clap exits with 2 for usage errors.
     assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), i32::from(EXIT_USAGE));
 }
+
+#[test]
+fn user_gives_credentials_with_the_password_inline() {
+    let credentials = |args: &[&str]| {
+        let Command::Put { client, .. } = parse(args).unwrap() else { panic!() };
+        client.credentials()
+    };
+    assert_eq!(credentials(&["put", "/a", "1"]), Ok(None));
+    let found = credentials(&["put", "/a", "1", "--user", "alice:pass:word"]).unwrap().unwrap();
+    assert_eq!((found.user.as_str(), found.password.as_str()), ("alice", "pass:word"));
+    assert!(credentials(&["put", "/a", "1", "--user", ":pw"]).unwrap_err().contains("user name"));
+}

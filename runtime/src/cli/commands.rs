@@ -67,10 +67,12 @@ pub fn run(command: Command) -> ExitCode {
 fn client(args: &ClientArgs) -> Result<KeelClient, Failure> {
     let deadline = Duration::from_secs(args.timeout);
     let tls = args.tls().map_err(|error| Failure::Usage(error.to_string()))?;
+    let credentials = args.credentials().map_err(Failure::Usage)?;
     let options = ClientOptions {
         deadline,
         request_timeout: ClientOptions::default().request_timeout.min(deadline),
         tls,
+        credentials,
         ..ClientOptions::default()
     };
     Ok(KeelClient::new(args.endpoints.clone(), options)?)

@@ -223,9 +223,32 @@ pub struct ClientArgs {
     /// TLS: the private key of --cert (PEM).
     #[arg(long = "key", id = "client_key", requires_all = ["cert", "cacert"])]
     pub client_key: Option<PathBuf>,
+    /// The etcd user to act as on a cluster with authentication enabled, as NAME:PASSWORD, or
+    /// NAME with the password in the KEEL_PASSWORD environment variable (as etcdctl's --user).
+    #[arg(long, value_name = "NAME[:PASSWORD]")]
+    pub user: Option<String>,
 }
 
 impl ClientArgs {
+    /// The credentials of `--user` (the password after the first `:`, else from
+    /// `KEEL_PASSWORD`); `None` without `--user`.
+    pub fn credentials(&self) -> Result<Option<keel::client::Credentials>, String> {
+        let Some(user) = &self.user else { return Ok(None) };
+        let (name, password) = match user.split_once(':') {
+            Some((name, password)) => (name.to_string(), password.to_string()),
+            None => {
+                let password = std::env::var("KEEL_PASSWORD").map_err(|_| {
+                    format!("--user {user} names no password: give --user {user}:PASSWORD or set KEEL_PASSWORD")
+                })?;
+                (user.clone(), password)
+            }
+        };
+        if name.is_empty() {
+            return Err("--user needs a user name before the ':'".into());
+        }
+        Ok(Some(keel::client::Credentials { user: name, password }))
+    }
+
     /// The TLS settings of `--cacert`, `--cert` and `--key`; `None` without `--cacert`.
     pub fn tls(&self) -> Result<Option<keel::tls::ClientTls>, keel::tls::TlsError> {
         match &self.cacert {

@@ -30,6 +30,7 @@ use tonic::{Code, Status};
 
 use super::auth_token::{self, TokenError, TOKEN_METADATA};
 use super::{errors, Shared};
+use crate::node::NodeHandle;
 
 /// The metadata key etcd's HTTP gateway turns an `Authorization` header into.
 const AUTHORIZATION_METADATA: &str = "authorization";
@@ -148,24 +149,103 @@ pub(crate) fn token_of(metadata: &MetadataMap) -> Option<String> {
     value.to_str().ok().map(str::to_owned)
 }
 
+/// The caller of a request carrying `token`, on the node behind `handle`, once `check` allows
+/// it: used by the etcd services and the native API alike. A refusal (no token while
+/// authentication is enabled, or a permission the caller lacks) is only given after a read
+/// barrier, against the table as of then: a member whose table lags must not refuse what an
+/// acknowledged `auth disable` or permission grant allows. An allowed request needs no
+/// barrier: its write carries the auth revision it was checked at.
+pub(crate) async fn authorize_token(
+    handle: &NodeHandle,
+    token: Option<&str>,
+    check: impl Fn(&Caller) -> Result<(), Status>,
+) -> Result<Caller, Status> {
+    let first = caller_of(handle, token).await.and_then(|caller| check(&caller).map(|()| caller));
+    match first {
+        Err(status) if refusal(&status) => {
+            read_barrier(handle).await?;
+            let caller = caller_of(handle, token).await?;
+            check(&caller)?;
+            Ok(caller)
+        }
+        answer => answer,
+    }
+}
+
+/// The caller of a request carrying `token`: anybody while authentication is disabled, else the
+/// user of a valid token, or etcd's error for a missing or invalid token.
+pub(crate) async fn caller_of(handle: &NodeHandle, token: Option<&str>) -> Result<Caller, Status> {
+    let state = handle.auth();
+    if !state.enabled() {
+        return Ok(Caller { user: None, state });
+    }
+    let token = token.ok_or_else(|| errors::status(errors::USER_EMPTY))?;
+    match check_token(handle, &state, token) {
+        Err(status) if status.code() != Code::Unauthenticated => Err(status),
+        Ok(caller) => Ok(caller),
+        // Signed with a key, or for a user or password, this node has not applied yet:
+        // catch up once.
+        Err(_) => {
+            read_barrier(handle).await?;
+            let state = handle.auth();
+            if !state.enabled() {
+                return Ok(Caller { user: None, state });
+            }
+            check_token(handle, &state, token)
+        }
+    }
+}
+
+/// Waits until the node behind `handle` has applied everything committed when the call
+/// arrived, confirmed by the leader (a ReadIndex round), so that a read of its state that
+/// follows is linearizable.
+pub(crate) async fn read_barrier(handle: &NodeHandle) -> Result<(), Status> {
+    let nothing = KeyRange::key(bytes::Bytes::from_static(b"\0"));
+    // The read itself cannot fail: the latest revision is always readable.
+    let _latest = handle
+        .range(nothing, None, 1, crate::node::ReadConsistency::Linearizable)
+        .await
+        .map_err(|error| errors::of_client(&error))?;
+    Ok(())
+}
+
+/// Whether the auth table of the node behind `handle` changed since `caller` was checked, in
+/// a way that can change the answer (see [`Shared::auth_moved`]).
+pub(crate) fn auth_moved(handle: &NodeHandle, caller: &Caller) -> bool {
+    let state = handle.auth();
+    state.revision() != caller.auth_revision() && (state.enabled() || caller.user.is_some())
+}
+
+fn check_token(handle: &NodeHandle, state: &Arc<AuthState>, token: &str) -> Result<Caller, Status> {
+    let invalid = || errors::status(errors::INVALID_AUTH_TOKEN);
+    let claims = auth_token::verify(state.token_key(), token, handle.wall_ms()).map_err(|error| {
+        if error == TokenError::Expired {
+            tracing::debug!("an expired etcd auth token was refused");
+        }
+        invalid()
+    })?;
+    let user = state.user(&claims.user).ok_or_else(invalid)?;
+    // A user without a password has tokens too, issued for its client certificate.
+    if auth_token::credential_of(&user.password_hash) != claims.credential {
+        return Err(invalid());
+    }
+    Ok(Caller { user: Some(claims.user), state: Arc::clone(state) })
+}
+
 impl Shared {
     /// The caller of a request with `metadata`: anybody while authentication is disabled, else
     /// the user of a valid token, or etcd's error for a missing or invalid token.
     pub(crate) async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        self.caller_of(token_of(metadata).as_deref()).await
+        caller_of(&self.handle, token_of(metadata).as_deref()).await
     }
 
-    /// The caller of a request with `metadata` once `check` allows it. A refusal (no token
-    /// while authentication is enabled, or a permission the caller lacks) is only given after a
-    /// read barrier, against the table as of then: a member whose table lags must not refuse
-    /// what an acknowledged `auth disable` or permission grant allows. An allowed request
-    /// needs no barrier: its write carries the auth revision it was checked at.
+    /// The caller of a request with `metadata` once `check` allows it ([`authorize_token`]).
     pub(crate) async fn authorize(
         &self,
         metadata: &MetadataMap,
         check: impl Fn(&Caller) -> Result<(), Status>,
     ) -> Result<Caller, Status> {
-        self.authorize_token(token_of(metadata).as_deref(), check).await
+        authorize_token(&self.handle, token_of(metadata).as_deref(), check).await
     }
 
     /// [`Shared::authorize`] for a token already taken from a request.
@@ -174,63 +254,14 @@ impl Shared {
         token: Option<&str>,
         check: impl Fn(&Caller) -> Result<(), Status>,
     ) -> Result<Caller, Status> {
-        let first = self.caller_of(token).await.and_then(|caller| check(&caller).map(|()| caller));
-        match first {
-            Err(status) if refusal(&status) => {
-                self.read_barrier().await?;
-                let caller = self.caller_of(token).await?;
-                check(&caller)?;
-                Ok(caller)
-            }
-            answer => answer,
-        }
-    }
-
-    /// [`Shared::caller`] for a token already taken from a request.
-    pub(crate) async fn caller_of(&self, token: Option<&str>) -> Result<Caller, Status> {
-        let state = self.handle.auth();
-        if !state.enabled() {
-            return Ok(Caller { user: None, state });
-        }
-        let token = token.ok_or_else(|| errors::status(errors::USER_EMPTY))?;
-        match self.check_token(&state, token) {
-            Err(status) if status.code() != Code::Unauthenticated => Err(status),
-            Ok(caller) => Ok(caller),
-            // Signed with a key, or for a user or password, this node has not applied yet:
-            // catch up once.
-            Err(_) => {
-                self.read_barrier().await?;
-                let state = self.handle.auth();
-                if !state.enabled() {
-                    return Ok(Caller { user: None, state });
-                }
-                self.check_token(&state, token)
-            }
-        }
-    }
-
-    fn check_token(&self, state: &Arc<AuthState>, token: &str) -> Result<Caller, Status> {
-        let invalid = || errors::status(errors::INVALID_AUTH_TOKEN);
-        let claims = auth_token::verify(state.token_key(), token, self.handle.wall_ms()).map_err(|error| {
-            if error == TokenError::Expired {
-                tracing::debug!("an expired etcd auth token was refused");
-            }
-            invalid()
-        })?;
-        let user = state.user(&claims.user).ok_or_else(invalid)?;
-        // A user without a password has tokens too, issued for its client certificate.
-        if auth_token::credential_of(&user.password_hash) != claims.credential {
-            return Err(invalid());
-        }
-        Ok(Caller { user: Some(claims.user), state: Arc::clone(state) })
+        authorize_token(&self.handle, token, check).await
     }
 
     /// Whether the auth table changed since `caller` was checked: a linearizable read checked
     /// before its barrier is checked again when it did (`kv.rs`), against a table at least as
     /// new as the read.
     pub(crate) fn auth_moved(&self, caller: &Caller) -> bool {
-        let state = self.handle.auth();
-        state.revision() != caller.auth_revision() && (state.enabled() || caller.user.is_some())
+        auth_moved(&self.handle, caller)
     }
 
     /// A short-lived `root` token for this node's own calls to other members (the corruption

@@ -38,7 +38,7 @@
 //! node's local state. Watches subscribe to the node's applied-event broadcast and replay
 //! history from the store, like the native watch.
 
-mod access;
+pub(crate) mod access;
 mod alarm;
 mod auth;
 mod auth_token;
@@ -47,7 +47,7 @@ mod cert_identity;
 mod cluster;
 mod convert;
 mod corruption;
-mod errors;
+pub(crate) mod errors;
 mod forward;
 #[cfg(not(madsim))]
 mod gateway;
@@ -116,12 +116,7 @@ impl Shared {
     /// by the leader (a ReadIndex round), so that a read of its state that follows is
     /// linearizable.
     pub(crate) async fn read_barrier(&self) -> Result<(), tonic::Status> {
-        let nothing = keel_core::kv::KeyRange::key(bytes::Bytes::from_static(b"\0"));
-        let consistency = crate::node::ReadConsistency::Linearizable;
-        // The read itself cannot fail: the latest revision is always readable.
-        let _latest =
-            self.handle.range(nothing, None, 1, consistency).await.map_err(|error| errors::of_client(&error))?;
-        Ok(())
+        access::read_barrier(&self.handle).await
     }
 
     /// Checks `command` against the limits and replicates it; on a follower, says where the

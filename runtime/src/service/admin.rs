@@ -20,6 +20,9 @@
 //! * **Status** reports role, term, leader hint (with address), commit, applied and last log
 //!   indexes, store revision, voters and learners, and on the leader the per-peer progress and
 //!   whether a quorum was heard from within an election timeout.
+//!
+//! With etcd authentication on (`access.rs`), ChangeMembership and TransferLeadership need the
+//! `root` role and GetMembership a valid token; Status needs nothing, as etcd's.
 
 use std::time::Duration;
 
@@ -34,7 +37,9 @@ use keel_core::{LearnerKind, Membership, MembershipChange, MembershipError, Node
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use super::access;
 use super::error::{wire_error, wire_leader_hint, RetryHints, WireError};
+use crate::etcd::access::Caller;
 use crate::node::{ClientError, NodeConfig, NodeHandle, NodeStatus};
 
 /// The gRPC server type that serves [`AdminService`].
@@ -186,10 +191,18 @@ impl AdminService {
 #[tonic::async_trait]
 impl ClusterAdmin for AdminService {
     async fn change_membership(&self, request: Request<WireChange>) -> Result<Response<MembershipResponse>, Status> {
+        let token = access::token_of(request.metadata());
+        if let Err(error) = access::authorize(&self.handle, token.as_deref(), Caller::require_admin).await {
+            return Ok(Response::new(membership_error(error)));
+        }
         Ok(Response::new(AdminService::change_membership(self, request.into_inner()).await))
     }
 
-    async fn get_membership(&self, _request: Request<StatusRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn get_membership(&self, request: Request<StatusRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let token = access::token_of(request.metadata());
+        if let Err(error) = access::authenticate(&self.handle, token.as_deref()).await {
+            return Ok(Response::new(membership_error(error)));
+        }
         Ok(Response::new(self.membership().await))
     }
 
@@ -197,6 +210,10 @@ impl ClusterAdmin for AdminService {
         &self,
         request: Request<TransferLeadershipRequest>,
     ) -> Result<Response<AdminResponse>, Status> {
+        let token = access::token_of(request.metadata());
+        if let Err(error) = access::authorize(&self.handle, token.as_deref(), Caller::require_admin).await {
+            return Ok(Response::new(admin_error(error)));
+        }
         Ok(Response::new(AdminService::transfer_leadership(self, request.into_inner().target).await))
     }
 

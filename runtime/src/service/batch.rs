@@ -47,12 +47,18 @@ const OUTPUT_BUFFER_MESSAGES: usize = 16;
 type InFlight = Pin<Box<dyn Future<Output = BatchResponse> + Send>>;
 
 /// Opens the answer stream of one `Batch` call and spawns the task that serves it.
-pub(super) fn open<S>(service: ClientService, inbound: S, closing: watch::Receiver<bool>) -> BoxStream<BatchResponses>
+pub(super) fn open<S>(
+    service: ClientService,
+    token: Option<String>,
+    inbound: S,
+    closing: watch::Receiver<bool>,
+) -> BoxStream<BatchResponses>
 where
     S: Stream<Item = Result<BatchRequests, Status>> + Send + Unpin + 'static,
 {
     let (output, receiver) = mpsc::channel(OUTPUT_BUFFER_MESSAGES);
-    let session = Session { service, inbound, output, closing, in_flight: FuturesUnordered::new() };
+    let token = token.map(std::sync::Arc::<str>::from);
+    let session = Session { service, token, inbound, output, closing, in_flight: FuturesUnordered::new() };
     tokio::spawn(session.run());
     Box::pin(ChannelStream::new(receiver))
 }
@@ -60,6 +66,8 @@ where
 /// The state of one `Batch` stream.
 struct Session<S> {
     service: ClientService,
+    /// The token the stream was opened with (`access.rs`): each request is checked with it.
+    token: Option<std::sync::Arc<str>>,
     inbound: S,
     output: mpsc::Sender<Result<BatchResponses, Status>>,
     closing: watch::Receiver<bool>,
@@ -136,7 +144,7 @@ where
     fn accept(&mut self, batch: BatchRequests) -> Result<(), Status> {
         check_limits(self.service.config(), batch.requests.len(), self.in_flight.len())?;
         for request in batch.requests {
-            self.in_flight.push(start(self.service.clone(), request));
+            self.in_flight.push(start(self.service.clone(), self.token.clone(), request));
         }
         Ok(())
     }
@@ -164,12 +172,13 @@ pub(super) fn check_limits(config: &ServiceConfig, count: usize, in_flight: usiz
 }
 
 /// The future that carries out one request as its unary call would, and tags the answer.
-fn start(service: ClientService, request: BatchRequest) -> InFlight {
+fn start(service: ClientService, token: Option<std::sync::Arc<str>>, request: BatchRequest) -> InFlight {
     let request_id = request.request_id;
     Box::pin(async move {
+        let token = token.as_deref();
         let response = match request.request {
-            Some(BatchItem::Write(write)) => service.write(write).await,
-            Some(BatchItem::Read(read)) => service.read(read).await,
+            Some(BatchItem::Write(write)) => service.write(token, write).await,
+            Some(BatchItem::Read(read)) => service.read(token, read).await,
             None => missing_request(),
         };
         BatchResponse { request_id, response: Some(response) }

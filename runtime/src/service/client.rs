@@ -56,15 +56,17 @@ use keel::proto::client::{
     WatchRequest, WatchResponse, WriteCommand, WriteResult,
 };
 use keel::proto::error::ErrorCode;
-use keel_core::kv::{KvCommand, KvLimits};
+use keel_core::kv::{KeyRange, KvCommand, KvLimits};
 use tokio::sync::mpsc;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use super::access;
 use super::error::{kv_wire_error, status_of, wire_error, RetryHints, WireError};
 pub use super::watcher::membership_snapshot;
 use super::watcher::{canceled, watch_membership, KeyFilter, Watcher};
 use super::{shutting_down_status, ChannelStream, ServiceConfig, StreamCloser, WatcherSlots, ENTRY_OVERHEAD_BYTES};
+use crate::etcd::access::Caller;
 use crate::node::{ClientError, NodeConfig, NodeHandle, ReadConsistency};
 
 /// The gRPC server type that serves [`ClientService`] (`add_service` it to a
@@ -143,17 +145,18 @@ impl ClientService {
         &self.shared.config
     }
 
-    /// Serves one `Batch` stream of requests (see `batch.rs`): answers stream back as the
+    /// Serves one `Batch` stream of requests (see `batch.rs`) opened with `token` (etcd
+    /// authentication, see `access.rs`; `None` while it is off): answers stream back as the
     /// requests complete, tagged with their ids.
-    pub fn open_batch<S>(&self, requests: S) -> BoxStream<BatchResponses>
+    pub fn open_batch<S>(&self, token: Option<String>, requests: S) -> BoxStream<BatchResponses>
     where
         S: tonic::codegen::tokio_stream::Stream<Item = Result<BatchRequests, Status>> + Send + Unpin + 'static,
     {
-        super::batch::open(self.clone(), requests, self.shared.closer.subscribe())
+        super::batch::open(self.clone(), token, requests, self.shared.closer.subscribe())
     }
 
-    /// Carries out one write; errors are in the answer.
-    pub async fn write(&self, request: ClientWriteRequest) -> ClientResponse {
+    /// Carries out one write sent with `token` (see `access.rs`); errors are in the answer.
+    pub async fn write(&self, token: Option<&str>, request: ClientWriteRequest) -> ClientResponse {
         let command = match command_of(request.command) {
             Ok(command) => command,
             Err(error) => return error_response(error),
@@ -161,7 +164,12 @@ impl ClientService {
         if let Err(error) = self.shared.limits.validate(&command) {
             return error_response(kv_wire_error(&error));
         }
-        match self.handle.write(command).await {
+        let caller =
+            match access::authorize(&self.handle, token, |caller| access::require_write(caller, &command)).await {
+                Ok(caller) => caller,
+                Err(error) => return error_response(error),
+            };
+        match self.handle.write(caller.authorized(command)).await {
             Ok(result) => match result.error {
                 Some(error) => error_response(kv_wire_error(&error)),
                 None => ClientResponse {
@@ -174,8 +182,8 @@ impl ClientService {
         }
     }
 
-    /// Carries out one read; errors are in the answer.
-    pub async fn read(&self, request: ClientReadRequest) -> ClientResponse {
+    /// Carries out one read sent with `token` (see `access.rs`); errors are in the answer.
+    pub async fn read(&self, token: Option<&str>, request: ClientReadRequest) -> ClientResponse {
         let config = &self.shared.config;
         if request.keys.len() > config.read_keys_max {
             let message = format!(
@@ -192,10 +200,22 @@ impl ClientService {
             Ok(consistency) => consistency,
             Err(error) => return error_response(error),
         };
-        let values = match self.handle.read(request.keys, consistency).await {
+        let check =
+            |caller: &Caller| request.keys.iter().try_for_each(|key| caller.require_read(&KeyRange::key(key.clone())));
+        let caller = match access::authorize(&self.handle, token, check).await {
+            Ok(caller) => caller,
+            Err(error) => return error_response(error),
+        };
+        let values = match self.handle.read(request.keys.clone(), consistency).await {
             Ok(values) => values,
             Err(error) => return error_response(self.client_error(&error).await),
         };
+        // Checked before the read's barrier: checked again against a table as new as the read.
+        if consistency != ReadConsistency::Eventual && access::auth_moved(&self.handle, &caller) {
+            if let Err(error) = access::authorize(&self.handle, token, check).await {
+                return error_response(error);
+            }
+        }
         let results: Vec<ClientResult> =
             values.into_iter().flatten().map(|kv| ClientResult { key: kv.key, value: kv.value }).collect();
         let size: usize = results.iter().map(|r| r.key.len() + r.value.len() + ENTRY_OVERHEAD_BYTES).sum();
@@ -213,8 +233,9 @@ impl ClientService {
         }
     }
 
-    /// Carries out one prefix scan; errors are gRPC statuses (see the module docs).
-    pub async fn scan(&self, request: ScanRequest) -> Result<ScanResponse, Status> {
+    /// Carries out one prefix scan sent with `token` (see `access.rs`); errors are gRPC
+    /// statuses (see the module docs).
+    pub async fn scan(&self, token: Option<&str>, request: ScanRequest) -> Result<ScanResponse, Status> {
         let prefix = request.prefix;
         if !prefix.starts_with(b"/") {
             let message = "the scan prefix must start with '/', for example \"/services/\"";
@@ -225,10 +246,15 @@ impl ClientService {
                 keel_core::kv::KvError::KeyTooLarge { size: prefix.len(), max: self.shared.limits.key_bytes_max };
             return Err(status_of(&kv_wire_error(&error)));
         }
-        let range = match self.handle.scan(prefix, ReadConsistency::Linearizable).await {
+        let check = |caller: &Caller| caller.require_read(&KeyRange::prefix(prefix.clone()));
+        let caller = access::authorize(&self.handle, token, check).await.map_err(|error| status_of(&error))?;
+        let range = match self.handle.scan(prefix.clone(), ReadConsistency::Linearizable).await {
             Ok(range) => range,
             Err(error) => return Err(status_of(&self.client_error(&error).await)),
         };
+        if access::auth_moved(&self.handle, &caller) {
+            access::authorize(&self.handle, token, check).await.map_err(|error| status_of(&error))?;
+        }
         let size: usize = range.kvs.iter().map(|kv| kv.key.len() + kv.value.len() + ENTRY_OVERHEAD_BYTES).sum();
         let max = self.shared.config.message_bytes_max;
         if size > max {
@@ -242,8 +268,9 @@ impl ClientService {
         Ok(ScanResponse { entries, revision: range.revision })
     }
 
-    /// Opens a watch stream (see the module docs).
-    pub async fn open_watch(&self, request: WatchRequest) -> BoxStream<WatchResponse> {
+    /// Opens a watch stream sent with `token` (see `access.rs`; checked once, when it opens, as
+    /// etcd checks its watches) (see the module docs).
+    pub async fn open_watch(&self, token: Option<&str>, request: WatchRequest) -> BoxStream<WatchResponse> {
         let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
         let stream: BoxStream<WatchResponse> = Box::pin(ChannelStream::new(receiver));
         if self.shared.closer.is_closed() {
@@ -257,6 +284,14 @@ impl ClientService {
                 return stream;
             }
         };
+        let range = match &filter {
+            KeyFilter::Exact(key) => KeyRange::key(key.clone()),
+            KeyFilter::Prefix(prefix) => KeyRange::prefix(prefix.clone()),
+        };
+        if let Err(error) = access::authorize(&self.handle, token, |caller| caller.require_read(&range)).await {
+            let _ = output.try_send(Ok(canceled(error.code, 0)));
+            return stream;
+        }
         let Some(slot) = self.shared.slots.acquire() else {
             let _ = output.try_send(Ok(canceled(ErrorCode::Overloaded, 0)));
             return stream;
@@ -288,8 +323,10 @@ impl ClientService {
         stream
     }
 
-    /// Opens a membership watch stream (see the module docs).
-    pub fn open_membership_watch(&self) -> Result<BoxStream<MembershipSnapshot>, Status> {
+    /// Opens a membership watch stream sent with `token` (see `access.rs`: any valid token)
+    /// (see the module docs).
+    pub async fn open_membership_watch(&self, token: Option<&str>) -> Result<BoxStream<MembershipSnapshot>, Status> {
+        access::authenticate(&self.handle, token).await.map_err(|error| status_of(&error))?;
         let Some(slot) = self.shared.slots.acquire() else {
             let message = format!("too many open watch streams (watchers_max = {})", self.shared.config.watchers_max);
             let error = WireError::new(ErrorCode::Overloaded, message).retry_after(self.shared.retry.overloaded_ms);
@@ -362,33 +399,38 @@ impl RaftClientService for ClientService {
         &self,
         request: Request<ClientWriteRequest>,
     ) -> Result<Response<ClientResponse>, Status> {
-        Ok(Response::new(self.write(request.into_inner()).await))
+        let token = access::token_of(request.metadata());
+        Ok(Response::new(self.write(token.as_deref(), request.into_inner()).await))
     }
 
     async fn handle_client_read(
         &self,
         request: Request<ClientReadRequest>,
     ) -> Result<Response<ClientResponse>, Status> {
-        Ok(Response::new(self.read(request.into_inner()).await))
+        let token = access::token_of(request.metadata());
+        Ok(Response::new(self.read(token.as_deref(), request.into_inner()).await))
     }
 
     async fn handle_client_scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.scan(request.into_inner()).await.map(Response::new)
+        let token = access::token_of(request.metadata());
+        self.scan(token.as_deref(), request.into_inner()).await.map(Response::new)
     }
 
     type WatchStream = BoxStream<WatchResponse>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(self.open_watch(request.into_inner()).await))
+        let token = access::token_of(request.metadata());
+        Ok(Response::new(self.open_watch(token.as_deref(), request.into_inner()).await))
     }
 
     type WatchMembershipStream = BoxStream<MembershipSnapshot>;
 
     async fn watch_membership(
         &self,
-        _request: Request<WatchMembershipRequest>,
+        request: Request<WatchMembershipRequest>,
     ) -> Result<Response<Self::WatchMembershipStream>, Status> {
-        self.open_membership_watch().map(Response::new)
+        let token = access::token_of(request.metadata());
+        self.open_membership_watch(token.as_deref()).await.map(Response::new)
     }
 
     type BatchStream = BoxStream<BatchResponses>;
@@ -397,7 +439,8 @@ impl RaftClientService for ClientService {
         &self,
         request: Request<tonic::Streaming<BatchRequests>>,
     ) -> Result<Response<Self::BatchStream>, Status> {
-        Ok(Response::new(self.open_batch(request.into_inner())))
+        let token = access::token_of(request.metadata());
+        Ok(Response::new(self.open_batch(token, request.into_inner())))
     }
 }
 

@@ -11,7 +11,9 @@
 //! | `KvError::CommandTooLarge`, `TooManyTxnOps` | `REQUEST_TOO_LARGE` | |
 //! | `KvError::EmptyKey`, `ZeroTtl`, `Compacted`, `FutureRevision` | `INVALID_ARGUMENT` | |
 //! | `KvError::NoSpace` (a write that grows the store while a NOSPACE alarm is raised) | `INVALID_ARGUMENT` | |
-//! | `KvError::Auth*`, `NestedAuthorized` (auth commands, and requests checked at an old auth revision) | `INVALID_ARGUMENT` | |
+//! | `KvError::AuthOldRevision` (a write checked against an auth table that changed before it applied) | `PROPOSAL_DROPPED` | |
+//! | `KvError::Auth*`, `NestedAuthorized` (auth commands) | `INVALID_ARGUMENT` | |
+//! | a refusal of the caller (`access.rs`): no token, an invalid or expired one; no permission | `UNAUTHENTICATED`; `PERMISSION_DENIED` | |
 //! | `ClientError::ProposalDropped` | `PROPOSAL_DROPPED` | leader hint when known |
 //! | `ClientError::OutcomeUnknown` | `OUTCOME_UNKNOWN` | |
 //! | `ClientError::Timeout` | `TIMEOUT` | |
@@ -135,12 +137,13 @@ pub fn kv_code_of(error: &KvError) -> ErrorCode {
         | KvError::AuthRoleNotGranted
         | KvError::AuthPermissionNotGranted
         | KvError::AuthInvalidManagement
-        | KvError::AuthOldRevision
         | KvError::AuthEmptyName { .. }
         | KvError::AuthNameTooLarge { .. }
         | KvError::AuthHashTooLarge { .. }
         | KvError::AuthLimit { .. }
         | KvError::NestedAuthorized => ErrorCode::InvalidArgument,
+        // Not applied, on any member: a retry is checked against the new table.
+        KvError::AuthOldRevision => ErrorCode::ProposalDropped,
     }
 }
 
@@ -170,6 +173,8 @@ pub fn grpc_code_of(code: ErrorCode) -> Code {
         ErrorCode::WatchLagged => Code::Aborted,
         ErrorCode::Compacted => Code::OutOfRange,
         ErrorCode::StorageFailure | ErrorCode::Internal => Code::Internal,
+        ErrorCode::Unauthenticated => Code::Unauthenticated,
+        ErrorCode::PermissionDenied => Code::PermissionDenied,
     }
 }
 
@@ -234,7 +239,7 @@ mod tests {
         assert_eq!(kv_code_of(&KvError::ValueTooLarge { size: 9, max: 8 }), ErrorCode::ValueTooLarge);
         assert_eq!(kv_code_of(&KvError::CommandTooLarge { size: 9, max: 8 }), ErrorCode::RequestTooLarge);
         assert_eq!(kv_code_of(&KvError::EmptyKey), ErrorCode::InvalidArgument);
-        assert_eq!(kv_code_of(&KvError::AuthOldRevision), ErrorCode::InvalidArgument);
+        assert_eq!(kv_code_of(&KvError::AuthOldRevision), ErrorCode::ProposalDropped);
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! All tokio and tonic use goes through `madsim-tokio` / `madsim-tonic`, so the services run
 //! unchanged in the simulator (`--cfg madsim`).
 
+mod access;
 pub mod admin;
 mod batch;
 pub mod client;

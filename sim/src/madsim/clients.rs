@@ -116,9 +116,12 @@ impl Default for Recorder {
 }
 
 /// Client options for the simulation: deadlines short enough that an operation stuck behind a
-/// fault ends (as unknown) well within the heal phase, with lease and batch variants.
+/// fault ends (as unknown) well within the heal phase, with lease and batch variants. The
+/// clients log in as [`super::etcd_auth::SIM_USER`] on the seeds that enable etcd
+/// authentication (`etcd_auth.rs`); elsewhere no node asks them to, and they never do.
 pub fn client_options(client_id: u32, batch_stream: bool) -> ClientOptions {
     ClientOptions {
+        credentials: Some(super::etcd_auth::sim_credentials()),
         client_id,
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(3_000),
@@ -152,6 +155,8 @@ pub fn write_certainly_failed(error: &ClientError) -> bool {
                 | C::ValueTooLarge
                 | C::RequestTooLarge
                 | C::ShuttingDown
+                | C::Unauthenticated
+                | C::PermissionDenied
         ),
         _ => false,
     }

@@ -185,37 +185,76 @@ async fn revoke_everything_once(address: &str) -> Result<(), CallFailure> {
     }
 }
 
-/// One write of [`write_counter`]: the number written, when it was sent (virtual time), and
-/// whether it was acknowledged.
+/// One write of [`write_counter`]: the number written, when it was sent (virtual time), through
+/// which API, and whether it was acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attempt {
     /// The counter value written.
     pub value: u64,
     /// When the write was sent.
     pub sent: tokio::time::Instant,
+    /// Sent through the native API (`KeelClient`), else through the etcd API.
+    pub native: bool,
     /// Whether it was acknowledged.
     pub acknowledged: bool,
 }
 
-/// As [`SIM_USER`], writes 1, 2, 3, ... to `key` through the nodes at `addresses` in turn, one
-/// every 20 ms, recording each attempt in `attempts`, until `stop` is set.
-pub async fn write_counter(
-    addresses: Vec<String>,
-    key: &str,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    attempts: std::sync::Arc<std::sync::Mutex<Vec<Attempt>>>,
-) {
-    let nodes = addresses.len().max(1) as u64;
-    let mut clients = super::etcd_clients::EtcdClients::new(addresses, Some(sim_credentials()));
-    let mut value = 0u64;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        value += 1;
-        let sent = tokio::time::Instant::now();
-        let acknowledged = clients.write((value % nodes) as usize, key, Some(&value.to_string())).await.is_ok();
-        if let Ok(mut attempts) = attempts.lock() {
-            attempts.push(Attempt { value, sent, acknowledged });
+/// Counter values are drawn from one sequence by every writer of [`write_counter`].
+type Counter = std::sync::Arc<std::sync::atomic::AtomicU64>;
+/// Where [`write_counter`]'s writers record their attempts.
+type Attempts = std::sync::Arc<std::sync::Mutex<Vec<Attempt>>>;
+/// What makes [`write_counter`]'s writers stop.
+type Stop = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// As [`SIM_USER`], writes 1, 2, 3, ... to `key`, recording each attempt in `attempts`, until
+/// `stop` is set: through the etcd API of the nodes at `addresses` in turn, one every 20 ms,
+/// and at the same time through the native API (`KeelClient`, which checks its callers against
+/// the same table), one writer per node, each writing every 5 ms, so that some native write
+/// reaches a new leader soon after it is elected, while its auth table may still lag.
+pub async fn write_counter(addresses: Vec<String>, key: &str, stop: Stop, attempts: Attempts) {
+    let counter = Counter::default();
+    let mut native = Vec::new();
+    for (index, address) in addresses.iter().enumerate() {
+        let options = super::clients::client_options(7 + index as u32, false);
+        if let Ok(client) = keel::client::KeelClient::new(vec![address.clone()], options) {
+            let writer = native_writer(client, key.to_string(), counter.clone(), stop.clone(), attempts.clone());
+            native.push(tokio::spawn(writer));
         }
+    }
+    let nodes = addresses.len().max(1);
+    let mut clients = super::etcd_clients::EtcdClients::new(addresses, Some(sim_credentials()));
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let value = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let sent = tokio::time::Instant::now();
+        let acknowledged = clients.write(value as usize % nodes, key, Some(&value.to_string())).await.is_ok();
+        record(&attempts, Attempt { value, sent, native: false, acknowledged });
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for writer in native {
+        let _ = writer.await;
+    }
+}
+
+/// One native writer of [`write_counter`].
+async fn native_writer(
+    client: keel::client::KeelClient,
+    key: String,
+    counter: Counter,
+    stop: Stop,
+    attempts: Attempts,
+) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let value = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let sent = tokio::time::Instant::now();
+        let acknowledged = client.put(key.clone(), value.to_string(), None).await.is_ok();
+        record(&attempts, Attempt { value, sent, native: true, acknowledged });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn record(attempts: &Attempts, attempt: Attempt) {
+    if let Ok(mut attempts) = attempts.lock() {
+        attempts.push(attempt);
     }
 }
 

@@ -185,14 +185,9 @@ impl EtcdClients {
     }
 }
 
-/// A user name and password of etcd authentication.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// The user.
-    pub user: String,
-    /// Its password.
-    pub password: String,
-}
+/// A user name and password of etcd authentication: the native client's, so that both kinds
+/// of simulated client log in alike.
+pub use keel::client::Credentials;
 
 /// A token for `credentials` from the node behind `channel` (etcd's `Authenticate`).
 pub async fn log_in(channel: &Channel, credentials: &Credentials) -> Result<String, CallFailure> {

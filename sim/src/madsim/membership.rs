@@ -135,7 +135,10 @@ impl Admin {
         addresses: Vec<String>,
         rng: Rng,
     ) -> Result<Self, String> {
-        let client = KeelClient::new(initial.values().cloned().collect(), client_options(ADMIN_CLIENT_ID, false))
+        // Membership changes and transfers need the root role once authentication is on.
+        let credentials = Some(super::etcd_auth::root_credentials());
+        let options = keel::client::ClientOptions { credentials, ..client_options(ADMIN_CLIENT_ID, false) };
+        let client = KeelClient::new(initial.values().cloned().collect(), options)
             .map_err(|error| format!("cannot make the admin client: {error}"))?;
         let machine = Handle::current().create_node().name("admin").ip(ip).build();
         let acknowledged = Acknowledged { voters: initial.keys().copied().collect(), ..Acknowledged::default() };

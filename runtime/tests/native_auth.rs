@@ -1,0 +1,141 @@
+//! The native API (`KeelClient`, its `Batch` stream, the admin service) under etcd
+//! authentication, on a 3-member cluster (plain build only): no token, a wrong password, a
+//! user's permissions on writes, compare-and-swap, reads, scans and watches, `root` for
+//! administration, a revoked permission, an expired token the client replaces by itself, and a
+//! disabled authentication that opens everything again.
+#![cfg(not(madsim))]
+
+use std::time::Duration;
+
+use keel::client::{ClientError, ClientOptions, Consistency, Credentials, KeelClient};
+use keel::proto::authpb::{permission, Permission};
+use keel::proto::error::ErrorCode;
+use keel::proto::etcdserverpb::auth_client::AuthClient;
+use keel::proto::etcdserverpb::{AuthDisableRequest, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest};
+
+#[path = "support/etcd_auth.rs"]
+mod support;
+use support::{add_alice, cluster, enable, with};
+
+/// A client of `endpoints` acting as `user` (no credentials for `None`).
+fn client(endpoints: &[String], user: Option<(&str, &str)>, batch_stream: bool) -> KeelClient {
+    let credentials = user.map(|(user, password)| Credentials { user: user.into(), password: password.into() });
+    let options =
+        ClientOptions { credentials, batch_stream, deadline: Duration::from_secs(10), ..ClientOptions::default() };
+    KeelClient::new(endpoints.to_vec(), options).expect("valid endpoints")
+}
+
+/// The error code of a refused operation.
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<ErrorCode> {
+    result.expect_err("refused").code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_api_checks_every_caller_once_authentication_is_enabled() {
+    let (nodes, channels, addresses) = cluster(300_000).await;
+    let anonymous = client(&addresses, None, false);
+    anonymous.put("/app/before", "1", None).await.expect("open before auth enable");
+    let root = enable(&channels[0]).await;
+    add_alice(&channels[1], &root).await;
+    // And write-only on /drop.
+    let write_only =
+        Permission { perm_type: permission::Type::Write as i32, key: "/drop".into(), range_end: "".into() };
+    let grant = AuthRoleGrantPermissionRequest { name: "app".into(), perm: Some(write_only) };
+    AuthClient::new(channels[0].clone()).role_grant_permission(with(&root, grant)).await.expect("granted");
+
+    // Without a token, or with a wrong password: nothing but Status.
+    assert_eq!(code(anonymous.put("/app/x", "1", None).await), Some(ErrorCode::Unauthenticated));
+    assert_eq!(code(anonymous.get(["/app/before"], Consistency::Linearizable).await), Some(ErrorCode::Unauthenticated));
+    assert_eq!(code(anonymous.scan("/app/").await), Some(ErrorCode::Unauthenticated));
+    assert_eq!(code(anonymous.members().await), Some(ErrorCode::Unauthenticated));
+    anonymous.status(&addresses[0]).await.expect("status needs no token, as etcd's");
+    let wrong = client(&addresses, Some(("alice", "nope")), false);
+    let refused = wrong.put("/app/x", "1", None).await.expect_err("a wrong password");
+    assert!(refused.to_string().contains("authentication failed"), "{refused}");
+
+    // alice: read-write on /app/, read-only on /shared, nothing else; unary and batched alike.
+    for batch_stream in [false, true] {
+        let alice = client(&addresses, Some(("alice", "alicepw")), batch_stream);
+        alice.put("/app/x", "1", None).await.expect("inside /app/");
+        assert!(alice.cas("/app/x", Some("1"), "2").await.expect("a compare-and-swap inside /app/"));
+        let read = alice.get(["/app/x"], Consistency::Linearizable).await.expect("a read inside /app/");
+        assert_eq!(read[0].value, "2");
+        alice.get(["/shared"], Consistency::Eventual).await.expect("a read-only key reads");
+        assert_eq!(code(alice.put("/other", "1", None).await), Some(ErrorCode::PermissionDenied));
+        assert_eq!(code(alice.put("/shared", "1", None).await), Some(ErrorCode::PermissionDenied));
+        assert_eq!(code(alice.delete("/shared").await), Some(ErrorCode::PermissionDenied));
+        // A compare-and-swap writes, and tells its caller about the value: it needs both.
+        assert_eq!(code(alice.cas("/shared", None::<&str>, "1").await), Some(ErrorCode::PermissionDenied));
+        alice.put("/drop", "1", None).await.expect("write-only");
+        assert_eq!(code(alice.cas("/drop", Some("1"), "2").await), Some(ErrorCode::PermissionDenied));
+        assert_eq!(code(alice.get(["/drop"], Consistency::Linearizable).await), Some(ErrorCode::PermissionDenied));
+        let refused = alice.get(["/app/x", "/other"], Consistency::Linearizable).await;
+        assert_eq!(code(refused), Some(ErrorCode::PermissionDenied));
+    }
+    let alice = client(&addresses, Some(("alice", "alicepw")), false);
+    assert_eq!(alice.scan("/app/").await.expect("a scan of /app/").entries.len(), 2);
+    assert_eq!(code(alice.scan("/").await), Some(ErrorCode::PermissionDenied));
+    // Watches: one inside /app/ sees alice's write; one outside is canceled with the reason.
+    let mut events = alice.watch("/app/", true, false).await.expect("a watch of /app/");
+    alice.put("/app/w", "1", None).await.expect("written");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("in time");
+    assert_eq!(event.expect("an event").expect("not an error").key, "/app/w");
+    let mut refused = alice.watch("/other", false, false).await.expect("the stream opens");
+    let canceled = tokio::time::timeout(Duration::from_secs(5), refused.next()).await.expect("in time");
+    let error = canceled.expect("an answer").expect_err("canceled");
+    assert!(matches!(error, ClientError::WatchCanceled { code: ErrorCode::PermissionDenied, .. }), "{error:?}");
+
+    // Administration: any user lists members, only root changes them or moves leadership.
+    assert_eq!(alice.members().await.expect("members").voters.len(), 3);
+    assert_eq!(code(alice.add_learner(9, "127.0.0.1:1", true).await), Some(ErrorCode::PermissionDenied));
+    assert_eq!(code(alice.transfer_leader(1).await), Some(ErrorCode::PermissionDenied));
+    let admin = client(&addresses, Some(("root", "rootpw")), false);
+    admin.put("/other", "root", None).await.expect("root writes anywhere");
+    let leader = admin.status(&addresses[0]).await.expect("status").leader.expect("a leader").id;
+    admin.transfer_leader(leader).await.expect("root moves leadership (here: where it is)");
+    for node in nodes {
+        node.shutdown().await.expect("a clean stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_permission_refuses_the_next_write_and_disabling_opens_everything() {
+    let (nodes, channels, addresses) = cluster(300_000).await;
+    let root = enable(&channels[0]).await;
+    add_alice(&channels[0], &root).await;
+    let alice = client(&addresses, Some(("alice", "alicepw")), true);
+    alice.put("/app/k", "1", None).await.expect("allowed");
+    let revoke = AuthRoleRevokePermissionRequest { role: "app".into(), key: "/app/".into(), range_end: "/app0".into() };
+    AuthClient::new(channels[2].clone()).role_revoke_permission(with(&root, revoke)).await.expect("revoked");
+    // The same client and token: the revocation counts from the moment it was answered.
+    assert_eq!(code(alice.put("/app/k", "2", None).await), Some(ErrorCode::PermissionDenied));
+    let read = alice.get(["/app/k"], Consistency::Linearizable).await;
+    assert_eq!(code(read), Some(ErrorCode::PermissionDenied));
+    AuthClient::new(channels[1].clone()).auth_disable(with(&root, AuthDisableRequest {})).await.expect("disabled");
+    let anonymous = client(&addresses, None, false);
+    anonymous.put("/app/k", "3", None).await.expect("open again");
+    // A client with credentials keeps working: it sends a token nobody checks any more.
+    alice.put("/app/k", "4", None).await.expect("still allowed");
+    for node in nodes {
+        node.shutdown().await.expect("a clean stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_logs_in_again_when_its_token_expires() {
+    let (nodes, channels, addresses) = cluster(1_000).await;
+    let root = enable(&channels[0]).await;
+    add_alice(&channels[0], &root).await;
+    for batch_stream in [false, true] {
+        let alice = client(&addresses, Some(("alice", "alicepw")), batch_stream);
+        alice.put("/app/k", "1", None).await.expect("a first token");
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        // The node refuses the expired token; the client logs in again and retries once.
+        alice.put("/app/k", "2", None).await.expect("a second token");
+        let read = alice.get(["/app/k"], Consistency::Linearizable).await.expect("read");
+        assert_eq!(read[0].value, "2");
+    }
+    for node in nodes {
+        node.shutdown().await.expect("a clean stop");
+    }
+}
