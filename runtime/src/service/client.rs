@@ -30,7 +30,9 @@
 //!   node's event buffer receives one `CANCELED` event with error `WATCH_LAGGED` and the
 //!   revision to resume from, and the stream ends. An invalid request or the watcher limit
 //!   ([`ServiceConfig::watchers_max`], `OVERLOADED`) is answered the same way: one `CANCELED`
-//!   event with the error. On shutdown the stream ends with the gRPC status `UNAVAILABLE`.
+//!   event with the error. On shutdown the stream ends with the gRPC status `UNAVAILABLE`. With
+//!   etcd authentication enabled, a caller without read permission on the key or prefix (or
+//!   without a valid token) is refused with the call's gRPC status instead (`access.rs`).
 //! * **WatchMembership** sends the committed `MembershipSnapshot` at once, then one per
 //!   committed configuration change; on shutdown it ends with `UNAVAILABLE`.
 //! * **Batch** (Keel extension) carries many writes and reads over one stream, each with its
@@ -268,33 +270,37 @@ impl ClientService {
         Ok(ScanResponse { entries, revision: range.revision })
     }
 
-    /// Opens a watch stream sent with `token` (see `access.rs`; checked once, when it opens, as
-    /// etcd checks its watches) (see the module docs).
-    pub async fn open_watch(&self, token: Option<&str>, request: WatchRequest) -> BoxStream<WatchResponse> {
+    /// Opens a watch stream sent with `token` (see the module docs). The caller is checked once,
+    /// when the stream opens, as etcd checks its watches (`access.rs`); a refusal is the call's
+    /// gRPC status (`UNAUTHENTICATED` or `PERMISSION_DENIED`, the Keel code in the
+    /// `keel-error-code` metadata), so that a client can log in again and retry the call.
+    pub async fn open_watch(
+        &self,
+        token: Option<&str>,
+        request: WatchRequest,
+    ) -> Result<BoxStream<WatchResponse>, Status> {
         let (output, receiver) = mpsc::channel(self.shared.config.watch_output_buffer.max(1));
         let stream: BoxStream<WatchResponse> = Box::pin(ChannelStream::new(receiver));
         if self.shared.closer.is_closed() {
             let _ = output.try_send(Err(shutting_down_status()));
-            return stream;
+            return Ok(stream);
         }
         let filter = match self.watch_filter(&request) {
             Ok(filter) => filter,
             Err(error) => {
                 let _ = output.try_send(Ok(canceled(error.code, 0)));
-                return stream;
+                return Ok(stream);
             }
         };
         let range = match &filter {
             KeyFilter::Exact(key) => KeyRange::key(key.clone()),
             KeyFilter::Prefix(prefix) => KeyRange::prefix(prefix.clone()),
         };
-        if let Err(error) = access::authorize(&self.handle, token, |caller| caller.require_read(&range)).await {
-            let _ = output.try_send(Ok(canceled(error.code, 0)));
-            return stream;
-        }
+        let check = |caller: &Caller| caller.require_read(&range);
+        access::authorize(&self.handle, token, check).await.map_err(|error| status_of(&error))?;
         let Some(slot) = self.shared.slots.acquire() else {
             let _ = output.try_send(Ok(canceled(ErrorCode::Overloaded, 0)));
-            return stream;
+            return Ok(stream);
         };
         // Subscribing and reading the revision happen together on the driver: every event
         // above `revision` is received (or lost to a lag, which cancels the stream), and every
@@ -303,7 +309,7 @@ impl ClientService {
             Ok(subscription) => subscription,
             Err(error) => {
                 let _ = output.try_send(Ok(canceled(self.client_error(&error).await.code, 0)));
-                return stream;
+                return Ok(stream);
             }
         };
         let watcher = Watcher {
@@ -320,7 +326,7 @@ impl ClientService {
             _slot: slot,
         };
         tokio::spawn(watcher.run());
-        stream
+        Ok(stream)
     }
 
     /// Opens a membership watch stream sent with `token` (see `access.rs`: any valid token)
@@ -420,7 +426,7 @@ impl RaftClientService for ClientService {
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let token = access::token_of(request.metadata());
-        Ok(Response::new(self.open_watch(token.as_deref(), request.into_inner()).await))
+        self.open_watch(token.as_deref(), request.into_inner()).await.map(Response::new)
     }
 
     type WatchMembershipStream = BoxStream<MembershipSnapshot>;
