@@ -1,8 +1,9 @@
 //! The native API (`KeelClient`, its `Batch` stream, the admin service) under etcd
 //! authentication, on a 3-member cluster (plain build only): no token, a wrong password, a
 //! user's permissions on writes, compare-and-swap, reads, scans and watches, `root` for
-//! administration, a revoked permission, an expired token the client replaces by itself, and a
-//! disabled authentication that opens everything again.
+//! administration, a revoked permission, an expired token the client replaces by itself, a
+//! disabled authentication that opens everything again, and `keel bench --user` through both
+//! APIs.
 #![cfg(not(madsim))]
 
 use std::time::Duration;
@@ -137,6 +138,50 @@ async fn a_client_logs_in_again_when_its_token_expires() {
         alice.put("/app/k", "3", None).await.expect("written");
         let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("in time");
         assert_eq!(event.expect("an event").expect("not an error").value, "3");
+    }
+    for node in nodes {
+        node.shutdown().await.expect("a clean stop");
+    }
+}
+
+/// `keel bench` against the cluster at `addresses` through `api`, as `user` if given: the
+/// requests that succeeded and the JSON report.
+async fn bench(addresses: &[String], api: &str, user: Option<&str>) -> (u64, String) {
+    let mut line: Vec<String> = ["bench", "--api", api, "--requests", "200", "--clients", "4", "--warmup", "0s"]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    line.extend([
+        "--timeout".into(),
+        "3".into(),
+        "-w".into(),
+        "json".into(),
+        "--endpoints".into(),
+        addresses.join(","),
+    ]);
+    if let Some(user) = user {
+        line.extend(["--user".into(), user.into()]);
+    }
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel")).args(&line).output().expect("keel runs")
+    })
+    .await
+    .expect("the bench task");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (report["succeeded"].as_u64().unwrap_or(0), format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_bench_logs_in_with_user_through_either_api() {
+    let (nodes, channels, addresses) = cluster(300_000).await;
+    enable(&channels[0]).await;
+    for api in ["native", "etcd"] {
+        let (succeeded, report) = bench(&addresses, api, Some("root:rootpw")).await;
+        assert_eq!(succeeded, 200, "--api {api} --user root: {report}");
+        let (succeeded, report) = bench(&addresses, api, None).await;
+        let refusal = if api == "native" { "UNAUTHENTICATED" } else { "user name is empty" };
+        assert!(succeeded == 0 && report.contains(refusal), "--api {api} without --user: {report}");
     }
     for node in nodes {
         node.shutdown().await.expect("a clean stop");

@@ -203,7 +203,9 @@ async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Sender>, Failu
     };
     if plan.api == Api::Etcd {
         let load = Arc::new(
-            EtcdLoad::connect(endpoints, plan.connections, plan.timeout, plan.tls.as_ref()).await.map_err(failure)?,
+            EtcdLoad::connect(endpoints, plan.connections, plan.timeout, plan.tls.as_ref(), plan.credentials.as_ref())
+                .await
+                .map_err(failure)?,
         );
         return Ok((0..load.connections()).map(|connection| Sender::Etcd(load.clone(), connection)).collect());
     }
@@ -212,6 +214,7 @@ async fn connect(plan: &Plan, endpoints: &[String]) -> Result<Vec<Sender>, Failu
         request_timeout: ClientOptions::default().request_timeout.min(plan.timeout),
         batch_stream: !plan.unary,
         tls: plan.tls.clone(),
+        credentials: plan.credentials.clone(),
         ..ClientOptions::default()
     };
     let mut clients = Vec::with_capacity(plan.connections);

@@ -95,6 +95,10 @@ fn contradictions_are_refused() {
     // Writes ignore the read consistency; an existing cluster may have leases on.
     assert!(plan(&["--local", "--consistency", "lease"]).is_ok());
     assert!(plan(&["--workload", "read", "--consistency", "lease"]).is_ok());
+    // A local cluster has no users to log in as.
+    assert!(plan(&["--local", "--user", "alice:pw"]).unwrap_err().contains("without authentication"));
+    let user = plan(&["--endpoints", "a:1", "--user", "alice:pw"]).unwrap().credentials.unwrap();
+    assert_eq!((user.user.as_str(), user.password.as_str()), ("alice", "pw"));
 }
 
 #[test]

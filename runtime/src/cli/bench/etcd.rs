@@ -7,17 +7,25 @@
 //! would add a hop that Keel's native client never pays); it then opens `--connections` HTTP/2
 //! connections to that endpoint. Each request is one unary `Put` or `Range` with the run's
 //! deadline. A write is `Put{key, value}`; a read is `Range{key}`, with `serializable` set for
-//! `--consistency eventual` (etcd's serializable read) and unset for `linearizable`.
+//! `--consistency eventual` (etcd's serializable read) and unset for `linearizable`. With
+//! `--user`, it logs in once (`Auth.Authenticate` on that endpoint) and sends the token with
+//! every request: a run longer than the token's lifetime (`--auth-token-ttl-ms`, 5 minutes by
+//! default) sees its later requests refused.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel::client::ClientError;
+use keel::client::{ClientError, Credentials};
+use keel::proto::etcdserverpb::auth_client::AuthClient;
 use keel::proto::etcdserverpb::kv_client::KvClient;
 use keel::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use keel::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use keel::proto::etcdserverpb::{AuthenticateRequest, PutRequest, RangeRequest, StatusRequest};
 use keel::tls::ClientTls;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
+
+/// The gRPC metadata key of an etcd auth token.
+const TOKEN_METADATA: &str = "token";
 
 /// Longest wait for one endpoint's `Status` answer while looking for the leader.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,22 +37,30 @@ pub struct EtcdLoad {
     pub endpoint: String,
     clients: Vec<KvClient<Channel>>,
     timeout: Duration,
+    /// The `token` metadata every request carries, with `--user`.
+    token: Option<MetadataValue<Ascii>>,
 }
 
 impl EtcdLoad {
-    /// Finds the leader among `endpoints` and opens `connections` connections to it.
+    /// Finds the leader among `endpoints`, logs in there as `credentials` if given, and opens
+    /// `connections` connections to it.
     pub async fn connect(
         endpoints: &[String],
         connections: usize,
         timeout: Duration,
         tls: Option<&ClientTls>,
+        credentials: Option<&Credentials>,
     ) -> Result<Self, ClientError> {
         let endpoint = find_leader(endpoints, tls).await?;
         let mut clients = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
             clients.push(KvClient::new(channel(&endpoint, tls)?.connect_lazy()));
         }
-        Ok(Self { endpoint, clients, timeout })
+        let token = match credentials {
+            Some(credentials) => Some(log_in(&endpoint, tls, credentials).await?),
+            None => None,
+        };
+        Ok(Self { endpoint, clients, timeout, token })
     }
 
     /// The number of connections.
@@ -55,7 +71,7 @@ impl EtcdLoad {
     /// Puts `value` at `key` through connection `connection`.
     pub async fn put(&self, connection: usize, key: Bytes, value: Bytes) -> Result<(), ClientError> {
         let mut client = self.client(connection);
-        let request = PutRequest { key, value, ..PutRequest::default() };
+        let request = self.request(PutRequest { key, value, ..PutRequest::default() });
         self.deadline(async move { client.put(request).await.map(drop) }).await
     }
 
@@ -63,8 +79,17 @@ impl EtcdLoad {
     /// or linearizable.
     pub async fn get(&self, connection: usize, key: Bytes, serializable: bool) -> Result<(), ClientError> {
         let mut client = self.client(connection);
-        let request = RangeRequest { key, serializable, ..RangeRequest::default() };
+        let request = self.request(RangeRequest { key, serializable, ..RangeRequest::default() });
         self.deadline(async move { client.range(request).await.map(drop) }).await
+    }
+
+    /// `message` as a request, with the login token if there is one.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+        }
+        request
     }
 
     fn client(&self, connection: usize) -> KvClient<Channel> {
@@ -116,6 +141,27 @@ async fn find_leader(endpoints: &[String], tls: Option<&ClientTls>) -> Result<St
         (None, Some(error)) => Err(error),
         (None, None) => Err(ClientError::NoEndpoints),
     }
+}
+
+/// A token for `credentials` from `endpoint` (etcd's `Authenticate`).
+async fn log_in(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+    credentials: &Credentials,
+) -> Result<MetadataValue<Ascii>, ClientError> {
+    let mut auth = AuthClient::new(channel(endpoint, tls)?.connect_lazy());
+    let request = AuthenticateRequest { name: credentials.user.clone(), password: credentials.password.clone() };
+    let answer = tokio::time::timeout(STATUS_TIMEOUT, auth.authenticate(request)).await.map_err(|_| {
+        ClientError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            reason: format!("no Authenticate answer within {} s", STATUS_TIMEOUT.as_secs()),
+        }
+    })?;
+    let token = answer.map_err(|status| rpc_error(endpoint, &status))?.into_inner().token;
+    token.parse().map_err(|_| ClientError::Protocol {
+        endpoint: endpoint.to_owned(),
+        reason: "the auth token is not valid metadata text".into(),
+    })
 }
 
 fn channel(endpoint: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {

@@ -213,6 +213,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// TLS of the connections to an existing cluster (`--cacert`, `--cert`, `--key`).
     pub tls: Option<keel::tls::ClientTls>,
+    /// The etcd user the load acts as on a cluster with authentication enabled (`--user`).
+    pub credentials: Option<keel::client::Credentials>,
 }
 
 impl Plan {
@@ -226,6 +228,10 @@ impl Plan {
         let tls = args.client.tls().map_err(|error| error.to_string())?;
         if args.local && tls.is_some() {
             return Err("--local starts a plain-text cluster: give --cacert, --cert and --key with --endpoints".into());
+        }
+        let credentials = args.client.credentials()?;
+        if args.local && credentials.is_some() {
+            return Err("--local starts a cluster without authentication: give --user with --endpoints".into());
         }
         let length = match args.requests {
             Some(requests) => Length::Requests(requests),
@@ -277,6 +283,7 @@ impl Plan {
             format: args.client.format,
             timeout: Duration::from_secs(args.client.timeout),
             tls,
+            credentials,
         })
     }
 
