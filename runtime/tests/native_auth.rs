@@ -2,21 +2,25 @@
 //! authentication, on a 3-member cluster (plain build only): no token, a wrong password, a
 //! user's permissions on writes, compare-and-swap, reads, scans and watches, `root` for
 //! administration, a revoked permission, an expired token the client replaces by itself, a
-//! disabled authentication that opens everything again, and `keel bench --user` through both
-//! APIs.
+//! disabled authentication that opens everything again, `keel bench --user` through both
+//! APIs, and native writes that an auth change overtakes refused for their old auth revision.
 #![cfg(not(madsim))]
 
 use std::time::Duration;
 
 use keel::client::{ClientError, ClientOptions, Consistency, Credentials, KeelClient};
 use keel::proto::authpb::{permission, Permission};
+use keel::proto::client::raft_client_service_client::RaftClientServiceClient;
+use keel::proto::client::write_command::{Insert, Operation};
+use keel::proto::client::{ClientWriteRequest, WriteCommand};
 use keel::proto::error::ErrorCode;
 use keel::proto::etcdserverpb::auth_client::AuthClient;
 use keel::proto::etcdserverpb::{AuthDisableRequest, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest};
 
 #[path = "support/etcd_auth.rs"]
 mod support;
-use support::{add_alice, cluster, enable, with};
+use support::{add_alice, authenticate, cluster, enable, with};
+use tonic::transport::Channel;
 
 /// A client of `endpoints` acting as `user` (no credentials for `None`).
 fn client(endpoints: &[String], user: Option<(&str, &str)>, batch_stream: bool) -> KeelClient {
@@ -183,6 +187,68 @@ async fn keel_bench_logs_in_with_user_through_either_api() {
         let refusal = if api == "native" { "UNAUTHENTICATED" } else { "user name is empty" };
         assert!(succeeded == 0 && report.contains(refusal), "--api {api} without --user: {report}");
     }
+    for node in nodes {
+        node.shutdown().await.expect("a clean stop");
+    }
+}
+
+/// One raw native insert of `key` as the holder of `token`: the answer's error code.
+async fn raw_put(channel: Channel, token: String, key: String) -> i32 {
+    let insert = Insert { key: key.into(), value: "v".into(), ttl_secs: 0 };
+    let command = Some(WriteCommand { operation: Some(Operation::Insert(insert)) });
+    let answer = RaftClientServiceClient::new(channel)
+        .handle_client_write(with(&token, ClientWriteRequest { client_id: 1, command }))
+        .await;
+    answer.map_or(-1, |answer| answer.into_inner().error)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_write_checked_against_a_table_that_changes_before_it_applies_is_refused() {
+    let (nodes, channels, addresses) = cluster(300_000).await;
+    let root = enable(&channels[0]).await;
+    add_alice(&channels[0], &root).await;
+    let leader = client(&addresses, None, false).status(&addresses[0]).await.expect("status").leader.expect("a leader");
+    let channel = channels[leader.id as usize - 1].clone();
+    let alice = authenticate(&channel, "alice", "alicepw").await.expect("alice");
+    // alice keeps 32 raw writes in flight (no client retries) while root changes an unrelated
+    // permission 20 times: each change moves the auth revision, so a write checked before a
+    // change and appended after it must be refused as a whole when it applies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (channel, alice, stop) = (channel.clone(), alice.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut codes = std::collections::BTreeMap::<i32, u64>::new();
+            let mut next = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let round = (0..32).map(|i| raw_put(channel.clone(), alice.clone(), format!("/app/{}", next + i)));
+                for code in futures_util::future::join_all(round).await {
+                    *codes.entry(code).or_default() += 1;
+                }
+                next += 32;
+            }
+            codes
+        })
+    };
+    let mut auth = AuthClient::new(channel.clone());
+    for change in 0..20 {
+        let permission =
+            Permission { perm_type: permission::Type::Read as i32, key: "/x".into(), range_end: "".into() };
+        if change % 2 == 0 {
+            let grant = AuthRoleGrantPermissionRequest { name: "app".into(), perm: Some(permission) };
+            auth.role_grant_permission(with(&root, grant)).await.expect("granted");
+        } else {
+            let revoke = AuthRoleRevokePermissionRequest { role: "app".into(), key: "/x".into(), range_end: "".into() };
+            auth.role_revoke_permission(with(&root, revoke)).await.expect("revoked");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes = writer.await.expect("the writer");
+    let (applied, refused) = (ErrorCode::Success as i32, ErrorCode::ProposalDropped as i32);
+    assert!(codes.keys().all(|code| *code == applied || *code == refused), "unexpected answers: {codes:?}");
+    assert!(codes.get(&applied).copied().unwrap_or(0) > 0, "no write applied: {codes:?}");
+    assert!(codes.get(&refused).copied().unwrap_or(0) > 0, "no write refused for an old auth revision: {codes:?}");
+    eprintln!("answers by error code: {codes:?}");
     for node in nodes {
         node.shutdown().await.expect("a clean stop");
     }
