@@ -19,7 +19,7 @@ use keel::proto::etcdserverpb::{AuthDisableRequest, AuthRoleGrantPermissionReque
 
 #[path = "support/etcd_auth.rs"]
 mod support;
-use support::{add_alice, authenticate, cluster, enable, with};
+use support::{add_alice, authenticate, cluster, cluster_with_alice, enable, stop, with};
 use tonic::transport::Channel;
 
 /// A client of `endpoints` acting as `user` (no credentials for `None`).
@@ -95,16 +95,12 @@ async fn the_native_api_checks_every_caller_once_authentication_is_enabled() {
     admin.put("/other", "root", None).await.expect("root writes anywhere");
     let leader = admin.status(&addresses[0]).await.expect("status").leader.expect("a leader").id;
     admin.transfer_leader(leader).await.expect("root moves leadership (here: where it is)");
-    for node in nodes {
-        node.shutdown().await.expect("a clean stop");
-    }
+    stop(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_permission_refuses_the_next_write_and_disabling_opens_everything() {
-    let (nodes, channels, addresses) = cluster(300_000).await;
-    let root = enable(&channels[0]).await;
-    add_alice(&channels[0], &root).await;
+    let (nodes, channels, addresses, root) = cluster_with_alice(300_000).await;
     let alice = client(&addresses, Some(("alice", "alicepw")), true);
     alice.put("/app/k", "1", None).await.expect("allowed");
     let revoke = AuthRoleRevokePermissionRequest { role: "app".into(), key: "/app/".into(), range_end: "/app0".into() };
@@ -118,16 +114,12 @@ async fn a_revoked_permission_refuses_the_next_write_and_disabling_opens_everyth
     anonymous.put("/app/k", "3", None).await.expect("open again");
     // A client with credentials keeps working: it sends a token nobody checks any more.
     alice.put("/app/k", "4", None).await.expect("still allowed");
-    for node in nodes {
-        node.shutdown().await.expect("a clean stop");
-    }
+    stop(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_logs_in_again_when_its_token_expires() {
-    let (nodes, channels, addresses) = cluster(1_000).await;
-    let root = enable(&channels[0]).await;
-    add_alice(&channels[0], &root).await;
+    let (nodes, _, addresses, _) = cluster_with_alice(1_000).await;
     for batch_stream in [false, true] {
         let alice = client(&addresses, Some(("alice", "alicepw")), batch_stream);
         alice.put("/app/k", "1", None).await.expect("a first token");
@@ -143,9 +135,7 @@ async fn a_client_logs_in_again_when_its_token_expires() {
         let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("in time");
         assert_eq!(event.expect("an event").expect("not an error").value, "3");
     }
-    for node in nodes {
-        node.shutdown().await.expect("a clean stop");
-    }
+    stop(nodes).await;
 }
 
 /// `keel bench` against the cluster at `addresses` through `api`, as `user` if given: the
@@ -187,9 +177,7 @@ async fn keel_bench_logs_in_with_user_through_either_api() {
         let refusal = if api == "native" { "UNAUTHENTICATED" } else { "user name is empty" };
         assert!(succeeded == 0 && report.contains(refusal), "--api {api} without --user: {report}");
     }
-    for node in nodes {
-        node.shutdown().await.expect("a clean stop");
-    }
+    stop(nodes).await;
 }
 
 /// One raw native insert of `key` as the holder of `token`: the answer's error code.
@@ -204,22 +192,20 @@ async fn raw_put(channel: Channel, token: String, key: String) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_write_checked_against_a_table_that_changes_before_it_applies_is_refused() {
-    let (nodes, channels, addresses) = cluster(300_000).await;
-    let root = enable(&channels[0]).await;
-    add_alice(&channels[0], &root).await;
+    let (nodes, channels, addresses, root) = cluster_with_alice(300_000).await;
     let leader = client(&addresses, None, false).status(&addresses[0]).await.expect("status").leader.expect("a leader");
     let channel = channels[leader.id as usize - 1].clone();
     let alice = authenticate(&channel, "alice", "alicepw").await.expect("alice");
     // alice keeps 32 raw writes in flight (no client retries) while root changes an unrelated
     // permission 20 times: each change moves the auth revision, so a write checked before a
     // change and appended after it must be refused as a whole when it applies.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (channel, alice, stop) = (channel.clone(), alice.clone(), stop.clone());
+        let (channel, alice, stopped) = (channel.clone(), alice.clone(), stopped.clone());
         tokio::spawn(async move {
             let mut codes = std::collections::BTreeMap::<i32, u64>::new();
             let mut next = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 let round = (0..32).map(|i| raw_put(channel.clone(), alice.clone(), format!("/app/{}", next + i)));
                 for code in futures_util::future::join_all(round).await {
                     *codes.entry(code).or_default() += 1;
@@ -242,14 +228,12 @@ async fn a_native_write_checked_against_a_table_that_changes_before_it_applies_i
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
     let codes = writer.await.expect("the writer");
     let (applied, refused) = (ErrorCode::Success as i32, ErrorCode::ProposalDropped as i32);
     assert!(codes.keys().all(|code| *code == applied || *code == refused), "unexpected answers: {codes:?}");
     assert!(codes.get(&applied).copied().unwrap_or(0) > 0, "no write applied: {codes:?}");
     assert!(codes.get(&refused).copied().unwrap_or(0) > 0, "no write refused for an old auth revision: {codes:?}");
     eprintln!("answers by error code: {codes:?}");
-    for node in nodes {
-        node.shutdown().await.expect("a clean stop");
-    }
+    stop(nodes).await;
 }

@@ -119,13 +119,13 @@ impl KeelClient {
     }
 
     async fn batch_stream(&self, endpoint: &str) -> Result<Arc<BatchStream>, Failure> {
-        let generation = self.router.session().generation;
+        let generation = self.login_generation();
         if let Some(stream) = self.lock_batch_streams().get(endpoint).filter(|stream| !stream.is_stale(generation)) {
             return Ok(Arc::clone(stream));
         }
         let service = self.service(endpoint).await?;
         // After connecting: a login there gives the token.
-        let generation = self.router.session().generation;
+        let generation = self.login_generation();
         let metadata = self.stream_request(()).into_parts().0;
         let mut streams = self.lock_batch_streams();
         // Another caller may have opened one meanwhile: share it.

@@ -71,6 +71,8 @@ pub struct KeelClient {
     channels: Mutex<BTreeMap<String, Channel>>,
     /// With [`ClientOptions::batch_stream`]: the open `Batch` stream of each endpoint.
     batch_streams: Mutex<BTreeMap<String, std::sync::Arc<batch::BatchStream>>>,
+    /// Held while logging in, so that the tasks that find the token gone log in once, not each.
+    logging_in: tokio::sync::Mutex<()>,
 }
 
 impl KeelClient {
@@ -111,6 +113,7 @@ impl KeelClient {
             options,
             channels: Mutex::new(BTreeMap::new()),
             batch_streams: Mutex::new(BTreeMap::new()),
+            logging_in: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -145,9 +148,14 @@ impl KeelClient {
     }
 
     /// Logs in through `channel` if a node asked for a token since the last login; a cluster
-    /// whose authentication was disabled meanwhile needs no token.
+    /// whose authentication was disabled meanwhile needs no token. One task logs in at a time;
+    /// the others wait for it and use its token (a login costs the server a password hash).
     async fn log_in_if_wanted(&self, channel: &Channel) -> Result<(), Failure> {
         let Some(credentials) = &self.options.credentials else { return Ok(()) };
+        if !self.router.session().login_wanted {
+            return Ok(());
+        }
+        let _logging_in = self.logging_in.lock().await;
         if !self.router.session().login_wanted {
             return Ok(());
         }
@@ -157,7 +165,9 @@ impl KeelClient {
         };
         let mut auth = crate::proto::etcdserverpb::auth_client::AuthClient::new(channel.clone());
         let token = match auth.authenticate(self.request(request)).await {
-            Ok(response) => Some(response.into_inner().token),
+            Ok(response) => Some(response.into_inner().token.parse().map_err(|_| {
+                Failure::Protocol("the auth token from Authenticate is not valid metadata text".into())
+            })?),
             Err(status) if status.code() == tonic::Code::FailedPrecondition => None,
             Err(status) => return Err(failure_from_status(&status)),
         };
@@ -191,13 +201,22 @@ impl KeelClient {
     /// A request with the login token, if there is one, and no deadline (a stream's).
     fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Some(token) = self.router.session().token.as_deref() {
-            // A token is base64url text and dots: always a valid metadata value.
-            if let Ok(value) = token.parse() {
-                request.metadata_mut().insert(TOKEN_METADATA, value);
+        if self.options.credentials.is_some() {
+            if let Some(token) = self.router.session().token.clone() {
+                request.metadata_mut().insert(TOKEN_METADATA, token);
             }
         }
         request
+    }
+
+    /// The login `Batch` streams must have been opened with (`retry::Session::generation`);
+    /// always 0 without credentials.
+    fn login_generation(&self) -> u64 {
+        if self.options.credentials.is_some() {
+            self.router.session().generation
+        } else {
+            0
+        }
     }
 }
 

@@ -149,8 +149,8 @@ pub fn normalize(address: &str) -> String {
 /// stream opened with an older one is reopened.
 #[derive(Debug, Default)]
 pub(crate) struct Session {
-    /// The token to send, if any.
-    pub(crate) token: Option<String>,
+    /// The token to send, if any, as the `token` metadata value.
+    pub(crate) token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     /// Log in before the next request.
     pub(crate) login_wanted: bool,
     /// Bumped each time the token changes.
@@ -176,12 +176,16 @@ impl Router {
         self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Forgets the token and asks for a login before the next request.
-    fn forget_token(&self) {
+    /// Forgets the token of login `generation` and asks for a login before the next request;
+    /// nothing when a newer login has replaced it already (the many requests an expired token
+    /// fails at once cost one login, not one each).
+    fn forget_token(&self, generation: u64) {
         let mut session = self.session();
-        session.token = None;
-        session.login_wanted = true;
-        session.generation += 1;
+        if session.generation == generation {
+            session.token = None;
+            session.login_wanted = true;
+            session.generation += 1;
+        }
     }
 
     /// The configured endpoints.
@@ -225,6 +229,8 @@ impl Router {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let budget = options.request_timeout.min(remaining).max(Duration::from_millis(1));
+            // The login the attempt starts with: its failure forgets that token, no newer one.
+            let generation = self.session().generation;
             let outcome = match tokio::time::timeout(budget, attempt(target.clone())).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Failure::Lost(format!("no answer within {} ms", budget.as_millis()))),
@@ -239,7 +245,7 @@ impl Router {
             let (mut step, error) = decide(kind, &target, failure);
             if error.code() == Some(ErrorCode::Unauthenticated) && options.credentials.is_some() && !logged_in_again {
                 logged_in_again = true;
-                self.forget_token();
+                self.forget_token(generation);
                 step = Step::Same(Wait::None);
             }
             tracing::debug!(endpoint = target.as_str(), attempt = attempts, error = %error, ?step, "keel request attempt failed");

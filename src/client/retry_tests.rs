@@ -261,7 +261,7 @@ async fn unauthenticated_is_retried_once_after_a_new_login_only_with_credentials
     let credentials = Some(crate::client::Credentials { user: "alice".into(), password: "pw".into() });
     let with_login = ClientOptions { credentials, ..options() };
     let router = router();
-    router.session().token = Some("old".into());
+    router.session().token = Some(tonic::metadata::MetadataValue::from_static("old"));
     let generation = router.session().generation;
     let fake = Fake::default().script(A, [unauthenticated(), Reply::Ok, unauthenticated(), unauthenticated()]);
     assert_eq!(router.run(&with_login, OpKind::Write, |endpoint| fake.call(endpoint)).await, Ok("done"));
@@ -274,4 +274,17 @@ async fn unauthenticated_is_retried_once_after_a_new_login_only_with_credentials
     let error = router.run(&with_login, OpKind::Write, |endpoint| fake.call(endpoint)).await.expect_err("refused");
     assert_eq!(error.code(), Some(ErrorCode::Unauthenticated));
     assert_eq!(fake.calls(), [A, A]);
+}
+
+#[test]
+fn a_failure_forgets_only_the_token_it_was_sent_with() {
+    let router = router();
+    router.session().token = Some(tonic::metadata::MetadataValue::from_static("new"));
+    router.session().generation = 4;
+    // A request sent with login 3's token fails after login 4: the new token stays.
+    router.forget_token(3);
+    assert!(!router.session().login_wanted && router.session().token.is_some());
+    router.forget_token(4);
+    let session = router.session();
+    assert!(session.login_wanted && session.token.is_none() && session.generation == 5);
 }

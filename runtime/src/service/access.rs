@@ -31,7 +31,9 @@ use super::error::WireError;
 use crate::etcd::access::{self, Caller};
 use crate::node::NodeHandle;
 
-pub(crate) use crate::etcd::access::token_of;
+/// Whether a linearizable read checked as a caller must be checked again (the auth table moved
+/// while it waited for its barrier), and the token a request carries: the etcd layer's own.
+pub(crate) use crate::etcd::access::{auth_moved, token_of};
 
 /// The caller of a request carrying `token`, once `check` allows it; the refusal as the native
 /// API's error otherwise.
@@ -47,12 +49,6 @@ pub(crate) async fn authorize(
 /// valid token only.
 pub(crate) async fn authenticate(handle: &NodeHandle, token: Option<&str>) -> Result<Caller, WireError> {
     authorize(handle, token, |_| Ok(())).await
-}
-
-/// Whether a linearizable read checked as `caller` must be checked again: the auth table moved
-/// while it waited for its barrier (see `crate::etcd::access::auth_moved`).
-pub(crate) fn auth_moved(handle: &NodeHandle, caller: &Caller) -> bool {
-    access::auth_moved(handle, caller)
 }
 
 /// What a native write needs: write permission on its key, and read permission as well for a

@@ -96,6 +96,22 @@ pub async fn enable(channel: &Channel) -> String {
     authenticate(channel, "root", "rootpw").await.expect("root authenticates")
 }
 
+/// A cluster as [`cluster`] gives it, with authentication enabled and `alice` added
+/// ([`add_alice`]); root's token last.
+pub async fn cluster_with_alice(token_ttl_ms: u64) -> (Vec<EmbeddedNode>, Vec<Channel>, Vec<String>, String) {
+    let (nodes, channels, addresses) = cluster(token_ttl_ms).await;
+    let root = enable(&channels[0]).await;
+    add_alice(&channels[0], &root).await;
+    (nodes, channels, addresses, root)
+}
+
+/// Stops every node, each cleanly.
+pub async fn stop(nodes: Vec<EmbeddedNode>) {
+    for node in nodes {
+        node.shutdown().await.expect("a clean stop");
+    }
+}
+
 /// As root: a role `app` with READWRITE on `/app/` and READ on `/shared`, and a user `alice`
 /// holding it.
 pub async fn add_alice(channel: &Channel, root: &str) {
